@@ -1,0 +1,94 @@
+"""auth0-m2m-proxy: lets each edge client read only the users of its own Auth0 Organization."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from flask import Flask
+
+from . import errors, health, request_log, users
+from .auth import Auth0TokenValidator
+from .config import Settings, config_path, load_config_file, load_settings
+from .extensions import cache, require_oauth
+from .keys import KeyStore
+from .management import ManagementClient
+from .upstream import Upstream
+
+CACHE_TYPES = {
+    "filesystem": "auth0_proxy.cache.LockingFileSystemCache",
+    "redis": "RedisCache",
+    "simple": "SimpleCache",
+}
+
+
+def create_app(test_config: Mapping | None = None) -> Flask:
+    """Build the app from ``test_config`` (same shape as config.json) or the config file.
+
+    :raise ConfigError: the configuration is missing or invalid.
+    """
+    settings = (
+        load_settings(test_config) if test_config is not None else load_config_file(config_path())
+    )
+    app = Flask(__name__)
+    app.config["SETTINGS"] = settings
+    app.json.sort_keys = False
+    configure_logger()
+    register_extensions(app, settings)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    return app
+
+
+def configure_logger() -> None:
+    """JSON lines by default; ``LOG_FORMAT=text`` for development; level from ``LOG_LEVEL``."""
+    request_log.configure_logging(
+        os.environ.get("LOG_LEVEL", "INFO"), os.environ.get("LOG_FORMAT", "json")
+    )
+
+
+def register_extensions(app: Flask, settings: Settings) -> None:
+    """Bind the cache, the Auth0 connection pool, the key store and the token validator."""
+    proxy = settings.proxy
+    cache.init_app(
+        app,
+        config={
+            "CACHE_TYPE": CACHE_TYPES[proxy.cache_type],
+            "CACHE_DIR": proxy.cache_dir,
+            "CACHE_REDIS_URL": proxy.cache_redis_url,
+            "CACHE_KEY_PREFIX": proxy.cache_key_prefix,
+            "CACHE_DEFAULT_TIMEOUT": 300,
+        },
+    )
+    upstream = Upstream(
+        settings.auth0.base_url,
+        connect_timeout=proxy.connect_timeout_seconds,
+        read_timeout=proxy.read_timeout_seconds,
+        on_call=request_log.count_upstream_call,
+    )
+    keys = KeyStore(upstream, cache, refetch_interval=proxy.jwks_refetch_interval_seconds)
+    app.extensions["keys"] = keys
+    app.extensions["management"] = ManagementClient(
+        upstream, cache, settings.auth0, page_size=proxy.page_size
+    )
+    require_oauth.init_app(
+        app,
+        Auth0TokenValidator(
+            keys,
+            issuer=settings.auth0.issuer,
+            audience=settings.auth0.api_audience,
+            leeway=proxy.leeway_seconds,
+        ),
+    )
+
+
+def register_blueprints(app: Flask) -> None:
+    """The users resource and the health probes."""
+    app.register_blueprint(users.bp)
+    app.register_blueprint(health.bp)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    """Auth0-style JSON for every error, and one log line per request."""
+    errors.init_app(app)
+    request_log.init_app(app)

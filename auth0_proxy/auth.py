@@ -1,0 +1,158 @@
+"""Validation of the edge clients' access tokens (RS256 JWTs issued by the tenant).
+
+Both Auth0 access-token profiles are accepted on purpose: the default one (``typ: JWT``, client in
+``azp``, ``gty: client-credentials``) and RFC 9068 (``typ: at+jwt``, client in ``client_id``).
+Authlib's stock RFC 9068 validator rejects the default profile, so this validator is our own,
+built on joserfc (``authlib.jose`` is deprecated).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from authlib.integrations.flask_oauth2 import ResourceProtector
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import MissingAuthorizationError, UnsupportedTokenTypeError
+from authlib.oauth2.rfc6750 import BearerTokenValidator
+from flask import Flask, current_app
+from joserfc import jwt
+from joserfc.errors import (
+    BadSignatureError,
+    ExpiredTokenError,
+    InvalidClaimError,
+    InvalidKeyIdError,
+    JoseError,
+    MissingClaimError,
+)
+
+from .errors import REALM, InsufficientScope, TokenMissing, TokenRejected
+from .keys import KeyStore
+
+log = logging.getLogger(__name__)
+
+# RFC 8725 section 3.1: accept only the algorithm the issuer uses. Auth0 signs with RS256.
+ALGORITHMS = ["RS256"]
+# Auth0 default profile "JWT"; RFC 9068 section 2.1 "at+jwt" (with or without "application/").
+TOKEN_TYPES = {"jwt", "at+jwt", "application/at+jwt"}
+
+MALFORMED = "The access token is malformed."
+NOT_BEARER = "Send the access token as 'Authorization: Bearer <access token>'."
+UNKNOWN_KEY = "The access token is signed with a key the tenant does not publish."
+BAD_SIGNATURE = "The access token's signature is invalid."
+NOT_ACCESS_TOKEN = "The token is not an access token."  # noqa: S105 - a message
+EXPIRED = "The access token has expired."
+NOT_CLIENT_CREDENTIALS = "The access token was not issued to a client (client credentials)."
+CLAIM_PROBLEMS = {
+    "aud": "The access token is not for this API (audience).",
+    "iss": "The access token was not issued by this tenant (issuer).",
+    "nbf": "The access token is not valid yet.",
+    "iat": "The access token is issued in the future.",
+}
+
+
+class AccessToken(dict):
+    """The verified claims of a caller's token."""
+
+    @property
+    def client_id(self) -> str:
+        return self.get("client_id") or self["azp"]
+
+    @property
+    def org_id(self) -> str | None:
+        return self.get("org_id")
+
+    def get_scope(self) -> str:
+        """Granted scopes: ``scope`` and, with Auth0 RBAC, ``permissions``."""
+        permissions = self.get("permissions")
+        permissions = permissions if isinstance(permissions, list) else []
+        scope = self.get("scope") if isinstance(self.get("scope"), str) else ""
+        return " ".join([scope, *[p for p in permissions if isinstance(p, str)]]).strip()
+
+
+class Auth0TokenValidator(BearerTokenValidator):
+    """Verifies signature, issuer, audience and lifetime of a client-credentials token."""
+
+    def __init__(self, keys: KeyStore, *, issuer: str, audience: str, leeway: int):
+        super().__init__()
+        self.keys = keys
+        self.claims_registry = jwt.JWTClaimsRegistry(
+            leeway=leeway,
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": audience},
+            exp={"essential": True},
+            iat={"essential": True},
+            sub={"essential": True},
+        )
+
+    def authenticate_token(self, token_string: str) -> AccessToken:
+        """:raise TokenRejected: any reason the token is not a valid token for this API (401)."""
+        try:
+            token = jwt.decode(token_string, self._key_for, algorithms=ALGORITHMS)
+        except InvalidKeyIdError:
+            raise TokenRejected(UNKNOWN_KEY, reason="unknown signing key") from None
+        except BadSignatureError:
+            raise TokenRejected(BAD_SIGNATURE, reason="bad signature") from None
+        except JoseError as error:
+            raise TokenRejected(MALFORMED, reason=f"malformed token ({error.error})") from None
+        except (ValueError, TypeError):
+            raise TokenRejected(MALFORMED, reason="malformed token") from None
+        self._check_type(token.header)
+        self._check_claims(token.claims)
+        return AccessToken(token.claims)
+
+    def validate_token(self, token: AccessToken, scopes, request) -> None:
+        """The token is already verified; only the scope is left to check.
+
+        :raise InsufficientScope: the token lacks a required scope (403).
+        """
+        if self.scope_insufficient(token.get_scope(), scopes):
+            raise InsufficientScope(" ".join(scopes), reason="insufficient scope")
+
+    def _key_for(self, guest):
+        return self.keys.key_for(guest.headers().get("kid"))
+
+    @staticmethod
+    def _check_type(header: dict) -> None:
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in TOKEN_TYPES:
+            raise TokenRejected(NOT_ACCESS_TOKEN, reason=f"token type {typ!r}")
+
+    def _check_claims(self, claims: dict) -> None:
+        try:
+            self.claims_registry.validate(claims)
+        except ExpiredTokenError:
+            raise TokenRejected(EXPIRED, reason="expired") from None
+        except MissingClaimError as error:
+            message = f"The access token lacks the '{error.claim}' claim."
+            raise TokenRejected(message, reason=f"missing claim {error.claim}") from None
+        except InvalidClaimError as error:
+            message = CLAIM_PROBLEMS.get(error.claim, MALFORMED)
+            raise TokenRejected(message, reason=f"invalid claim {error.claim}") from None
+        client_id = claims.get("client_id") or claims.get("azp")
+        if not isinstance(client_id, str) or not client_id:
+            raise TokenRejected(NOT_CLIENT_CREDENTIALS, reason="no client id (azp or client_id)")
+        # A client-credentials token's subject is "<client_id>@clients"; anything else is a token
+        # issued to a user, which this machine-to-machine API refuses.
+        if claims["sub"] != f"{client_id}@clients":
+            raise TokenRejected(NOT_CLIENT_CREDENTIALS, reason="subject is not the client")
+
+
+class Auth0ResourceProtector(ResourceProtector):
+    """Authlib's protector, bound per app like any Flask extension.
+
+    Our validator raises the proxy's errors directly; only Authlib's header parsing errors
+    (no header, a scheme other than Bearer) arrive in ``raise_error_response``.
+    """
+
+    def init_app(self, app: Flask, validator: Auth0TokenValidator) -> None:
+        app.extensions["token_validator"] = validator
+
+    def get_token_validator(self, token_type: str) -> Auth0TokenValidator:
+        if token_type.lower() != "bearer":
+            raise UnsupportedTokenTypeError("bearer", REALM)
+        return current_app.extensions["token_validator"]
+
+    def raise_error_response(self, error: OAuth2Error):
+        if isinstance(error, MissingAuthorizationError):
+            raise TokenMissing(reason="no Authorization header")
+        raise TokenRejected(NOT_BEARER, reason=error.error)

@@ -1,0 +1,238 @@
+"""Load and validate the proxy's configuration once, at start-up.
+
+The file format of the proof of concept (a ``clients`` map and an ``auth0`` block) keeps working;
+an optional ``proxy`` block tunes the service. Secrets may come from the environment instead of
+the file, so a config file without secrets can be committed. This is the only module that reads
+``os.environ`` for settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
+
+DEFAULT_CONFIG_PATH = "config.json"
+
+# Auth0 organization ids are "org_" plus letters and digits; the Management API caps ids at 50.
+ORG_ID = re.compile(r"^org_[A-Za-z0-9_-]{1,46}$")
+# A host name with an optional port: what Auth0 calls the tenant "domain".
+DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?$")
+
+
+class ConfigError(Exception):
+    """The configuration is missing or invalid; the message names the key and the problem."""
+
+
+@dataclass(frozen=True)
+class Auth0Settings:
+    domain: str
+    mgmt_client_id: str
+    mgmt_client_secret: str
+    management_audience: str
+    api_audience: str
+    issuer: str
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self.domain}"
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    page_size: int = 50
+    leeway_seconds: int = 30
+    jwks_refetch_interval_seconds: int = 10
+    connect_timeout_seconds: float = 3.05
+    read_timeout_seconds: float = 10.0
+    cache_type: str = "filesystem"
+    cache_dir: str = ""
+    cache_redis_url: str = "redis://127.0.0.1:6379/0"
+    cache_key_prefix: str = "auth0-m2m-proxy:"
+
+
+@dataclass(frozen=True)
+class Settings:
+    clients: Mapping[str, tuple[str, ...]]
+    auth0: Auth0Settings
+    proxy: ProxySettings
+
+
+class OrgIds(fields.Field):
+    """One organization id, or a non-empty list of them; loaded as a tuple."""
+
+    default_error_messages = {  # noqa: RUF012 - marshmallow's documented extension point
+        "invalid": "must be an Auth0 organization id such as 'org_abc123', or a list of them",
+        "empty": "must name at least one organization",
+    }
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        org_ids = [value] if isinstance(value, str) else value
+        if not isinstance(org_ids, list):
+            raise self.make_error("invalid")
+        if not org_ids:
+            raise self.make_error("empty")
+        if not all(isinstance(org, str) and ORG_ID.match(org) for org in org_ids):
+            raise self.make_error("invalid")
+        return tuple(dict.fromkeys(org_ids))
+
+
+def _validate_domain(value: str) -> None:
+    if "://" in value or "/" in value:
+        raise ValidationError(
+            "give the bare tenant domain without 'https://' or a path, e.g. 'tenant.eu.auth0.com'"
+        )
+    if not DOMAIN.match(value):
+        raise ValidationError("is not a valid host name, e.g. 'tenant.eu.auth0.com'")
+
+
+def _validate_https_url(value: str) -> None:
+    if not value.startswith("https://"):
+        raise ValidationError("must be an https:// URL")
+
+
+NON_EMPTY = validate.Length(min=1)
+
+
+class Auth0Schema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    domain = fields.String(required=True, validate=_validate_domain)
+    mgmt_client_id = fields.String(required=True, validate=NON_EMPTY)
+    mgmt_client_secret = fields.String(load_default=None, validate=NON_EMPTY)
+    management_audience = fields.String(load_default=None, validate=_validate_https_url)
+    api_audience = fields.String(required=True, validate=NON_EMPTY)
+    issuer = fields.String(load_default=None, validate=_validate_https_url)
+
+    @post_load
+    def fill_defaults(self, data, **kwargs):
+        base = f"https://{data['domain']}"
+        data["management_audience"] = data["management_audience"] or f"{base}/api/v2/"
+        data["issuer"] = data["issuer"] or f"{base}/"
+        return data
+
+
+class ProxySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    page_size = fields.Integer(validate=validate.Range(1, 100), strict=True)
+    leeway_seconds = fields.Integer(validate=validate.Range(0, 300), strict=True)
+    jwks_refetch_interval_seconds = fields.Integer(validate=validate.Range(1, 3600), strict=True)
+    connect_timeout_seconds = fields.Float(validate=validate.Range(0.1, 60))
+    read_timeout_seconds = fields.Float(validate=validate.Range(0.1, 120))
+    cache_type = fields.String(validate=validate.OneOf(["filesystem", "redis", "simple"]))
+    cache_dir = fields.String(validate=NON_EMPTY)
+    cache_redis_url = fields.String(validate=validate.Regexp(r"^rediss?://"))
+    cache_key_prefix = fields.String()
+
+    @post_load
+    def build(self, data, **kwargs):
+        return ProxySettings(**data)
+
+
+class ConfigSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    clients = fields.Dict(keys=fields.String(validate=NON_EMPTY), values=OrgIds(), required=True)
+    auth0 = fields.Nested(Auth0Schema, required=True)
+    proxy = fields.Nested(ProxySchema, load_default=None)
+
+
+def load_settings(data: object, environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate a parsed config mapping; secrets from ``environ`` take precedence over the file.
+
+    :raise ConfigError: naming each bad key.
+    """
+    environ = os.environ if environ is None else environ
+    if not isinstance(data, Mapping):
+        raise ConfigError("must be a JSON object with the keys 'clients' and 'auth0'")
+    try:
+        loaded = ConfigSchema().load(data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error.messages)) from None
+    auth0 = loaded["auth0"]
+    auth0["mgmt_client_secret"] = (
+        environ.get("AUTH0_MGMT_CLIENT_SECRET") or auth0["mgmt_client_secret"]
+    )
+    if not auth0["mgmt_client_secret"]:
+        raise ConfigError(
+            "auth0.mgmt_client_secret: missing; set it in the file or in AUTH0_MGMT_CLIENT_SECRET"
+        )
+    proxy = loaded["proxy"] or ProxySettings()
+    if not proxy.cache_dir:
+        proxy = _with_default_cache_dir(proxy)
+    return Settings(clients=loaded["clients"], auth0=Auth0Settings(**auth0), proxy=proxy)
+
+
+def load_config_file(path: str | os.PathLike, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate a config.json.
+
+    :raise ConfigError: the file is missing, not JSON, has duplicate keys, or is invalid.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {error.strerror}") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+    except ValueError as error:
+        raise ConfigError(f"config file {str(path)!r} is not valid JSON: {error}") from None
+    try:
+        return load_settings(data, environ)
+    except ConfigError as error:
+        raise ConfigError(f"config file {str(path)!r}: {error}") from None
+
+
+def config_path(environ: Mapping[str, str] | None = None) -> str:
+    """Where the config file is: ``AUTH0_PROXY_CONFIG``, else ``./config.json``."""
+    environ = os.environ if environ is None else environ
+    return environ.get("AUTH0_PROXY_CONFIG") or DEFAULT_CONFIG_PATH
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    # json.loads would silently keep the last of two equal keys, e.g. a client id mapped twice.
+    seen: dict[str, object] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {key!r}")
+        seen[key] = value
+    return seen
+
+
+def _with_default_cache_dir(proxy: ProxySettings) -> ProxySettings:
+    cache_dir = Path(tempfile.gettempdir()) / f"auth0-m2m-proxy-{os.getuid()}"
+    return ProxySettings(**{**proxy.__dict__, "cache_dir": str(cache_dir)})
+
+
+def _describe(messages: object, prefix: str = "") -> str:
+    """Flatten marshmallow's nested messages into 'a.b: problem' lines."""
+    if isinstance(messages, Mapping):
+        lines = []
+        for key, value in messages.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, Mapping) and set(value) <= {"key", "value"}:
+                # marshmallow's shape for an error in a Dict's key or value
+                value = [message for part in value.values() for message in part]
+            lines.append(_describe(value, name))
+        return "; ".join(lines)
+    if isinstance(messages, list):
+        text = " ".join(str(m).rstrip(".") for m in messages)
+        return f"{prefix}: {_friendly(text)}" if prefix else _friendly(text)
+    return f"{prefix}: {messages}"
+
+
+def _friendly(text: str) -> str:
+    return {
+        "Unknown field": "unknown key (check its spelling)",
+        "Missing data for required field": "missing (required)",
+        "Not a valid mapping type": "must be a JSON object",
+    }.get(text, text)

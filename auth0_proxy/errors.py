@@ -1,0 +1,146 @@
+"""Every error the proxy answers, in the shape the Auth0 Management API uses.
+
+``{"statusCode": 401, "error": "Unauthorized", "message": "...", "errorCode": "invalid_token"}``.
+The exceptions carry only what the caller may see; ``reason`` is for the log line alone.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, g, jsonify
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
+
+log = logging.getLogger(__name__)
+
+REALM = "auth0-m2m-proxy"
+
+
+class APIError(Exception):
+    """An answer for the caller: status, Auth0 ``errorCode`` and a message safe to show."""
+
+    status_code = 500
+    error_code = "internal_error"
+    message = "The proxy could not complete the request."
+
+    def __init__(self, message: str | None = None, *, reason: str | None = None, headers=None):
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.reason = reason or self.message
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict:
+        return error_body(self.status_code, self.message, self.error_code)
+
+
+class TokenMissing(APIError):
+    status_code = 401
+    error_code = "invalid_token"
+    message = "Missing bearer token: send 'Authorization: Bearer <access token>'."
+
+    def __init__(self, message: str | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        # RFC 6750 section 3.1: no error code when the request lacks credentials.
+        self.headers.setdefault("WWW-Authenticate", f'Bearer realm="{REALM}"')
+
+
+class TokenRejected(APIError):
+    status_code = 401
+    error_code = "invalid_token"
+    message = "Invalid token."
+
+    def __init__(self, message: str | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.headers.setdefault(
+            "WWW-Authenticate",
+            f'Bearer realm="{REALM}", error="invalid_token", '
+            f'error_description="{_quoted(self.message)}"',
+        )
+
+
+class InsufficientScope(APIError):
+    status_code = 403
+    error_code = "insufficient_scope"
+
+    def __init__(self, scope: str, **kwargs):
+        super().__init__(f"Insufficient scope, expected: {scope}.", **kwargs)
+        self.headers.setdefault(
+            "WWW-Authenticate",
+            f'Bearer realm="{REALM}", error="insufficient_scope", scope="{_quoted(scope)}"',
+        )
+
+
+class OrganizationDenied(APIError):
+    status_code = 403
+    error_code = "access_denied"
+    message = "This client may not access any organization through the proxy."
+
+
+class UserNotFound(APIError):
+    status_code = 404
+    error_code = "inexistent_user"
+    message = "The user does not exist."
+
+
+class TooManyRequests(APIError):
+    status_code = 429
+    error_code = "too_many_requests"
+    message = "Auth0 is rate limiting the proxy; retry after the time in Retry-After."
+
+
+class UpstreamFailed(APIError):
+    status_code = 502
+    error_code = "bad_gateway"
+    message = "Auth0 answered the proxy with an error."
+
+
+class UpstreamUnavailable(APIError):
+    status_code = 503
+    error_code = "temporarily_unavailable"
+    message = "The proxy cannot reach Auth0 right now."
+
+
+class UpstreamTimeout(APIError):
+    status_code = 504
+    error_code = "gateway_timeout"
+    message = "Auth0 did not answer the proxy in time."
+
+
+def error_body(status: int, message: str, error_code: str) -> dict:
+    return {
+        "statusCode": status,
+        "error": HTTP_STATUS_CODES.get(status, "Error"),
+        "message": message,
+        "errorCode": error_code,
+    }
+
+
+def init_app(app: Flask) -> None:
+    """Answer every error, ours or Werkzeug's, as Auth0-style JSON; never a traceback."""
+    app.register_error_handler(APIError, _handle_api_error)
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(Exception, _handle_unexpected)
+
+
+def _handle_api_error(error: APIError):
+    g.denial_reason = error.reason
+    return jsonify(error.body()), error.status_code, error.headers
+
+
+def _handle_http_exception(error: HTTPException):
+    code = (HTTP_STATUS_CODES.get(error.code, "error")).lower().replace(" ", "_")
+    g.denial_reason = error.description
+    body = error_body(error.code or 500, error.description or "", code)
+    headers = [(name, value) for name, value in error.get_headers() if name == "Allow"]
+    return jsonify(body), error.code, headers
+
+
+def _handle_unexpected(error: Exception):
+    log.exception("unexpected error")
+    return jsonify(APIError().body()), 500
+
+
+def _quoted(text: str) -> str:
+    """Make text safe inside a quoted-string of a WWW-Authenticate header."""
+    return text.replace("\\", "").replace('"', "'")

@@ -1,0 +1,24 @@
+"""Liveness and readiness for load balancers and Kubernetes probes."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    """Alive: the process answers. Makes no upstream call."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    """Ready: config loaded, signing keys and a management token at hand (cached when possible).
+
+    :raise 503: either cannot be obtained from Auth0.
+    """
+    current_app.extensions["keys"].key_set()
+    current_app.extensions["management"].token()
+    return jsonify(status="ready")

@@ -1,0 +1,94 @@
+"""The tenant's signing keys (JWKS), cached and refreshed on key rotation.
+
+Auth0: cache the JWKS; when a token names an unknown ``kid`` fetch it again, but not more often
+than the refetch interval, so a flood of made-up kids cannot burn the tenant's rate limit
+(auth0.com/docs/secure/tokens/json-web-tokens/json-web-key-sets).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from joserfc.errors import InvalidKeyIdError, JoseError
+from joserfc.jwk import KeySet, RSAKey
+
+from .cache import get_or_create
+from .errors import UpstreamUnavailable
+from .upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+JWKS_PATH = "/.well-known/jwks.json"
+JWKS_TTL_SECONDS = 600
+CACHE_KEY = "jwks"
+
+
+class KeyStore:
+    """Finds the public key for a token's ``kid`` among the tenant's published RSA keys."""
+
+    def __init__(self, upstream: Upstream, cache, *, refetch_interval: int):
+        self.upstream = upstream
+        self.cache = cache
+        self.refetch_interval = refetch_interval
+        self._parsed: tuple[dict, KeySet] = ({}, KeySet([]))
+
+    def key_for(self, kid: str | None) -> RSAKey:
+        """:raise InvalidKeyIdError: no published key has this kid (the token is invalid).
+        :raise UpstreamUnavailable: the JWKS cannot be fetched (503: the token may be fine).
+        """
+        if not kid:
+            raise InvalidKeyIdError("the token names no key id")
+        keys = self.key_set()
+        if not _has_kid(keys, kid) and self._may_refetch():
+            log.info("unknown key id; fetching the JWKS again")
+            keys = self._fetch_and_store()
+        return keys.get_by_kid(kid)
+
+    def key_set(self) -> KeySet:
+        return self._parse(get_or_create(self.cache, CACHE_KEY, self._fetch))
+
+    def _parse(self, jwks: dict) -> KeySet:
+        """Parse RSA keys once per JWKS document, not once per request."""
+        if jwks != self._parsed[0]:
+            self._parsed = (jwks, KeySet.import_key_set(jwks))
+        return self._parsed[1]
+
+    def _may_refetch(self) -> bool:
+        # add() is atomic: at most one refetch per interval across all workers sharing the cache.
+        return bool(self.cache.add(f"{CACHE_KEY}:refetched", 1, timeout=self.refetch_interval))
+
+    def _fetch_and_store(self) -> KeySet:
+        jwks, ttl = self._fetch()
+        self.cache.set(CACHE_KEY, jwks, timeout=ttl)
+        return self._parse(jwks)
+
+    def _fetch(self) -> tuple[dict, int]:
+        response = self.upstream.request("GET", JWKS_PATH)
+        if response.status_code != 200:
+            raise UpstreamUnavailable(
+                "The proxy cannot fetch the tenant's signing keys.",
+                reason=f"JWKS answered {response.status_code}",
+            )
+        try:
+            jwks = {"keys": [key for key in response.json()["keys"] if _is_rs256_key(key)]}
+            KeySet.import_key_set(jwks)
+        except (ValueError, KeyError, TypeError, JoseError):
+            raise UpstreamUnavailable(
+                "The proxy cannot read the tenant's signing keys.", reason="JWKS is malformed"
+            ) from None
+        return jwks, JWKS_TTL_SECONDS
+
+
+def _is_rs256_key(key: object) -> bool:
+    """Keep only RSA signing keys: the proxy accepts RS256 alone (RFC 8725 section 3.1)."""
+    return (
+        isinstance(key, dict)
+        and key.get("kty") == "RSA"
+        and key.get("use", "sig") == "sig"
+        and key.get("alg", "RS256") == "RS256"
+        and isinstance(key.get("kid"), str)
+    )
+
+
+def _has_kid(keys: KeySet, kid: str) -> bool:
+    return any(key.kid == kid for key in keys)

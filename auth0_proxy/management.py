@@ -1,0 +1,161 @@
+"""A small synchronous client for the few Auth0 Management API endpoints the proxy needs.
+
+It holds the proxy's one real Management credential. The management token is cached in the shared
+cache until shortly before it expires, so a fleet of workers asks Auth0 for it once, and is
+fetched once more when Auth0 answers 401 (expired or rotated early).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import requests
+
+from .cache import get_or_create
+from .config import Auth0Settings
+from .errors import APIError, TooManyRequests, UpstreamFailed, UpstreamUnavailable, UserNotFound
+from .upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+TOKEN_CACHE_KEY = "management-token"  # noqa: S105 - a cache key
+# Renew this long before expiry, so a token is never used in its last minutes.
+TOKEN_RENEWAL_MARGIN_SECONDS = 300
+USER_ORGANIZATIONS_PAGE = 100  # the endpoint's maximum per_page (Management API spec)
+
+
+class ManagementClient:
+    """Reads organization members and user profiles with the proxy's management token."""
+
+    def __init__(self, upstream: Upstream, cache, auth0: Auth0Settings, *, page_size: int):
+        self.upstream = upstream
+        self.cache = cache
+        self.auth0 = auth0
+        self.page_size = page_size
+
+    def iter_members(self, org_id: str) -> Iterator[dict]:
+        """Every member of the organization, following checkpoint pagination to the end.
+
+        Offset paging stops at 1,000 records; ``from``/``take`` does not. A page may hold fewer
+        than ``take`` members before the end, so only an absent ``next`` ends the loop.
+        """
+        params = {"take": self.page_size}
+        while True:
+            page = self.get_json(f"/api/v2/organizations/{_segment(org_id)}/members", params)
+            yield from page.get("members", [])
+            if not page.get("next"):
+                return
+            params = {"take": self.page_size, "from": page["next"]}
+
+    def get_user(self, user_id: str) -> dict:
+        """:raise UserNotFound: Auth0 has no such user (404)."""
+        return self.get_json(f"/api/v2/users/{_segment(user_id)}", missing=UserNotFound)
+
+    def is_member(self, org_id: str, user_id: str) -> bool:
+        """Whether the user belongs to the organization, read from the user's side.
+
+        The Management API has no single-membership lookup; a user's organizations are few,
+        while an organization's members may be many.
+        """
+        path = f"/api/v2/users/{_segment(user_id)}/organizations"
+        page_number = 0
+        while True:
+            params = {"page": page_number, "per_page": USER_ORGANIZATIONS_PAGE}
+            page = self.get_json(path, {**params, "include_totals": "true"})
+            organizations = page.get("organizations", [])
+            if any(organization.get("id") == org_id for organization in organizations):
+                return True
+            seen = page.get("start", 0) + len(organizations)
+            if not organizations or seen >= page.get("total", 0):
+                return False
+            page_number += 1
+
+    def get_json(self, path: str, params: dict | None = None, *, missing=UpstreamFailed):
+        """GET a Management API path with the cached token; refresh it once on a 401.
+
+        :raise missing: 404 from Auth0 (by default a 502: the proxy asked for something absent).
+        :raise TooManyRequests: Auth0 rate-limits the tenant (429, with Retry-After).
+        :raise UpstreamFailed: any other error answer (502).
+        """
+        response = self._get(path, params, self.token())
+        if response.status_code == 401:
+            log.info("management token refused; fetching a new one")
+            self.cache.delete(TOKEN_CACHE_KEY)
+            response = self._get(path, params, self.token())
+        return _json_or_raise(response, path, missing)
+
+    def token(self) -> str:
+        """The proxy's management token, from the cache or fetched once for all workers.
+
+        :raise UpstreamUnavailable: the token endpoint failed (503).
+        """
+        return get_or_create(self.cache, TOKEN_CACHE_KEY, self._fetch_token)
+
+    def _get(self, path: str, params: dict | None, token: str) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        return self.upstream.request("GET", path, params=params, headers=headers)
+
+    def _fetch_token(self) -> tuple[str, int]:
+        response = self.upstream.request(
+            "POST",
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": self.auth0.mgmt_client_id,
+                "client_secret": self.auth0.mgmt_client_secret,
+                "audience": self.auth0.management_audience,
+            },
+        )
+        if response.status_code != 200:
+            raise UpstreamUnavailable(
+                "The proxy cannot obtain its Auth0 management token.",
+                reason=f"token endpoint: {response.status_code} {_error_summary(response)}",
+            )
+        grant = response.json()
+        lifetime = int(grant.get("expires_in", 86400))
+        log.info("fetched a management token valid for %s s", lifetime)
+        ttl = max(lifetime - TOKEN_RENEWAL_MARGIN_SECONDS, lifetime // 2, 1)
+        return grant["access_token"], ttl
+
+
+def _segment(value: str) -> str:
+    """Percent-encode one path segment: no id can reach another upstream endpoint."""
+    return quote(value, safe="")
+
+
+def _json_or_raise(response: requests.Response, path: str, missing: type[APIError]):
+    status = response.status_code
+    if status == 200:
+        return response.json()
+    reason = f"Auth0 answered {status} on {path.split('?')[0]}: {_error_summary(response)}"
+    if status == 404:
+        raise missing(reason=reason)
+    if status == 429:
+        raise TooManyRequests(reason=reason, headers={"Retry-After": _retry_after(response)})
+    log.warning(reason)
+    raise UpstreamFailed(reason=reason)
+
+
+def _retry_after(response: requests.Response) -> str:
+    """Seconds until Auth0's bucket refills: ``Retry-After``, else ``x-ratelimit-reset``."""
+    if response.headers.get("Retry-After", "").isdigit():
+        return response.headers["Retry-After"]
+    try:
+        reset = float(response.headers["x-ratelimit-reset"])
+    except (KeyError, ValueError):
+        return "1"
+    return str(max(1, math.ceil(reset - time.time())))
+
+
+def _error_summary(response: requests.Response) -> str:
+    """Auth0's error code and message, from a Management API or an OAuth error body."""
+    try:
+        body = response.json()
+        code = body.get("errorCode") or body.get("error")
+        return f"{code}: {body.get('message') or body.get('error_description')}"
+    except (ValueError, AttributeError):
+        return "non-JSON body"

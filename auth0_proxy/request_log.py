@@ -1,0 +1,122 @@
+"""One log line per request, in JSON (or plain text for development).
+
+The line carries who called (client and organization, from the verified token), what, the answer
+and how many calls it cost upstream. It never carries a token, a secret or a header value: the
+fields are chosen here, not copied from the request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+
+from flask import Flask, g, has_app_context, request
+
+log = logging.getLogger("auth0_proxy.request")
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_FIELDS = (
+    "request_id",
+    "client_id",
+    "org_id",
+    "method",
+    "path",
+    "status",
+    "duration_ms",
+    "upstream_calls",
+    "reason",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """A JSON object per line: time, level, logger, message and the request fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update({key: getattr(record, key) for key in REQUEST_FIELDS if hasattr(record, key)})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+JsonFormatter.converter = time.gmtime
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines for ``flask run``: the message, then the request fields that are set."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(
+            f"{key}={getattr(record, key)}" for key in REQUEST_FIELDS if hasattr(record, key)
+        )
+        return f"{super().format(record)} {fields}".rstrip()
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Send the proxy's logs to stderr, one line per record, in the chosen format."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "text":
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("auth0_proxy")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
+def count_upstream_call() -> None:
+    """Called by the Upstream pool for each call to Auth0 made while serving a request."""
+    if has_app_context():
+        g.upstream_calls = g.get("upstream_calls", 0) + 1
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_start)
+    app.after_request(_finish)
+
+
+def _start() -> None:
+    g.started = time.perf_counter()
+    supplied = request.headers.get("X-Request-ID", "")
+    # A caller's id is kept only if it is harmless in a log line and a header.
+    g.request_id = supplied if REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    g.upstream_calls = 0
+
+
+def _finish(response):
+    response.headers["X-Request-ID"] = g.request_id
+    status = response.status_code
+    level = logging.INFO
+    if status >= 500:
+        level = logging.ERROR
+    elif status in (401, 403):
+        level = logging.WARNING
+    fields = {
+        "request_id": g.request_id,
+        "client_id": _client_id(),
+        "org_id": g.get("org_id"),
+        "method": request.method,
+        "path": request.path[:512],
+        "status": status,
+        "duration_ms": round((time.perf_counter() - g.started) * 1000, 1),
+        "upstream_calls": g.upstream_calls,
+    }
+    if status >= 400:
+        fields["reason"] = g.get("denial_reason")
+    log.log(level, "request denied" if level == logging.WARNING else "request", extra=fields)
+    return response
+
+
+def _client_id() -> str | None:
+    token = g.get("authlib_server_oauth2_token")
+    return token.client_id if token is not None else None
