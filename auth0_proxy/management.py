@@ -123,7 +123,15 @@ class ManagementClient:
 
 
 def _segment(value: str) -> str:
-    """Percent-encode one path segment: no id can reach another upstream endpoint."""
+    """Percent-encode one path segment, so that no id can reach another upstream endpoint.
+
+    "." and ".." stay dot-segments even when encoded: urllib3 resolves them, and so may URL
+    normalizers in front of Auth0 (RFC 3986 section 6.2.2). No Auth0 id is one, so refuse them.
+
+    :raise UserNotFound: the id is a dot-segment or empty (404).
+    """
+    if value in ("", ".", ".."):
+        raise UserNotFound(reason=f"id {value!r} is not a path segment")
     return quote(value, safe="")
 
 

@@ -33,13 +33,14 @@ REQUEST_FIELDS = (
 
 
 class JsonFormatter(logging.Formatter):
-    """A JSON object per line: time, level, logger, message and the request fields."""
+    """A JSON object per line: time, level, logger, worker pid, message, request fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         line.update({key: getattr(record, key) for key in REQUEST_FIELDS if hasattr(record, key)})

@@ -1,0 +1,36 @@
+# Every target installs what it needs into .venv first, so each works on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint format run clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt -e .
+	touch $(STAMP)
+
+demo: install  ## the proxy under gunicorn against the emulated Auth0 tenant
+	$(PY) scripts/demo.py
+
+test: install  ## the whole test suite (end-to-end through gunicorn)
+	$(PY) -m pytest
+
+lint: install  ## ruff lint and format check, hadolint on the Dockerfile
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+run: install  ## the proxy under gunicorn with ./config.json (or AUTH0_PROXY_CONFIG)
+	$(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .ruff_cache *.egg-info

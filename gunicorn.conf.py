@@ -1,0 +1,32 @@
+"""gunicorn settings for auth0-m2m-proxy, read from the environment.
+
+PORT (8000), WEB_CONCURRENCY worker processes (2), GUNICORN_THREADS threads per worker (8),
+GUNICORN_TIMEOUT seconds before a stuck worker is replaced (30). The proxy waits on Auth0, not
+on the CPU, so threaded workers (gthread) serve many slow upstream calls per process.
+"""
+
+import os
+import sys
+
+from auth0_proxy.config import ConfigError, config_path, load_config_file
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 20
+keepalive = 5
+# The app logs one JSON line per request itself; gunicorn's access log would repeat it.
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+def on_starting(server):
+    """Refuse to start with a bad config: one clear line, not a worker traceback per worker."""
+    try:
+        load_config_file(config_path())
+    except ConfigError as error:
+        print(f"auth0-m2m-proxy: configuration error: {error}", file=sys.stderr)
+        sys.exit(1)

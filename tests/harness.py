@@ -1,0 +1,116 @@
+"""Run the proxy for real: gunicorn with the project's gunicorn.conf.py, on a free loopback port.
+
+Shared by the end-to-end tests and ``make demo``, so both exercise exactly what users deploy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ProxyServer:
+    """gunicorn serving ``wsgi:app`` with the given config dict; logs captured to a file."""
+
+    def __init__(
+        self,
+        config: dict,
+        *,
+        ca_bundle: str,
+        workers: int = 2,
+        threads: int = 4,
+        port: int | None = None,
+        workdir: str | None = None,
+        env: dict | None = None,
+    ):
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="auth0-proxy-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.workdir / "config.json"
+        self.log_path = self.workdir / "proxy.log"
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        proxy_block = {"cache_dir": str(self.workdir / "cache"), **config.get("proxy", {})}
+        self.config_path.write_text(json.dumps({**config, "proxy": proxy_block}, indent=2))
+        self.env = {
+            **os.environ,
+            "AUTH0_PROXY_CONFIG": str(self.config_path),
+            "REQUESTS_CA_BUNDLE": ca_bundle,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": str(workers),
+            "GUNICORN_THREADS": str(threads),
+            **(env or {}),
+        }
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> ProxyServer:
+        log_file = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        log_file.close()
+        self._wait_until_healthy(timeout)
+        return self
+
+    def stop(self) -> int | None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode if self.process else None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_records(self) -> list[dict]:
+        """The JSON lines the app logged (gunicorn's own plain lines are skipped)."""
+        records = []
+        for line in self.log_text().splitlines():
+            if line.startswith("{"):
+                records.append(json.loads(line))
+        return records
+
+    def _wait_until_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"gunicorn exited ({self.process.returncode}):\n{self.log_text()}"
+                )
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gunicorn did not become healthy in {timeout}s:\n{self.log_text()}")
+
+    def __enter__(self) -> ProxyServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

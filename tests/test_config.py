@@ -1,0 +1,148 @@
+"""Configuration: the proof-of-concept format works; every mistake is named at start-up."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+
+from auth0_proxy.config import ConfigError, load_config_file, load_settings
+from tests.harness import ROOT
+
+VALID = {
+    "clients": {"edge-acme": "org_acme", "edge-reseller": ["org_acme", "org_globex"]},
+    "auth0": {
+        "domain": "tenant.eu.auth0.com",
+        "mgmt_client_id": "proxy-mgmt-client",
+        "mgmt_client_secret": "proxy-mgmt-secret",
+        "management_audience": "https://tenant.eu.auth0.com/api/v2/",
+        "api_audience": "https://m2m-proxy.example.com",
+    },
+}
+
+
+def config_with(change) -> dict:
+    config = copy.deepcopy(VALID)
+    change(config)
+    return config
+
+
+def test_proof_of_concept_format_loads():
+    settings = load_settings(VALID, environ={})
+    assert settings.clients == {
+        "edge-acme": ("org_acme",),
+        "edge-reseller": ("org_acme", "org_globex"),
+    }
+    assert settings.auth0.issuer == "https://tenant.eu.auth0.com/"
+    assert settings.auth0.mgmt_client_secret == "proxy-mgmt-secret"
+    assert settings.proxy.page_size == 50
+
+
+def test_example_config_file_is_valid():
+    settings = load_config_file(ROOT / "config.json.example", environ={})
+    assert settings.auth0.domain == "your-tenant.eu.auth0.com"
+
+
+def test_secret_from_environment_replaces_the_file():
+    config = config_with(lambda c: c["auth0"].pop("mgmt_client_secret"))
+    settings = load_settings(config, environ={"AUTH0_MGMT_CLIENT_SECRET": "from-env"})
+    assert settings.auth0.mgmt_client_secret == "from-env"
+
+
+def test_management_audience_and_issuer_default_from_domain():
+    config = config_with(lambda c: c["auth0"].pop("management_audience"))
+    settings = load_settings(config, environ={})
+    assert settings.auth0.management_audience == "https://tenant.eu.auth0.com/api/v2/"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda c: c["auth0"].update(domain="https://tenant.eu.auth0.com"),
+            "auth0.domain: give the bare tenant domain without 'https://'",
+        ),
+        (
+            lambda c: c["auth0"].update(domain="tenant .auth0.com"),
+            "auth0.domain: is not a valid host name",
+        ),
+        (lambda c: c["auth0"].update(domian="x"), "auth0.domian: unknown key"),
+        (lambda c: c.update(extra={}), "extra: unknown key"),
+        (lambda c: c["auth0"].pop("api_audience"), "auth0.api_audience: missing (required)"),
+        (lambda c: c.pop("clients"), "clients: missing (required)"),
+        (
+            lambda c: c["auth0"].pop("mgmt_client_secret"),
+            "auth0.mgmt_client_secret: missing; set it in the file or in AUTH0_MGMT_CLIENT_SECRET",
+        ),
+        (
+            lambda c: c["clients"].update({"edge-x": 42}),
+            "clients.edge-x: must be an Auth0 organization id",
+        ),
+        (
+            lambda c: c["clients"].update({"edge-x": []}),
+            "clients.edge-x: must name at least one organization",
+        ),
+        (
+            lambda c: c["clients"].update({"edge-x": ["org_a", 7]}),
+            "clients.edge-x: must be an Auth0 organization id",
+        ),
+        (
+            lambda c: c["clients"].update({"edge-x": "acme"}),
+            "clients.edge-x: must be an Auth0 organization id",
+        ),
+        (
+            lambda c: c["auth0"].update(management_audience="http://x/"),
+            "auth0.management_audience: must be an https:// URL",
+        ),
+        (
+            lambda c: c.update(proxy={"page_size": 500}),
+            "proxy.page_size: Must be greater than or equal to 1",
+        ),
+        (lambda c: c.update(proxy={"cache_type": "memcached"}), "proxy.cache_type: Must be one of"),
+    ],
+)
+def test_invalid_config_names_the_key(change, message):
+    with pytest.raises(ConfigError) as error:
+        load_settings(config_with(change), environ={})
+    assert message in str(error.value)
+
+
+def test_duplicate_client_id_is_refused(tmp_path):
+    path = tmp_path / "config.json"
+    text = json.dumps(VALID).replace('"clients": {', '"clients": {"edge-acme": "org_globex", ', 1)
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="duplicate key 'edge-acme'"):
+        load_config_file(path, environ={})
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"cannot read config file .*nope\.json"):
+        load_config_file(tmp_path / "nope.json", environ={})
+
+
+def test_file_that_is_not_json_is_named(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("{clients: }")
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        load_config_file(path, environ={})
+
+
+def test_gunicorn_refuses_to_start_with_one_clear_message(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps(config_with(lambda c: c["auth0"].update(domain="https://x.auth0.com")))
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT,
+        env={"AUTH0_PROXY_CONFIG": str(path), "PORT": "0", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "configuration error" in result.stderr and "auth0.domain" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

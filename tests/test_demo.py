@@ -1,0 +1,24 @@
+"""`make demo` works: the script runs the whole product path and shows real answers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.harness import ROOT, free_port
+
+
+def test_demo_shows_an_organizations_users_and_a_refusal():
+    result = subprocess.run(
+        [sys.executable, "scripts/demo.py", "--once", "--port", str(free_port())],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "GET /users: all members of org_acme" in out
+    assert "auth0|alice-acme" in out
+    assert "-> 404" in out and "-> 401" in out
+    assert "Stopped the proxy and the emulated tenant." in out

@@ -1,0 +1,624 @@
+"""The emulated Auth0 tenant keeps Auth0's promises over real HTTPS.
+
+Every test talks to a fresh demo tenant through ``requests`` with certificate verification on, so
+what passes here is what the proxy will see.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from joserfc import jwt
+from joserfc.jwk import KeySet, RSAKey
+
+from tests.emulated_tenant import Tenant, TenantServer, demo, demo_tenant, proxy_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BIG_ORG_ID = "org_big"
+BIG_ORG_SIZE = 2_500
+
+MEMBERS = "/api/v2/organizations/{}/members"
+MANAGEMENT_ENDPOINTS = {
+    "members": "/api/v2/organizations/org_acme/members",
+    "user": "/api/v2/users/auth0%7Calice-acme",
+    "user organizations": "/api/v2/users/auth0%7Calice-acme/organizations",
+    "users": "/api/v2/users",
+}
+SCOPE_FOR_ENDPOINT = {
+    "members": "read:organization_members",
+    "user": "read:users",
+    "user organizations": "read:organizations",
+    "users": "read:users",
+}
+
+
+@pytest.fixture
+def tenant() -> Tenant:
+    return demo_tenant()
+
+
+@pytest.fixture
+def server(tenant: Tenant) -> Iterator[TenantServer]:
+    with TenantServer(tenant) as running:
+        yield running
+
+
+@pytest.fixture
+def http(server: TenantServer) -> Iterator[requests.Session]:
+    """A session that verifies TLS against the tenant's throwaway CA."""
+    with requests.Session() as session:
+        session.trust_env = False  # else REQUESTS_CA_BUNDLE / proxy variables would override
+        session.verify = server.ca_bundle
+        yield session
+
+
+@pytest.fixture
+def mgmt_token(tenant: Tenant, server: TenantServer) -> str:
+    return tenant.issue_token(demo.MGMT_CLIENT_ID, tenant.management_audience)
+
+
+@pytest.fixture
+def api(server: TenantServer, http: requests.Session, mgmt_token: str) -> Iterator[Any]:
+    """``api(path)``: GET a Management API path with the proxy's management token."""
+
+    def get(path: str, token: str | None = mgmt_token, **params: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return http.get(server.url + path, headers=headers, params=params or None)
+
+    yield get
+
+
+@pytest.fixture
+def big_org(tenant: Tenant) -> list[str]:
+    tenant.add_organization(BIG_ORG_ID, "big", "Big Co")
+    return tenant.seed_organization(BIG_ORG_ID, BIG_ORG_SIZE, "big")
+
+
+def request_token(http: requests.Session, server: TenantServer, **params: str) -> requests.Response:
+    return http.post(
+        f"{server.url}/oauth/token", data={"grant_type": "client_credentials", **params}
+    )
+
+
+def decode(server: TenantServer, http: requests.Session, token: str) -> jwt.Token:
+    keys = KeySet.import_key_set(http.get(f"{server.url}/.well-known/jwks.json").json())
+    return jwt.decode(token, keys, algorithms=["RS256"])
+
+
+def test_edge_client_token_uses_auth0_profile_and_carries_org_id(
+    server: TenantServer, http: requests.Session, tenant: Tenant
+) -> None:
+    response = request_token(
+        http,
+        server,
+        client_id=demo.ACME_CLIENT_ID,
+        client_secret=demo.ACME_CLIENT_SECRET,
+        audience=demo.API_AUDIENCE,
+        organization=demo.ACME_ORG_ID,
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 86400
+    assert body["scope"] == "read:users"
+    token = decode(server, http, body["access_token"])
+    assert token.header == {"alg": "RS256", "typ": "JWT", "kid": tenant.signing_key.kid}
+    claims = token.claims
+    assert claims["iss"] == f"https://localhost:{server.port}/"
+    assert claims["sub"] == "edge-acme@clients"
+    assert claims["aud"] == demo.API_AUDIENCE
+    assert claims["scope"] == "read:users"
+    assert claims["gty"] == "client-credentials"
+    assert claims["azp"] == demo.ACME_CLIENT_ID
+    assert claims["org_id"] == demo.ACME_ORG_ID
+    assert claims["exp"] - claims["iat"] == 86400
+    assert "jti" not in claims and "client_id" not in claims
+
+
+def test_rfc9068_api_token_has_at_jwt_type_client_id_and_jti(
+    server: TenantServer, http: requests.Session, tenant: Tenant
+) -> None:
+    tenant.add_api("https://rfc9068.example.com", token_profile="rfc9068", scopes=["read:x"])
+    tenant.add_client("strict", "strict-secret", grants={"https://rfc9068.example.com": ["read:x"]})
+    body = {
+        "grant_type": "client_credentials",
+        "client_id": "strict",
+        "client_secret": "strict-secret",
+        "audience": "https://rfc9068.example.com",
+    }
+    response = http.post(f"{server.url}/oauth/token", json=body)
+    assert response.status_code == 200
+    token = decode(server, http, response.json()["access_token"])
+    assert token.header["typ"] == "at+jwt"
+    assert token.claims["client_id"] == "strict"
+    assert token.claims["jti"]
+    assert "gty" not in token.claims and "azp" not in token.claims
+    assert "org_id" not in token.claims
+
+
+def test_management_token_is_tenant_wide_with_default_profile(
+    server: TenantServer, http: requests.Session, tenant: Tenant
+) -> None:
+    response = request_token(
+        http,
+        server,
+        client_id=demo.MGMT_CLIENT_ID,
+        client_secret=demo.MGMT_CLIENT_SECRET,
+        audience=tenant.management_audience,
+    )
+    claims = decode(server, http, response.json()["access_token"]).claims
+    assert claims["aud"] == f"https://localhost:{server.port}/api/v2/"
+    assert claims["gty"] == "client-credentials"
+    assert claims["scope"] == "read:users read:organization_members read:organizations"
+    assert "org_id" not in claims
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "error", "description"),
+    [
+        ({"client_secret": "wrong"}, 401, "access_denied", "Unauthorized"),
+        ({"client_id": "nobody"}, 401, "access_denied", "Unauthorized"),
+        ({"grant_type": "password"}, 403, "unauthorized_client", None),
+        (
+            {"audience": "MANAGEMENT"},
+            403,
+            "access_denied",
+            'Client is not authorized to access "MANAGEMENT". You need to create a '
+            '"client-grant" associated to this API. '
+            "See: https://auth0.com/docs/api/v2#!/Client_Grants/post_client_grants",
+        ),
+        ({"organization": demo.GLOBEX_ORG_ID}, 400, "invalid_request", None),
+        ({"organization": "org_missing"}, 400, "invalid_request", None),
+        ({"audience": "https://unknown.example.com"}, 403, "access_denied", None),
+    ],
+)
+def test_token_errors_are_oauth_shaped(
+    server: TenantServer,
+    http: requests.Session,
+    tenant: Tenant,
+    params: dict[str, str],
+    status: int,
+    error: str,
+    description: str | None,
+) -> None:
+    request = {
+        "grant_type": "client_credentials",
+        "client_id": demo.ACME_CLIENT_ID,
+        "client_secret": demo.ACME_CLIENT_SECRET,
+        "audience": demo.API_AUDIENCE,
+        **params,
+    }
+    if request["audience"] == "MANAGEMENT":
+        request["audience"] = tenant.management_audience
+        description = description.replace("MANAGEMENT", tenant.management_audience)
+    response = http.post(f"{server.url}/oauth/token", data=request)
+    assert response.status_code == status
+    assert response.json()["error"] == error
+    if description is not None:
+        assert response.json()["error_description"] == description
+
+
+def test_jwks_publishes_only_public_signing_keys(
+    server: TenantServer, http: requests.Session, tenant: Tenant
+) -> None:
+    keys = http.get(f"{server.url}/.well-known/jwks.json").json()["keys"]
+    assert len(keys) == 1
+    assert keys[0]["kid"] == tenant.signing_key.kid
+    assert {"kty": "RSA", "use": "sig", "alg": "RS256"}.items() <= keys[0].items()
+    assert not {"d", "p", "q", "dp", "dq", "qi"} & keys[0].keys()
+    assert keys == tenant.jwks()["keys"]
+
+
+def test_rotated_key_signs_new_tokens_and_old_key_stays_published(
+    server: TenantServer, http: requests.Session, tenant: Tenant, api: Any, mgmt_token: str
+) -> None:
+    old_kid = tenant.signing_key.kid
+    new_kid = tenant.rotate_key()
+    kids = [key["kid"] for key in http.get(f"{server.url}/.well-known/jwks.json").json()["keys"]]
+    assert kids == [old_kid, new_kid]
+    fresh = tenant.issue_token(demo.MGMT_CLIENT_ID, tenant.management_audience)
+    assert decode(server, http, fresh).header["kid"] == new_kid
+    assert api(MANAGEMENT_ENDPOINTS["user"], token=fresh).status_code == 200
+    assert api(MANAGEMENT_ENDPOINTS["user"], token=mgmt_token).status_code == 200
+
+
+def test_members_without_paging_params_are_the_first_50_as_an_array(
+    api: Any, big_org: list[str]
+) -> None:
+    response = api(MEMBERS.format(BIG_ORG_ID))
+    assert response.status_code == 200
+    members = response.json()
+    assert [member["user_id"] for member in members] == big_org[:50]
+    assert set(members[0]) == {"user_id", "email", "picture", "name"}
+
+
+def test_members_offset_page_with_totals(api: Any, big_org: list[str]) -> None:
+    body = api(MEMBERS.format(BIG_ORG_ID), page=3, per_page=20, include_totals="true").json()
+    assert body["start"] == 60 and body["limit"] == 20 and body["total"] == BIG_ORG_SIZE
+    assert [member["user_id"] for member in body["members"]] == big_org[60:80]
+
+
+def test_members_offset_paging_stops_at_1000_records(api: Any, big_org: list[str]) -> None:
+    assert api(MEMBERS.format(BIG_ORG_ID), page=19, per_page=50).status_code == 200
+    response = api(MEMBERS.format(BIG_ORG_ID), page=20, per_page=50)
+    assert response.status_code == 400
+    assert response.json()["errorCode"] == "invalid_paging"
+
+
+def test_members_checkpoint_paging_reaches_every_member(api: Any, big_org: list[str]) -> None:
+    seen: list[str] = []
+    params: dict[str, Any] = {"take": 100}
+    for _ in range(BIG_ORG_SIZE // 100 + 1):
+        body = api(MEMBERS.format(BIG_ORG_ID), **params).json()
+        seen += [member["user_id"] for member in body["members"]]
+        if "next" not in body:
+            break
+        params["from"] = body["next"]
+    assert seen == big_org
+
+
+def test_members_checkpoint_default_take_is_50_and_last_page_has_no_next(
+    api: Any, tenant: Tenant
+) -> None:
+    body = api(MEMBERS.format(demo.ACME_ORG_ID), take=3).json()
+    assert len(body["members"]) == 3 and body["next"]
+    rest = api(MEMBERS.format(demo.ACME_ORG_ID), **{"from": body["next"]}).json()
+    assert len(rest["members"]) == 3
+    assert "next" not in rest
+
+
+def test_members_mixing_checkpoint_and_offset_paging_is_400(api: Any) -> None:
+    response = api(MEMBERS.format(demo.ACME_ORG_ID), take=10, page=1)
+    assert response.status_code == 400
+
+
+def test_members_fields_projection(api: Any) -> None:
+    only_ids = api(MEMBERS.format(demo.ACME_ORG_ID), fields="user_id").json()
+    assert all(member.keys() == {"user_id"} for member in only_ids)
+    with_roles = api(MEMBERS.format(demo.ACME_ORG_ID), fields="user_id,roles").json()
+    assert with_roles[0] == {"user_id": "auth0|alice-acme", "roles": []}
+    without_email = api(
+        MEMBERS.format(demo.ACME_ORG_ID), fields="email", include_fields="false"
+    ).json()
+    assert set(without_email[0]) == {"user_id", "picture", "name"}
+
+
+def test_membership_changes_show_immediately(api: Any, tenant: Tenant) -> None:
+    tenant.remove_member(demo.ACME_ORG_ID, "auth0|bob-acme")
+    tenant.add_member(demo.ACME_ORG_ID, demo.ORPHAN_USER_ID)
+    ids = [member["user_id"] for member in api(MEMBERS.format(demo.ACME_ORG_ID)).json()]
+    assert "auth0|bob-acme" not in ids and demo.ORPHAN_USER_ID in ids
+
+
+def test_unknown_organization_is_404(api: Any) -> None:
+    response = api(MEMBERS.format("org_nope"))
+    assert response.status_code == 404
+    assert response.json() == {
+        "statusCode": 404,
+        "error": "Not Found",
+        "message": "No organization found by that id or name",
+        "errorCode": "inexistent_organization",
+    }
+
+
+def test_organization_id_longer_than_50_is_400(api: Any) -> None:
+    assert api(MEMBERS.format("o" * 51)).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        (MEMBERS.format("org_acme"), {"unknown": "1"}),
+        (MEMBERS.format("org_acme"), {"per_page": "101"}),
+        (MEMBERS.format("org_acme"), {"per_page": "0"}),
+        (MEMBERS.format("org_acme"), {"per_page": "ten"}),
+        (MEMBERS.format("org_acme"), {"take": "101"}),
+        (MEMBERS.format("org_acme"), {"include_totals": "yes"}),
+        (MEMBERS.format("org_acme"), {"fields": "user_id,password"}),
+        (MEMBERS.format("org_acme"), {"per_page": ["10", "20"]}),
+        ("/api/v2/users/auth0%7Calice-acme", {"fields": "user_id;email"}),
+        ("/api/v2/users", {"search_engine": "v9"}),
+        ("/api/v2/users", {"sort": "name"}),
+    ],
+)
+def test_queries_the_published_spec_forbids_are_400(
+    api: Any, path: str, params: dict[str, Any]
+) -> None:
+    response = api(path, **params)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["statusCode"] == 400 and body["error"] == "Bad Request"
+    assert body["errorCode"] == "invalid_query_string"
+    assert body["message"].startswith("Query validation error:")
+
+
+def test_user_profile_by_percent_encoded_id(api: Any) -> None:
+    response = api("/api/v2/users/auth0%7Calice-acme")
+    assert response.status_code == 200
+    profile = response.json()
+    assert profile["user_id"] == "auth0|alice-acme"
+    assert profile["email"] == "alice@acme.example"
+    assert profile["identities"] == [
+        {
+            "connection": "Username-Password-Authentication",
+            "provider": "auth0",
+            "user_id": "alice-acme",
+            "isSocial": False,
+        }
+    ]
+    for field in ("email_verified", "nickname", "picture", "created_at", "updated_at"):
+        assert field in profile
+
+
+def test_encoded_slash_stays_inside_the_user_id(api: Any, tenant: Tenant) -> None:
+    tenant.add_user("auth0|a/b", "slash@example.com")
+    response = api("/api/v2/users/auth0%7Ca%2Fb")
+    assert response.status_code == 200
+    assert response.json()["user_id"] == "auth0|a/b"
+    assert tenant.requests[-1]["raw_uri"] == "/api/v2/users/auth0%7Ca%2Fb"
+
+
+def test_user_fields_projection(api: Any) -> None:
+    response = api("/api/v2/users/auth0%7Calice-acme", fields="user_id,email")
+    assert response.json() == {"user_id": "auth0|alice-acme", "email": "alice@acme.example"}
+
+
+def test_unknown_user_is_404(api: Any) -> None:
+    response = api("/api/v2/users/auth0%7Cnobody")
+    assert response.status_code == 404
+    assert response.json() == {
+        "statusCode": 404,
+        "error": "Not Found",
+        "message": "The user does not exist.",
+        "errorCode": "inexistent_user",
+    }
+
+
+def test_user_organizations(api: Any) -> None:
+    shared = api("/api/v2/users/auth0%7Cshared-consultant/organizations").json()
+    assert shared == [
+        {"id": "org_acme", "name": "acme", "display_name": "Acme Corp"},
+        {"id": "org_globex", "name": "globex", "display_name": "Globex Inc"},
+    ]
+    paged = api(
+        "/api/v2/users/auth0%7Cshared-consultant/organizations",
+        page=1,
+        per_page=1,
+        include_totals="true",
+    ).json()
+    assert paged == {"organizations": [shared[1]], "start": 1, "limit": 1, "total": 2}
+    assert api("/api/v2/users/auth0%7Corphan-olga/organizations").json() == []
+    assert api("/api/v2/users/auth0%7Cnobody/organizations").json() == []
+
+
+def test_users_search_by_user_id(api: Any) -> None:
+    one = api("/api/v2/users", q='user_id:"auth0|alice-acme"', search_engine="v3").json()
+    assert [user["user_id"] for user in one] == ["auth0|alice-acme"]
+    several = api(
+        "/api/v2/users",
+        q='user_id:(auth0|bob-acme OR "auth0|alice-acme" OR "auth0|nobody")',
+        search_engine="v3",
+        include_totals="true",
+        fields="user_id",
+    ).json()
+    assert several == {
+        "users": [{"user_id": "auth0|alice-acme"}, {"user_id": "auth0|bob-acme"}],
+        "start": 0,
+        "limit": 50,
+        "length": 2,
+        "total": 2,
+    }
+
+
+def test_users_search_rejects_unsupported_syntax_and_deep_pages(api: Any) -> None:
+    assert api("/api/v2/users", q="name:*", search_engine="v3").status_code == 400
+    deep = api("/api/v2/users", page=10, per_page=100)
+    assert deep.status_code == 400
+    assert deep.json()["errorCode"] == "invalid_paging"
+
+
+@pytest.mark.parametrize("endpoint", list(MANAGEMENT_ENDPOINTS))
+def test_management_api_requires_a_valid_token(api: Any, tenant: Tenant, endpoint: str) -> None:
+    path = MANAGEMENT_ENDPOINTS[endpoint]
+    invalid = {
+        "statusCode": 401,
+        "error": "Unauthorized",
+        "message": "Invalid token",
+        "attributes": {"error": "Invalid token"},
+    }
+    assert api(path, token=None).status_code == 401
+    assert api(path, token="not-a-jwt").json() == invalid
+    edge_token = tenant.issue_token(demo.ACME_CLIENT_ID, demo.API_AUDIENCE)
+    assert api(path, token=edge_token).json() == invalid
+    foreign_key = RSAKey.generate_key(2048, parameters={"kid": tenant.signing_key.kid})
+    forged = tenant.issue_token(demo.MGMT_CLIENT_ID, tenant.management_audience, key=foreign_key)
+    assert api(path, token=forged).json() == invalid
+    expired = tenant.issue_token(demo.MGMT_CLIENT_ID, tenant.management_audience, expires_in=-5)
+    response = api(path, token=expired)
+    assert response.status_code == 401
+    assert response.json()["message"] == "Expired token received for JSON Web Token validation"
+
+
+@pytest.mark.parametrize("endpoint", list(MANAGEMENT_ENDPOINTS))
+def test_management_api_requires_the_operation_scope(
+    api: Any, tenant: Tenant, endpoint: str
+) -> None:
+    scope = SCOPE_FOR_ENDPOINT[endpoint]
+    audience = tenant.management_audience
+    lacking = tenant.issue_token(demo.MGMT_CLIENT_ID, audience, scope="read:clients")
+    response = api(MANAGEMENT_ENDPOINTS[endpoint], token=lacking)
+    assert response.status_code == 403
+    body = response.json()
+    assert body["errorCode"] == "insufficient_scope"
+    assert body["message"].startswith(f"Insufficient scope, expected any of: {scope}")
+    sufficient = tenant.issue_token(demo.MGMT_CLIENT_ID, audience, scope=scope)
+    assert api(MANAGEMENT_ENDPOINTS[endpoint], token=sufficient).status_code == 200
+
+
+def test_revoked_management_tokens_are_refused_but_new_ones_work(
+    api: Any, tenant: Tenant, mgmt_token: str
+) -> None:
+    tenant.revoke_management_tokens()
+    assert api(MANAGEMENT_ENDPOINTS["user"], token=mgmt_token).status_code == 401
+    fresh = tenant.issue_token(demo.MGMT_CLIENT_ID, tenant.management_audience)
+    assert api(MANAGEMENT_ENDPOINTS["user"], token=fresh).status_code == 200
+
+
+def test_rate_limit_answers_429_with_headers(api: Any, tenant: Tenant) -> None:
+    tenant.set_rate_limit(0.5, burst=2)
+    first, second, third = (api(MANAGEMENT_ENDPOINTS["user"]) for _ in range(3))
+    assert (first.status_code, second.status_code, third.status_code) == (200, 200, 429)
+    assert first.headers["x-ratelimit-limit"] == "2"
+    assert first.headers["x-ratelimit-remaining"] == "1"
+    assert third.headers["x-ratelimit-remaining"] == "0"
+    assert int(third.headers["x-ratelimit-reset"]) >= int(time.time())
+    assert int(third.headers["Retry-After"]) >= 1
+    assert third.json() == {
+        "statusCode": 429,
+        "error": "Too Many Requests",
+        "message": "Global limit has been reached",
+        "errorCode": "too_many_requests",
+    }
+    tenant.set_rate_limit(None)
+    assert api(MANAGEMENT_ENDPOINTS["user"]).status_code == 200
+
+
+def test_every_management_answer_carries_rate_limit_headers(api: Any) -> None:
+    for response in (api(MANAGEMENT_ENDPOINTS["members"]), api("/api/v2/nope")):
+        assert {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"} <= {
+            name.lower() for name in response.headers
+        }
+
+
+def test_injected_fault_answers_then_recovers(api: Any, tenant: Tenant) -> None:
+    tenant.inject_fault("GET /api/v2/users/{id}", status=503, times=2)
+    statuses = [api(MANAGEMENT_ENDPOINTS["user"]).status_code for _ in range(3)]
+    assert statuses == [503, 503, 200]
+    tenant.inject_fault("GET /api/v2/users/{id}", status=500, body={"oops": True})
+    assert api(MANAGEMENT_ENDPOINTS["user"]).json() == {"oops": True}
+
+
+def test_injected_delay_without_status_only_slows(api: Any, tenant: Tenant) -> None:
+    tenant.inject_fault("GET /api/v2/users/{id}", status=None, delay=0.3)
+    started = time.monotonic()
+    assert api(MANAGEMENT_ENDPOINTS["user"]).status_code == 200
+    assert time.monotonic() - started >= 0.3
+
+
+def test_inject_fault_refuses_unknown_endpoints(tenant: Tenant) -> None:
+    with pytest.raises(ValueError):
+        tenant.inject_fault("GET /api/v2/clients")
+
+
+def test_counts_and_request_log(
+    server: TenantServer, http: requests.Session, api: Any, tenant: Tenant
+) -> None:
+    tenant.reset_counts()
+    http.get(f"{server.url}/.well-known/jwks.json")
+    api(MANAGEMENT_ENDPOINTS["members"])
+    api(MANAGEMENT_ENDPOINTS["members"])
+    api("/api/v2/users/auth0%7Cnobody")
+    api("/api/v2/nope")
+    assert tenant.counts == {
+        "GET /.well-known/jwks.json": 1,
+        "GET /api/v2/organizations/{id}/members": 2,
+        "GET /api/v2/users/{id}": 1,
+    }
+    assert tenant.requests[-1] == {
+        "method": "GET",
+        "raw_uri": "/api/v2/nope",
+        "endpoint": None,
+        "status": 404,
+    }
+    assert tenant.requests[-2]["status"] == 404
+    tenant.reset_counts()
+    assert not tenant.counts and not tenant.requests
+
+
+def test_unmatched_requests_get_json_404(server: TenantServer, http: requests.Session) -> None:
+    for response in (
+        http.post(f"{server.url}/api/v2/users", json={}),
+        http.get(f"{server.url}/"),
+        http.get(f"{server.url}/api/v2/users/"),
+    ):
+        assert response.status_code == 404
+        assert response.json()["errorCode"] == "not_found"
+
+
+def test_latency_delays_every_answer(
+    server: TenantServer, http: requests.Session, tenant: Tenant
+) -> None:
+    tenant.latency = 0.2
+    started = time.monotonic()
+    http.get(f"{server.url}/.well-known/jwks.json")
+    assert time.monotonic() - started >= 0.2
+
+
+def test_seeding_ten_thousand_members_is_fast(tenant: Tenant) -> None:
+    tenant.add_organization("org_huge", "huge")
+    started = time.monotonic()
+    ids = tenant.seed_organization("org_huge", 10_000, "huge")
+    assert time.monotonic() - started < 2.0
+    assert len(ids) == 10_000 and tenant.member_ids("org_huge") == tuple(ids)
+
+
+def test_proxy_config_points_at_the_running_tenant(server: TenantServer, tenant: Tenant) -> None:
+    config = proxy_config(tenant)
+    assert config["clients"] == {"edge-acme": "org_acme", "edge-globex": "org_globex"}
+    assert config["auth0"] == {
+        "domain": server.domain,
+        "mgmt_client_id": "proxy-mgmt-client",
+        "mgmt_client_secret": "proxy-mgmt-secret",
+        "management_audience": f"https://{server.domain}/api/v2/",
+        "api_audience": "https://m2m-proxy.example.com",
+    }
+
+
+def test_command_line_serves_demo_tenant_and_exits_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    config_path = tmp_path / "config.json"
+    command = [
+        sys.executable,
+        "-m",
+        "tests.emulated_tenant",
+        "--port",
+        "0",
+        "--cert-dir",
+        str(tmp_path / "certs"),
+        "--config-out",
+        str(config_path),
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        banner = process.stdout.readline() if process.stdout else ""
+        assert "https://localhost:" in banner
+        domain = json.loads(config_path.read_text())["auth0"]["domain"]
+        jwks = requests.get(
+            f"https://{domain}/.well-known/jwks.json",
+            verify=tmp_path / "certs" / "ca.pem",
+            timeout=5,
+        )
+        assert jwks.status_code == 200
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    assert "Traceback" not in stderr

@@ -1,0 +1,62 @@
+"""One JSON line per request, with who and what, and never a token or a secret."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.conftest import user_path
+
+MGMT_SECRET = "proxy-mgmt-secret"
+
+
+def request_lines(proxy, request_id: str) -> list[dict]:
+    return [r for r in proxy.log_records() if r.get("request_id") == request_id]
+
+
+def test_each_request_is_one_json_line_with_its_facts(proxy, call, make_token):
+    request_id = f"test-{uuid.uuid4().hex}"
+    response = call("/users", make_token("edge-acme"), headers={"X-Request-ID": request_id})
+    assert response.headers["X-Request-ID"] == request_id
+    [line] = request_lines(proxy, request_id)
+    assert line["level"] == "INFO"
+    assert line["client_id"] == "edge-acme" and line["org_id"] == "org_acme"
+    assert line["method"] == "GET" and line["path"] == "/users" and line["status"] == 200
+    assert line["upstream_calls"] >= 1 and line["duration_ms"] >= 0
+
+
+def test_request_id_is_generated_when_absent_or_unsafe(proxy, call, make_token):
+    generated = call("/users", make_token()).headers["X-Request-ID"]
+    assert len(generated) == 32
+    for unsafe in ['x" {"level": "forged"}', "x" * 129]:
+        answered = call("/users", make_token(), headers={"X-Request-ID": unsafe})
+        assert answered.headers["X-Request-ID"] != unsafe
+        assert len(request_lines(proxy, answered.headers["X-Request-ID"])) == 1
+
+
+def test_denial_is_logged_at_warning_with_its_reason(proxy, call, make_token):
+    request_id = f"test-{uuid.uuid4().hex}"
+    call(
+        "/users",
+        make_token(claims={"aud": "https://other.example.com"}),
+        headers={"X-Request-ID": request_id},
+    )
+    [line] = request_lines(proxy, request_id)
+    assert line["level"] == "WARNING" and line["status"] == 401
+    assert line["reason"] == "invalid claim aud"
+
+
+def test_no_log_line_contains_a_token_or_secret(proxy, call, make_token, tenant):
+    tokens = [make_token("edge-acme"), make_token("edge-acme", claims={"aud": "https://x.example"})]
+    for token in tokens:
+        call("/users", token)
+        call(user_path("auth0|alice-acme"), token)
+        call("/users", headers={"Authorization": f"Basic {token}"})
+    management_tokens = tenant.live_management_tokens()
+    assert management_tokens, "the proxy should have obtained a management token"
+    log = proxy.log_text()
+    assert log.strip(), "the proxy should have logged"
+    for secret in [*tokens, *management_tokens, MGMT_SECRET]:
+        assert secret not in log
+        # Not even the signature part, in case a line were cut.
+        assert secret.split(".")[-1] not in log
+    assert "Bearer " not in log and "Authorization" not in log

@@ -1,0 +1,96 @@
+"""The proxy's calls to Auth0: tokens and keys fetched once, failures answered with 502/503/504."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.conftest import user_path
+from tests.test_tokens import assert_auth0_error
+
+MEMBERS = "GET /api/v2/organizations/{id}/members"
+TOKEN = "POST /oauth/token"
+JWKS = "GET /.well-known/jwks.json"
+
+
+def test_management_token_and_jwks_fetched_once_across_two_workers(
+    start_proxy, call, make_token, tenant
+):
+    proxy = start_proxy(workers=2, threads=4)
+    token = make_token("edge-acme")
+    paths = ["/users", user_path("auth0|alice-acme")] * 40
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(lambda path: call(path, token, server=proxy).status_code, paths))
+    assert statuses == [200] * len(paths)
+    assert tenant.counts[TOKEN] == 1
+    assert tenant.counts[JWKS] == 1
+    workers = {record["pid"] for record in proxy.log_records() if record.get("path")}
+    assert len(workers) == 2, "both gunicorn workers should have served requests"
+
+
+def test_revoked_management_token_is_replaced_without_an_error(
+    start_proxy, call, make_token, tenant
+):
+    proxy = start_proxy()
+    token = make_token("edge-acme")
+    assert call("/users", token, server=proxy).status_code == 200
+    tenant.revoke_management_tokens()
+    # Tokens are signed deterministically: one issued in the same second would equal the old one.
+    time.sleep(1.1)
+    assert call("/users", token, server=proxy).status_code == 200
+    assert tenant.counts[TOKEN] == 2
+
+
+def test_auth0_server_error_is_502(call, make_token, tenant):
+    tenant.inject_fault(MEMBERS, status=500)
+    assert_auth0_error(call("/users", make_token()), 502, "bad_gateway")
+
+
+def test_auth0_rate_limit_is_429_with_retry_after(call, make_token, tenant):
+    tenant.inject_fault(MEMBERS, status=429)
+    response = call("/users", make_token())
+    assert_auth0_error(response, 429, "too_many_requests")
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_slow_auth0_is_504(start_proxy, call, make_token, tenant):
+    proxy = start_proxy(read_timeout_seconds=0.5)
+    token = make_token()
+    assert call("/users", token, server=proxy).status_code == 200
+    tenant.inject_fault(MEMBERS, status=None, delay=2.0)
+    assert_auth0_error(call("/users", token, server=proxy), 504, "gateway_timeout")
+
+
+def test_token_endpoint_failure_is_503(start_proxy, call, make_token, tenant):
+    proxy = start_proxy()
+    tenant.inject_fault(TOKEN, status=503)
+    response = call("/users", make_token(), server=proxy)
+    body = assert_auth0_error(response, 503, "temporarily_unavailable")
+    assert "management token" in body["message"]
+
+
+def test_unreachable_jwks_is_503_not_401(start_proxy, call, make_token, tenant):
+    proxy = start_proxy()
+    tenant.inject_fault(JWKS, status=503)
+    assert_auth0_error(call("/users", make_token(), server=proxy), 503, "temporarily_unavailable")
+    # Once Auth0 answers again, the same token is fine.
+    assert call("/users", make_token(), server=proxy).status_code == 200
+
+
+def test_rotated_signing_key_is_accepted_without_restart(start_proxy, call, make_token, tenant):
+    proxy = start_proxy()
+    assert call("/users", make_token(), server=proxy).status_code == 200
+    tenant.rotate_key()
+    assert call("/users", make_token(), server=proxy).status_code == 200
+    assert tenant.counts[JWKS] == 2
+
+
+def test_unknown_kids_refetch_the_jwks_at_most_once_per_interval(
+    start_proxy, call, make_token, tenant
+):
+    proxy = start_proxy(jwks_refetch_interval_seconds=600)
+    assert call("/users", make_token(), server=proxy).status_code == 200
+    for n in range(20):
+        token = make_token(header={"kid": f"made-up-{n}"})
+        assert call("/users", token, server=proxy).status_code == 401
+    assert tenant.counts[JWKS] == 2

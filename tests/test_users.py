@@ -1,0 +1,170 @@
+"""GET /users and GET /users/<id>: an organization's users, and only those."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+
+import pytest
+
+from tests.conftest import BIG_ORG, BIG_ORG_SIZE, user_path
+from tests.test_tokens import assert_auth0_error
+
+MEMBER_FIELDS = {"user_id", "email", "name", "picture"}
+MEMBERS_ENDPOINT = "GET /api/v2/organizations/{id}/members"
+
+
+def ids(members: list[dict]) -> set[str]:
+    return {member["user_id"] for member in members}
+
+
+def test_lists_all_members_of_the_callers_organization(call, make_token, tenant):
+    response = call("/users", make_token("edge-acme"))
+    assert response.status_code == 200
+    members = response.json()
+    assert ids(members) == set(tenant.member_ids("org_acme"))
+    assert all(set(member) <= MEMBER_FIELDS and "user_id" in member for member in members)
+
+
+def test_list_never_contains_another_organizations_users(call, make_token, tenant):
+    acme = ids(call("/users", make_token("edge-acme")).json())
+    globex = ids(call("/users", make_token("edge-globex")).json())
+    assert globex == set(tenant.member_ids("org_globex"))
+    assert acme & globex == {"auth0|shared-consultant"}  # the one user in both organizations
+
+
+def test_organization_of_2500_members_is_complete(call, make_token, tenant):
+    members = call("/users", make_token("edge-big")).json()
+    assert len(members) == BIG_ORG_SIZE
+    assert ids(members) == set(tenant.member_ids(BIG_ORG))
+    # Checkpoint paging at the default page size of 50: one upstream call per page, no more.
+    assert tenant.counts[MEMBERS_ENDPOINT] == math.ceil(BIG_ORG_SIZE / 50)
+
+
+def test_member_gets_full_profile(call, make_token):
+    response = call(user_path("auth0|alice-acme"), make_token("edge-acme"))
+    assert response.status_code == 200
+    profile = response.json()
+    assert profile["user_id"] == "auth0|alice-acme"
+    assert {"email", "identities", "created_at", "app_metadata"} <= set(profile)
+
+
+def test_unknown_user_gets_404(call, make_token):
+    response = call(user_path("auth0|nobody"), make_token("edge-acme"))
+    body = assert_auth0_error(response, 404, "inexistent_user")
+    assert body["message"] == "The user does not exist."
+
+
+def test_member_of_other_org_gets_the_same_404_as_an_unknown_user(call, make_token):
+    token = make_token("edge-acme")
+    unknown = call(user_path("auth0|nobody"), token)
+    other_org = call(user_path("auth0|gina-globex"), token)
+    assert other_org.status_code == unknown.status_code == 404
+    assert other_org.json() == unknown.json()
+
+
+def test_user_in_no_organization_gets_404(call, make_token, tenant):
+    loner = next(
+        p["user_id"] for p in tenant.user_profiles() if not tenant.organizations_of(p["user_id"])
+    )
+    assert call(user_path(loner), make_token("edge-acme")).status_code == 404
+
+
+@pytest.mark.parametrize("client_id", ["edge-acme", "edge-globex"])
+def test_user_in_two_organizations_is_visible_to_both(call, make_token, client_id):
+    response = call(user_path("auth0|shared-consultant"), make_token(client_id))
+    assert response.status_code == 200
+    assert response.json()["user_id"] == "auth0|shared-consultant"
+
+
+def test_member_of_a_large_organization_is_found(call, make_token, tenant):
+    last = sorted(tenant.member_ids(BIG_ORG))[-1]
+    assert call(user_path(last), make_token("edge-big")).status_code == 200
+    assert call(user_path(last), make_token("edge-acme")).status_code == 404
+
+
+def test_org_id_claim_selects_one_of_the_clients_organizations(call, make_token, tenant):
+    token = make_token("edge-reseller", organization="org_globex")
+    assert ids(call("/users", token).json()) == set(tenant.member_ids("org_globex"))
+    assert call(user_path("auth0|alice-acme"), token).status_code == 404
+
+
+def test_client_of_several_orgs_without_org_claim_gets_403(call, make_token):
+    response = call("/users", make_token("edge-reseller"))
+    body = assert_auth0_error(response, 403, "access_denied")
+    assert "organization" in body["message"]
+
+
+def test_org_id_claim_outside_the_clients_organizations_gets_403(call, make_token):
+    token = make_token("edge-acme", claims={"org_id": "org_globex"})
+    assert_auth0_error(call("/users", token), 403, "access_denied")
+    assert_auth0_error(call(user_path("auth0|gina-globex"), token), 403, "access_denied")
+
+
+def test_unmapped_client_gets_403(call, make_token, tenant):
+    response = call("/users", make_token("edge-unmapped"))
+    assert_auth0_error(response, 403, "access_denied")
+    assert tenant.counts[MEMBERS_ENDPOINT] == 0
+
+
+@pytest.mark.parametrize(
+    "user_id",
+    [
+        "../organizations/org_globex/members",
+        "auth0|gina-globex/../../organizations/org_globex/members",
+        "x?fields=email",
+        "x#fragment",
+    ],
+)
+def test_ids_cannot_reach_another_upstream_endpoint(call, make_token, tenant, user_id):
+    response = call(user_path(user_id), make_token("edge-acme"))
+    assert response.status_code == 404
+    assert tenant.counts[MEMBERS_ENDPOINT] == 0
+    for record in tenant.requests:
+        assert record["endpoint"] in {
+            "GET /api/v2/users/{id}/organizations",
+            "POST /oauth/token",
+            "GET /.well-known/jwks.json",
+        }
+
+
+def test_identity_provider_tokens_are_never_returned(call, make_token, tenant):
+    tenant.add_user(
+        "google-oauth2|idp-user",
+        "idp.user@acme.example",
+        organizations=["org_acme"],
+        identities=[
+            {
+                "provider": "google-oauth2",
+                "connection": "google-oauth2",
+                "user_id": "idp-user",
+                "isSocial": True,
+                "access_token": "ya29.idp-access-token",
+                "refresh_token": "1//idp-refresh-token",
+            }
+        ],
+    )
+    try:
+        response = call(user_path("google-oauth2|idp-user"), make_token("edge-acme"))
+        assert response.status_code == 200
+        identity = response.json()["identities"][0]
+        assert identity["provider"] == "google-oauth2"
+        assert "idp-access-token" not in response.text and "idp-refresh-token" not in response.text
+    finally:
+        tenant.remove_member("org_acme", "google-oauth2|idp-user")
+
+
+@pytest.mark.parametrize(
+    "raw_path", ["/users/..", "/users/.", "/users/%2E%2E", "/users/%2e", "/users/"]
+)
+def test_dot_segment_ids_never_reach_auth0(proxy, make_token, tenant, raw_path):
+    # http.client sends the path as written; requests would resolve the dots before sending.
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    connection.request("GET", raw_path, headers={"Authorization": f"Bearer {make_token()}"})
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    connection.close()
+    assert response.status == 404
+    assert body["statusCode"] == 404
+    assert not [r for r in tenant.requests if r["endpoint"] is None or "/users/" in r["raw_uri"]]
