@@ -56,7 +56,8 @@ def register_extensions(app: Flask, settings: Settings) -> None:
             "CACHE_TYPE": CACHE_TYPES[proxy.cache_type],
             "CACHE_DIR": proxy.cache_dir,
             "CACHE_REDIS_URL": proxy.cache_redis_url,
-            "CACHE_KEY_PREFIX": proxy.cache_key_prefix,
+            # Per tenant, so proxies for different tenants can share one cache safely.
+            "CACHE_KEY_PREFIX": f"{proxy.cache_key_prefix}{settings.auth0.domain}:",
             "CACHE_DEFAULT_TIMEOUT": 300,
         },
     )

@@ -22,7 +22,7 @@ from .upstream import Upstream
 
 log = logging.getLogger(__name__)
 
-TOKEN_CACHE_KEY = "management-token"  # noqa: S105 - a cache key
+TOKEN_CACHE_KEY = "management-token:{client_id}"  # noqa: S105 - a cache key
 # Renew this long before expiry, so a token is never used in its last minutes.
 TOKEN_RENEWAL_MARGIN_SECONDS = 300
 USER_ORGANIZATIONS_PAGE = 100  # the endpoint's maximum per_page (Management API spec)
@@ -36,6 +36,7 @@ class ManagementClient:
         self.cache = cache
         self.auth0 = auth0
         self.page_size = page_size
+        self.token_cache_key = TOKEN_CACHE_KEY.format(client_id=auth0.mgmt_client_id)
 
     def iter_members(self, org_id: str) -> Iterator[dict]:
         """Every member of the organization, following checkpoint pagination to the end.
@@ -84,7 +85,7 @@ class ManagementClient:
         response = self._get(path, params, self.token())
         if response.status_code == 401:
             log.info("management token refused; fetching a new one")
-            self.cache.delete(TOKEN_CACHE_KEY)
+            self.cache.delete(self.token_cache_key)
             response = self._get(path, params, self.token())
         return _json_or_raise(response, path, missing)
 
@@ -93,7 +94,7 @@ class ManagementClient:
 
         :raise UpstreamUnavailable: the token endpoint failed (503).
         """
-        return get_or_create(self.cache, TOKEN_CACHE_KEY, self._fetch_token)
+        return get_or_create(self.cache, self.token_cache_key, self._fetch_token)
 
     def _get(self, path: str, params: dict | None, token: str) -> requests.Response:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}

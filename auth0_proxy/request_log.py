@@ -97,10 +97,11 @@ def _start() -> None:
 def _finish(response):
     response.headers["X-Request-ID"] = g.request_id
     status = response.status_code
+    # Refusals (401, 403, and the 404 that hides another organization's user) are warnings.
     level = logging.INFO
     if status >= 500:
         level = logging.ERROR
-    elif status in (401, 403):
+    elif status >= 400:
         level = logging.WARNING
     fields = {
         "request_id": g.request_id,
@@ -114,7 +115,7 @@ def _finish(response):
     }
     if status >= 400:
         fields["reason"] = g.get("denial_reason")
-    log.log(level, "request denied" if level == logging.WARNING else "request", extra=fields)
+    log.log(level, "request", extra=fields)
     return response
 
 

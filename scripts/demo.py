@@ -11,6 +11,7 @@ import argparse
 import base64
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -30,15 +31,23 @@ from tests.emulated_tenant.demo import (  # noqa: E402
 from tests.harness import ProxyServer  # noqa: E402
 
 WORKDIR = ROOT / ".demo"
+LOG_FIELDS = ("level", "client_id", "org_id", "path", "status", "upstream_calls", "reason")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "8000")))
+    parser.add_argument(
+        "--tenant-port", type=int, default=int(os.environ.get("DEMO_TENANT_PORT", "8443"))
+    )
     parser.add_argument("--once", action="store_true", help="exit after the calls (for CI)")
     args = parser.parse_args()
 
-    tenant = TenantServer(demo_tenant(), cert_dir=str(WORKDIR / "certs")).start()
+    # The emulated tenant makes new signing keys each run: start with an empty cache.
+    shutil.rmtree(WORKDIR / "cache", ignore_errors=True)
+    tenant = TenantServer(
+        demo_tenant(), port=args.tenant_port, cert_dir=str(WORKDIR / "certs")
+    ).start()
     proxy = ProxyServer(
         proxy_config(tenant.tenant),
         ca_bundle=tenant.ca_bundle,
@@ -83,6 +92,10 @@ def show(tenant: TenantServer, proxy: ProxyServer) -> None:
         "4. A user of another organization: the same 404 as a user who does not exist",
     )
     call("GET", f"{proxy.url}/users", {}, "5. No token: 401")
+
+    heading("The proxy logged one JSON line per call (no token in them):")
+    for record in proxy.log_records()[-4:]:
+        print(" ", json.dumps({key: record.get(key) for key in LOG_FIELDS}))
 
     heading("Try it yourself:")
     print(f"""  export TOKEN=$(curl -s --cacert {tenant.ca_bundle} {tenant.url}/oauth/token \\

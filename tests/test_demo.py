@@ -10,7 +10,15 @@ from tests.harness import ROOT, free_port
 
 def test_demo_shows_an_organizations_users_and_a_refusal():
     result = subprocess.run(
-        [sys.executable, "scripts/demo.py", "--once", "--port", str(free_port())],
+        [
+            sys.executable,
+            "scripts/demo.py",
+            "--once",
+            "--port",
+            str(free_port()),
+            "--tenant-port",
+            str(free_port()),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

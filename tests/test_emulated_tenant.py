@@ -508,6 +508,15 @@ def test_injected_fault_answers_then_recovers(api: Any, tenant: Tenant) -> None:
     assert api(MANAGEMENT_ENDPOINTS["user"]).json() == {"oops": True}
 
 
+def test_injected_429_looks_like_a_throttled_answer(api: Any, tenant: Tenant) -> None:
+    tenant.inject_fault("GET /api/v2/users/{id}", status=429)
+    response = api(MANAGEMENT_ENDPOINTS["user"])
+    assert response.status_code == 429
+    assert response.headers["x-ratelimit-remaining"] == "0"
+    assert response.headers["Retry-After"] == "1"
+    assert response.json()["statusCode"] == 429
+
+
 def test_injected_delay_without_status_only_slows(api: Any, tenant: Tenant) -> None:
     tenant.inject_fault("GET /api/v2/users/{id}", status=None, delay=0.3)
     started = time.monotonic()

@@ -1,0 +1,46 @@
+"""Run the demo tenant in the foreground: ``python -m tests.emulated_tenant --port 8443 ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from pathlib import Path
+
+from .demo import demo_tenant, proxy_config
+from .server import TenantServer
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.emulated_tenant",
+        description="Serve the demo Auth0 tenant over HTTPS on loopback until Ctrl-C.",
+    )
+    parser.add_argument("--port", type=int, default=8443, help="0 picks a free port")
+    parser.add_argument("--cert-dir", required=True, type=Path, help="where the CA/cert PEMs go")
+    parser.add_argument("--config-out", type=Path, help="write the proxy's config.json here")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before each answer")
+    parser.add_argument("--rate-limit", type=float, help="Management API calls per second")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    tenant = demo_tenant()
+    tenant.latency = args.latency_ms / 1000
+    tenant.set_rate_limit(args.rate_limit)
+    with TenantServer(tenant, port=args.port, cert_dir=args.cert_dir) as server:
+        if args.config_out:
+            args.config_out.write_text(json.dumps(proxy_config(tenant), indent=2) + "\n")
+        print(f"Emulated Auth0 tenant at {server.url} (CA: {server.ca_bundle})", flush=True)
+        if args.config_out:
+            print(f"Proxy config written to {args.config_out}", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            print("Stopping emulated tenant.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""Error responses shaped like Auth0's, so clients parse them as they would in production."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+
+class Auth0Error(Exception):
+    """A Management API error: answered as ``{"statusCode", "error", "message", "errorCode"}``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_code: str | None = None,
+        *,
+        attributes: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_code = error_code
+        self.attributes = attributes
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body Auth0 sends for this error."""
+        body: dict[str, Any] = {
+            "statusCode": self.status,
+            "error": HTTPStatus(self.status).phrase,
+            "message": self.message,
+        }
+        if self.error_code:
+            body["errorCode"] = self.error_code
+        if self.attributes:
+            body["attributes"] = self.attributes
+        return body
+
+
+class OAuthError(Exception):
+    """An Authentication API error, answered as ``{"error", "error_description"}`` (RFC 6749)."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+
+    def body(self) -> dict[str, str]:
+        """The JSON body Auth0's /oauth/token sends for this error."""
+        return {"error": self.error, "error_description": self.description}
+
+
+def not_found() -> Auth0Error:
+    """What Auth0 answers for a route it does not have."""
+    return Auth0Error(404, "Not Found", "not_found")
+
+
+def invalid_token(message: str = "Invalid token") -> Auth0Error:
+    """401 for a bearer token the Management API will not accept."""
+    return Auth0Error(401, message, attributes={"error": message})
+
+
+def insufficient_scope(accepted_scopes: tuple[str, ...]) -> Auth0Error:
+    """403 when the token lacks every scope the operation accepts."""
+    expected = ",".join(accepted_scopes)
+    return Auth0Error(403, f"Insufficient scope, expected any of: {expected}", "insufficient_scope")
+
+
+def query_error(message: str) -> Auth0Error:
+    """400 for a query string the published spec does not allow."""
+    return Auth0Error(400, message, "invalid_query_string")
+
+
+def generic_error(status: int) -> Auth0Error:
+    """An Auth0-shaped error for an arbitrary status (used by fault injection)."""
+    phrase = HTTPStatus(status).phrase
+    return Auth0Error(status, phrase, phrase.lower().replace(" ", "_"))

@@ -1,0 +1,151 @@
+"""The Management API operations the emulator implements, with Auth0's semantics.
+
+Each function gets the decoded path parameters and the query already validated against the
+spec excerpt, and returns the JSON body (or raises Auth0Error).
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+from .errors import Auth0Error, query_error
+from .paging import (
+    DEFAULT_PER_PAGE,
+    USERS_PAGING_LIMIT_MESSAGE,
+    decode_checkpoint,
+    encode_checkpoint,
+    offset_window,
+    select_fields,
+)
+from .records import MEMBER_FIELDS
+from .search import parse_user_query
+from .tenant import Tenant
+
+MEMBERS_PAGING_LIMIT_MESSAGE = (
+    "Requesting page {page} exceeds the allowed maximum of 1000 records. "
+    "To fetch results beyond 1000, use the checkpoint pagination method."
+)
+CHECKPOINT_PARAMETERS = ("from", "take")
+OFFSET_PARAMETERS = ("page", "per_page")
+
+
+def organization_members(tenant: Tenant, params: dict[str, str], query: dict[str, Any]) -> Any:
+    """Members in user_id order: a plain array, an offset page, or a checkpoint page.
+
+    :raise 404 inexistent_organization: unknown organization id.
+    :raise 400: offset paging past 1,000 records, or offset and checkpoint parameters mixed.
+    """
+    member_ids = tenant.member_ids(params["id"])
+    if member_ids is None:
+        raise Auth0Error(404, "No organization found by that id or name", "inexistent_organization")
+    uses_checkpoint = any(name in query for name in CHECKPOINT_PARAMETERS)
+    if uses_checkpoint and any(name in query for name in OFFSET_PARAMETERS):
+        raise query_error("Checkpoint paging (from/take) cannot be mixed with page/per_page.")
+    if uses_checkpoint:
+        return _checkpoint_page(tenant, member_ids, query)
+    window = offset_window(query, MEMBERS_PAGING_LIMIT_MESSAGE)
+    members = _project_members(tenant, window.of(member_ids), query)
+    if not query.get("include_totals"):
+        return members
+    return {
+        "members": members,
+        "start": window.start,
+        "limit": window.limit,
+        "total": len(member_ids),
+    }
+
+
+def user(tenant: Tenant, params: dict[str, str], query: dict[str, Any]) -> Any:
+    """The full profile, immediately consistent.
+
+    :raise 404 inexistent_user: unknown user id.
+    """
+    profile = tenant.user_profile(params["id"])
+    if profile is None:
+        raise Auth0Error(404, "The user does not exist.", "inexistent_user")
+    return select_fields(profile, query)
+
+
+def user_organizations(tenant: Tenant, params: dict[str, str], query: dict[str, Any]) -> Any:
+    """The user's organizations in id order; an unknown user simply has none."""
+    organizations = tenant.organizations_of(params["id"])
+    window = offset_window(query)
+    page = list(window.of(organizations))
+    if not query.get("include_totals"):
+        return page
+    return {
+        "organizations": page,
+        "start": window.start,
+        "limit": window.limit,
+        "total": len(organizations),
+    }
+
+
+def users(tenant: Tenant, params: dict[str, str], query: dict[str, Any]) -> Any:
+    """List or search users (search_engine v3 only; offset paging within the first 1,000).
+
+    :raise 400: unsupported search engine or query syntax, or paging past 1,000 records.
+    """
+    if query.get("search_engine", "v3") != "v3":
+        raise query_error("The emulated tenant only implements search_engine=v3.")
+    matched = _matching_profiles(tenant, query)
+    window = offset_window(query, USERS_PAGING_LIMIT_MESSAGE)
+    page = [select_fields(profile, query) for profile in window.of(matched)]
+    if not query.get("include_totals"):
+        return page
+    return {
+        "users": page,
+        "start": window.start,
+        "limit": window.limit,
+        "length": len(page),
+        "total": len(matched),
+    }
+
+
+def _checkpoint_page(
+    tenant: Tenant, member_ids: tuple[str, ...], query: dict[str, Any]
+) -> dict[str, Any]:
+    """One checkpoint page; ``next`` is left out on the last page, which is how callers stop."""
+    take = query.get("take", DEFAULT_PER_PAGE)
+    start = 0
+    if "from" in query:
+        start = bisect.bisect_right(member_ids, decode_checkpoint(query["from"]))
+    page_ids = member_ids[start : start + take]
+    body: dict[str, Any] = {"members": _project_members(tenant, page_ids, query)}
+    if start + take < len(member_ids):
+        body["next"] = encode_checkpoint(page_ids[-1])
+    return body
+
+
+def _project_members(
+    tenant: Tenant, member_ids: tuple[str, ...], query: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Members carry user_id, email, picture and name; ``roles`` only when ``fields`` asks."""
+    return [
+        select_fields({**member, "roles": []}, query, default=MEMBER_FIELDS)
+        for member in tenant.members(member_ids)
+    ]
+
+
+def _matching_profiles(tenant: Tenant, query: dict[str, Any]) -> list[dict[str, Any]]:
+    if "q" in query:
+        user_query = parse_user_query(query["q"])
+        if user_query.field == "user_id":
+            profiles = [tenant.user_profile(user_id) for user_id in sorted(set(user_query.values))]
+            matched = [profile for profile in profiles if profile is not None]
+        else:
+            matched = [p for p in tenant.user_profiles() if user_query.matches(p)]
+    else:
+        matched = tenant.user_profiles()
+    if "connection" in query:
+        matched = [p for p in matched if _connection(p) == query["connection"]]
+    if "sort" in query:
+        field, direction = query["sort"].rsplit(":", 1)
+        matched.sort(key=lambda p: str(p.get(field, "")), reverse=direction == "-1")
+    return matched
+
+
+def _connection(profile: dict[str, Any]) -> str | None:
+    identities = profile.get("identities") or [{}]
+    return identities[0].get("connection")

@@ -1,0 +1,158 @@
+"""Query and path validation driven by the excerpt of Auth0's published OpenAPI spec.
+
+Auth0 validates every Management API request against that schema and answers 400
+``invalid_query_string`` for unknown parameters, wrong types and out-of-range values. Reading the
+rules from the spec (rather than restating them here) keeps the emulator exactly as strict as the
+real API for the operations it implements.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from .errors import Auth0Error, query_error
+from .routing import MANAGEMENT_PREFIX
+
+SPEC_PATH = Path(__file__).with_name("management_api_spec.json")
+_INTEGER = re.compile(r"-?\d+")
+_NUMBER = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What the spec says about one GET operation: its parameters and accepted scopes."""
+
+    endpoint: str
+    path_schemas: dict[str, dict[str, Any]]
+    query_schemas: dict[str, dict[str, Any]]
+    scopes: tuple[str, ...]
+
+
+class SchemaViolation(Exception):
+    """A value broke one rule of its schema; the message is Auth0's wording for that rule."""
+
+
+@cache
+def operations(spec_path: Path = SPEC_PATH) -> dict[str, Operation]:
+    """Every GET operation of the excerpt, keyed like ``"GET /api/v2/users/{id}"``."""
+    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    found = {}
+    for path, item in spec["paths"].items():
+        operation = _operation(spec, f"GET {MANAGEMENT_PREFIX}{path}", item["get"])
+        found[operation.endpoint] = operation
+    return found
+
+
+def validate_path(operation: Operation, params: dict[str, str]) -> None:
+    """:raise 400 invalid_uri: when a path parameter breaks its schema (e.g. org id > 50 chars)."""
+    for name, value in params.items():
+        try:
+            _check(value, operation.path_schemas.get(name, {}))
+        except SchemaViolation as violation:
+            message = f"Path validation error: '{violation}' on property {name}."
+            raise Auth0Error(400, message, "invalid_uri") from None
+
+
+def validate_query(operation: Operation, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """The query as typed values.
+
+    :raise 400 invalid_query_string: unknown or repeated parameter, wrong type, out of range,
+        too long, pattern or enum mismatch.
+    """
+    values: dict[str, Any] = {}
+    for name, raw in pairs:
+        schema = operation.query_schemas.get(name)
+        if schema is None:
+            raise query_error(
+                f"Query validation error: 'Additional properties not allowed: {name}'."
+            )
+        if name in values:
+            expected = schema.get("type", "string")
+            raise _violation(name, f"Expected type {expected} but found type array")
+        try:
+            values[name] = _check(raw, schema)
+        except SchemaViolation as violation:
+            raise _violation(name, str(violation)) from None
+    return values
+
+
+def _violation(name: str, rule: str) -> Auth0Error:
+    return query_error(f"Query validation error: '{rule}' on property {name}.")
+
+
+def _operation(spec: dict[str, Any], endpoint: str, get: dict[str, Any]) -> Operation:
+    schemas: dict[str, dict[str, dict[str, Any]]] = {"path": {}, "query": {}}
+    for parameter in get.get("parameters", []):
+        schemas[parameter["in"]][parameter["name"]] = _resolve(spec, parameter.get("schema", {}))
+    scopes = tuple(
+        scope
+        for requirement in get.get("security", [])
+        for scope in requirement.get("oAuth2ClientCredentials", [])
+    )
+    return Operation(endpoint, schemas["path"], schemas["query"], scopes)
+
+
+def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """Follow local ``$ref``s such as ``#/components/schemas/SearchEngineVersionsEnum``."""
+    while "$ref" in schema:
+        node: Any = spec
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            node = node[part]
+        schema = node
+    return schema
+
+
+def _check(raw: str, schema: dict[str, Any]) -> Any:
+    """Coerce a query-string value to the schema's type, then apply its constraints."""
+    value = _coerce(raw, schema.get("type", "string"))
+    if "enum" in schema and value not in schema["enum"]:
+        raise SchemaViolation(f"No enum match for: {json.dumps(value)}")
+    if isinstance(value, str):
+        _check_string(value, schema)
+    elif not isinstance(value, bool):
+        _check_number(value, schema)
+    return value
+
+
+def _coerce(raw: str, expected: str) -> Any:
+    if expected == "integer" and _INTEGER.fullmatch(raw):
+        return int(raw)
+    if expected == "number" and _NUMBER.fullmatch(raw):
+        return float(raw)
+    if expected == "boolean" and raw in ("true", "false"):
+        return raw == "true"
+    if expected == "string":
+        return raw
+    raise SchemaViolation(f"Expected type {expected} but found type string")
+
+
+def _check_string(value: str, schema: dict[str, Any]) -> None:
+    if "maxLength" in schema and len(value) > schema["maxLength"]:
+        maximum = schema["maxLength"]
+        raise SchemaViolation(f"String is too long ({len(value)} chars), maximum {maximum}")
+    if "minLength" in schema and len(value) < schema["minLength"]:
+        minimum = schema["minLength"]
+        raise SchemaViolation(f"String is too short ({len(value)} chars), minimum {minimum}")
+    pattern = schema.get("pattern")
+    if pattern and not _ecma_pattern(pattern).search(value):
+        raise SchemaViolation(f"String does not match pattern {pattern}: {value}")
+
+
+def _check_number(value: float, schema: dict[str, Any]) -> None:
+    if "minimum" in schema and value < schema["minimum"]:
+        raise SchemaViolation(f"Value {value} is less than minimum {schema['minimum']}")
+    if "maximum" in schema and value > schema["maximum"]:
+        raise SchemaViolation(f"Value {value} is greater than maximum {schema['maximum']}")
+
+
+@cache
+def _ecma_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile a JSON-Schema (ECMA 262) pattern; its ``$`` does not match before a final newline."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)

@@ -1,0 +1,386 @@
+"""The emulated tenant's state and the rules that act on it.
+
+Tests mutate a tenant while its threaded server answers requests, so every read and write of
+shared state goes through one re-entrant lock. Readers get snapshots (tuples, fresh dicts).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc.jwk import RSAKey
+
+from . import tokens
+from .errors import generic_error
+from .ratelimit import RateLimitDecision, TokenBucket, unlimited_decision
+from .records import (
+    AUTH0_PROFILE,
+    DEFAULT_TOKEN_LIFETIME,
+    MANAGEMENT_API,
+    TOKEN_PROFILES,
+    Api,
+    Client,
+    Organization,
+    User,
+)
+from .routing import ENDPOINTS
+
+
+@dataclass
+class Fault:
+    """An injected misbehaviour for the next ``times`` calls to one endpoint."""
+
+    status: int | None
+    times: int
+    delay: float
+    body: Any
+
+    def error_body(self) -> Any:
+        if self.body is not None:
+            return self.body
+        assert self.status is not None
+        return generic_error(self.status).body()
+
+
+class Tenant:
+    """An Auth0 tenant in memory: directory, signing keys, counters, throttling and faults."""
+
+    def __init__(self, domain: str | None = None) -> None:
+        self._lock = threading.RLock()
+        self._domain = domain
+        self._keys = [tokens.generate_signing_key()]
+        self._public_keys = tokens.public_key_set(self._keys)
+        self._apis: dict[str, Api] = {}
+        self._clients: dict[str, Client] = {}
+        self._organizations: dict[str, Organization] = {}
+        self._users: dict[str, User] = {}
+        self._live_management_tokens: set[str] = set()
+        self._revoked_tokens: set[str] = set()
+        self._faults: dict[str, deque[Fault]] = {}
+        self._rate_limiter: TokenBucket | None = None
+        self.counts: Counter[str] = Counter()
+        self.requests: list[dict[str, Any]] = []
+        self.latency = 0.0
+
+    @property
+    def domain(self) -> str:
+        """``host:port`` the tenant answers on; set by TenantServer once its port is known."""
+        if self._domain is None:
+            raise RuntimeError("tenant domain is not set: start a TenantServer first")
+        return self._domain
+
+    @domain.setter
+    def domain(self, value: str) -> None:
+        with self._lock:
+            self._domain = value
+
+    @property
+    def issuer(self) -> str:
+        return f"https://{self.domain}/"
+
+    @property
+    def management_audience(self) -> str:
+        return f"https://{self.domain}/api/v2/"
+
+    def add_api(
+        self,
+        identifier: str,
+        token_profile: str = AUTH0_PROFILE,
+        scopes: Iterable[str] = (),
+        token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
+    ) -> Api:
+        """Register a custom API whose tokens use ``token_profile`` ("auth0" or "rfc9068")."""
+        if token_profile not in TOKEN_PROFILES:
+            raise ValueError(f"token_profile must be one of {TOKEN_PROFILES}")
+        api = Api(identifier, token_profile, list(scopes), token_lifetime)
+        with self._lock:
+            self._apis[identifier] = api
+        return api
+
+    def add_client(
+        self,
+        client_id: str,
+        client_secret: str,
+        grants: Mapping[str, Iterable[str]] | None = None,
+        organizations: Iterable[str] = (),
+    ) -> Client:
+        """Register an M2M client with client grants ``{audience: [scopes]}``.
+
+        ``MANAGEMENT_API`` as an audience stands for this tenant's Management API audience.
+        """
+        granted = {audience: list(scopes) for audience, scopes in (grants or {}).items()}
+        client = Client(client_id, client_secret, granted, set(organizations))
+        with self._lock:
+            self._clients[client_id] = client
+        return client
+
+    def add_organization(
+        self, org_id: str, name: str, display_name: str | None = None
+    ) -> Organization:
+        organization = Organization(org_id, name, display_name or name)
+        with self._lock:
+            self._organizations[org_id] = organization
+        return organization
+
+    def add_user(
+        self,
+        user_id: str,
+        email: str,
+        name: str | None = None,
+        organizations: Iterable[str] = (),
+        **profile_fields: Any,
+    ) -> User:
+        """Add (or replace) a user and make them a member of ``organizations``."""
+        user = User(user_id, email, name or email, dict(profile_fields))
+        with self._lock:
+            self._users[user_id] = user
+            for org_id in organizations:
+                self.add_member(org_id, user_id)
+        return user
+
+    def add_member(self, org_id: str, user_id: str) -> None:
+        with self._lock:
+            self._require_user(user_id)
+            self._require_organization(org_id).add_members([user_id])
+
+    def remove_member(self, org_id: str, user_id: str) -> None:
+        with self._lock:
+            self._require_organization(org_id).remove_member(user_id)
+
+    def seed_organization(self, org_id: str, count: int, prefix: str = "member") -> list[str]:
+        """Add ``count`` generated members ``auth0|<prefix>-NNNNN`` (ids sort numerically)."""
+        width = max(5, len(str(count)))
+        ids = [f"auth0|{prefix}-{number:0{width}d}" for number in range(count)]
+        with self._lock:
+            organization = self._require_organization(org_id)
+            for user_id in ids:
+                email = f"{user_id.split('|', 1)[1]}@example.com"
+                self._users.setdefault(user_id, User(user_id, email, email))
+            organization.add_members(ids)
+        return ids
+
+    def organization(self, org_id_or_name: str) -> Organization | None:
+        """An organization by id, or by name as Auth0's ``organization`` parameter allows."""
+        with self._lock:
+            if org_id_or_name in self._organizations:
+                return self._organizations[org_id_or_name]
+            for organization in self._organizations.values():
+                if organization.name == org_id_or_name:
+                    return organization
+            return None
+
+    def member_ids(self, org_id: str) -> tuple[str, ...] | None:
+        """Sorted member ids of an organization, or None when it does not exist."""
+        with self._lock:
+            organization = self._organizations.get(org_id)
+            return organization.sorted_member_ids() if organization else None
+
+    def members(self, user_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """Member listings for these ids (ids of users no longer present are skipped)."""
+        with self._lock:
+            return [self._users[uid].member() for uid in user_ids if uid in self._users]
+
+    def user_profile(self, user_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            user = self._users.get(user_id)
+            return user.profile() if user else None
+
+    def user_profiles(self) -> list[dict[str, Any]]:
+        """Every user's profile, ordered by user_id."""
+        with self._lock:
+            return [self._users[uid].profile() for uid in sorted(self._users)]
+
+    def organizations_of(self, user_id: str) -> list[dict[str, str]]:
+        """The organizations ``user_id`` belongs to, ordered by id."""
+        with self._lock:
+            return [
+                org.summary()
+                for org_id, org in sorted(self._organizations.items())
+                if user_id in org.member_ids
+            ]
+
+    def client(self, client_id: str) -> Client | None:
+        with self._lock:
+            return self._clients.get(client_id)
+
+    def api(self, identifier: str) -> Api | None:
+        """A registered API; the Management API is built in and uses the Auth0 profile."""
+        with self._lock:
+            if identifier == self.management_audience:
+                return Api(identifier, AUTH0_PROFILE)
+            return self._apis.get(identifier)
+
+    @property
+    def signing_key(self) -> RSAKey:
+        """The private key new tokens are signed with (its kid is set)."""
+        with self._lock:
+            return self._keys[-1]
+
+    def jwks(self) -> dict[str, list[dict[str, Any]]]:
+        with self._lock:
+            return tokens.public_jwks(self._keys)
+
+    def rotate_key(self) -> str:
+        """Publish a new key and sign with it from now on; old keys stay published."""
+        key = tokens.generate_signing_key()
+        with self._lock:
+            self._keys.append(key)
+            self._public_keys = tokens.public_key_set(self._keys)
+        return key.kid
+
+    def issue_token(
+        self,
+        client_id: str,
+        audience: str,
+        organization: str | None = None,
+        *,
+        scope: str | Iterable[str] | None = None,
+        expires_in: int = DEFAULT_TOKEN_LIFETIME,
+        claims: Mapping[str, Any] | None = None,
+        header: Mapping[str, Any] | None = None,
+        key: RSAKey | None = None,
+    ) -> str:
+        """Sign a token as /oauth/token would, without checking secrets or grants.
+
+        ``scope`` defaults to the client's grant for ``audience``; ``claims``/``header`` add or
+        override entries (None deletes); ``key`` signs with a foreign key. Used to forge tokens.
+        """
+        with self._lock:
+            api = self.api(audience)
+            profile = api.token_profile if api else AUTH0_PROFILE
+            signing_key = key or self.signing_key
+            base_claims = tokens.token_claims(
+                profile=profile,
+                issuer=self.issuer,
+                client_id=client_id,
+                audience=audience,
+                scopes=self._scopes_for(client_id, audience, scope),
+                organization=organization,
+                issued_at=int(time.time()),
+                expires_in=expires_in,
+            )
+            token_header = tokens.token_header(profile, signing_key.kid)
+            token = tokens.sign(
+                tokens.with_overrides(token_header, header),
+                tokens.with_overrides(base_claims, claims),
+                signing_key,
+            )
+            if audience == self.management_audience:
+                # Same claims in the same second sign to the same bytes: re-issuing un-revokes.
+                self._revoked_tokens.discard(token)
+                self._live_management_tokens.add(token)
+            return token
+
+    def revoke_management_tokens(self) -> None:
+        """Refuse every Management API token issued so far (tokens issued later still work)."""
+        with self._lock:
+            self._revoked_tokens |= self._live_management_tokens
+            self._live_management_tokens.clear()
+
+    def live_management_tokens(self) -> list[str]:
+        """Management API tokens issued and not revoked (e.g. to check none leaks into logs)."""
+        with self._lock:
+            return sorted(self._live_management_tokens)
+
+    def authenticate_management_token(self, token: str) -> dict[str, Any]:
+        """The claims of a valid Management API token.
+
+        :raise TokenRejected: forged, foreign, expired, revoked or for another audience.
+        """
+        with self._lock:
+            if token in self._revoked_tokens:
+                raise tokens.TokenRejected("Invalid token")
+            public_keys = self._public_keys
+        return tokens.verify_management_token(
+            token,
+            public_keys,
+            issuer=self.issuer,
+            audience=self.management_audience,
+            now=int(time.time()),
+        )
+
+    def set_rate_limit(self, per_second: float | None, burst: int | None = None) -> None:
+        """Throttle all /api/v2 calls with one token bucket; None removes the limit."""
+        with self._lock:
+            if per_second is None:
+                self._rate_limiter = None
+            else:
+                size = burst if burst is not None else max(1, int(per_second))
+                self._rate_limiter = TokenBucket(per_second, size)
+
+    def take_rate_limit_token(self) -> RateLimitDecision:
+        with self._lock:
+            if self._rate_limiter is None:
+                return unlimited_decision()
+            return self._rate_limiter.take()
+
+    def inject_fault(
+        self,
+        endpoint: str,
+        status: int | None = 503,
+        times: int = 1,
+        delay: float = 0.0,
+        body: Any = None,
+    ) -> None:
+        """Make the next ``times`` calls to ``endpoint`` (e.g. ``"GET /api/v2/users/{id}"``)
+        answer ``status`` after ``delay`` seconds; ``status=None`` only delays them."""
+        if endpoint not in ENDPOINTS:
+            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {ENDPOINTS}")
+        if status is None and delay <= 0:
+            raise ValueError("a fault needs a status, a delay, or both")
+        with self._lock:
+            self._faults.setdefault(endpoint, deque()).append(Fault(status, times, delay, body))
+
+    def take_fault(self, endpoint: str) -> Fault | None:
+        """The fault this call must suffer, if any, consuming one of its ``times``."""
+        with self._lock:
+            pending = self._faults.get(endpoint)
+            if not pending:
+                return None
+            fault = pending[0]
+            fault.times -= 1
+            if fault.times <= 0:
+                pending.popleft()
+            return fault
+
+    def record_request(self, method: str, raw_uri: str, endpoint: str | None, status: int) -> None:
+        with self._lock:
+            if endpoint is not None:
+                self.counts[endpoint] += 1
+            entry = {"method": method, "raw_uri": raw_uri, "endpoint": endpoint, "status": status}
+            self.requests.append(entry)
+
+    def reset_counts(self) -> None:
+        """Forget counted and recorded requests (in place, so held references see it)."""
+        with self._lock:
+            self.counts.clear()
+            self.requests.clear()
+
+    def _scopes_for(
+        self, client_id: str, audience: str, scope: str | Iterable[str] | None
+    ) -> list[str]:
+        if scope is None:
+            client = self._clients.get(client_id)
+            granted = client.scopes_for(audience, self.management_audience) if client else None
+            return granted or []
+        return scope.split() if isinstance(scope, str) else list(scope)
+
+    def _require_organization(self, org_id: str) -> Organization:
+        organization = self._organizations.get(org_id)
+        if organization is None:
+            raise KeyError(f"no organization {org_id!r}")
+        return organization
+
+    def _require_user(self, user_id: str) -> User:
+        user = self._users.get(user_id)
+        if user is None:
+            raise KeyError(f"no user {user_id!r}")
+        return user
+
+
+__all__ = ["MANAGEMENT_API", "Fault", "Tenant"]
