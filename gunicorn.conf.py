@@ -21,6 +21,9 @@ keepalive = 5
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# gunicorn 27's control socket lives in $HOME, which the container user has not, and would be
+# shared by several proxies on one host; the proxy needs none of its commands.
+control_socket_disable = True
 
 
 def on_starting(server):

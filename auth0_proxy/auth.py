@@ -35,6 +35,8 @@ ALGORITHMS = ["RS256"]
 # Auth0 default profile "JWT"; RFC 9068 section 2.1 "at+jwt" (with or without "application/").
 TOKEN_TYPES = {"jwt", "at+jwt", "application/at+jwt"}
 
+CLIENT_SUBJECT_SUFFIX = "@clients"
+
 MALFORMED = "The access token is malformed."
 NOT_BEARER = "Send the access token as 'Authorization: Bearer <access token>'."
 UNKNOWN_KEY = "The access token is signed with a key the tenant does not publish."
@@ -50,12 +52,24 @@ CLAIM_PROBLEMS = {
 }
 
 
+def client_id_of(claims: dict) -> str | None:
+    """The client the token was issued to: ``client_id`` (RFC 9068), ``azp`` (Auth0 profile),
+    else the subject of a client-credentials token, ``<client_id>@clients``."""
+    for claim in ("client_id", "azp"):
+        if isinstance(claims.get(claim), str) and claims[claim]:
+            return claims[claim]
+    subject = claims.get("sub")
+    if isinstance(subject, str) and subject.endswith(CLIENT_SUBJECT_SUFFIX):
+        return subject.removesuffix(CLIENT_SUBJECT_SUFFIX) or None
+    return None
+
+
 class AccessToken(dict):
     """The verified claims of a caller's token."""
 
     @property
     def client_id(self) -> str:
-        return self.get("client_id") or self["azp"]
+        return client_id_of(self)
 
     @property
     def org_id(self) -> str | None:
@@ -128,12 +142,10 @@ class Auth0TokenValidator(BearerTokenValidator):
         except InvalidClaimError as error:
             message = CLAIM_PROBLEMS.get(error.claim, MALFORMED)
             raise TokenRejected(message, reason=f"invalid claim {error.claim}") from None
-        client_id = claims.get("client_id") or claims.get("azp")
-        if not isinstance(client_id, str) or not client_id:
-            raise TokenRejected(NOT_CLIENT_CREDENTIALS, reason="no client id (azp or client_id)")
         # A client-credentials token's subject is "<client_id>@clients"; anything else is a token
         # issued to a user, which this machine-to-machine API refuses.
-        if claims["sub"] != f"{client_id}@clients":
+        client_id = client_id_of(claims)
+        if client_id is None or claims["sub"] != client_id + CLIENT_SUBJECT_SUFFIX:
             raise TokenRejected(NOT_CLIENT_CREDENTIALS, reason="subject is not the client")
 
 

@@ -75,7 +75,7 @@ class ManagementClient:
                 return False
             page_number += 1
 
-    def get_json(self, path: str, params: dict | None = None, *, missing=UpstreamFailed):
+    def get_json(self, path: str, params: dict | None = None, *, missing=UpstreamFailed) -> dict:
         """GET a Management API path with the cached token; refresh it once on a 401.
 
         :raise missing: 404 from Auth0 (by default a 502: the proxy asked for something absent).
@@ -116,8 +116,13 @@ class ManagementClient:
                 "The proxy cannot obtain its Auth0 management token.",
                 reason=f"token endpoint: {response.status_code} {_error_summary(response)}",
             )
-        grant = response.json()
-        lifetime = int(grant.get("expires_in", 86400))
+        grant = _json_object(response, "POST /oauth/token")
+        lifetime = grant.get("expires_in", 86400)
+        if not isinstance(grant.get("access_token"), str) or not isinstance(lifetime, int):
+            raise UpstreamUnavailable(
+                "The proxy cannot obtain its Auth0 management token.",
+                reason="token endpoint answered without access_token or expires_in",
+            )
         log.info("fetched a management token valid for %s s", lifetime)
         ttl = max(lifetime - TOKEN_RENEWAL_MARGIN_SECONDS, lifetime // 2, 1)
         return grant["access_token"], ttl
@@ -136,10 +141,10 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def _json_or_raise(response: requests.Response, path: str, missing: type[APIError]):
+def _json_or_raise(response: requests.Response, path: str, missing: type[APIError]) -> dict:
     status = response.status_code
     if status == 200:
-        return response.json()
+        return _json_object(response, f"GET {path.split('?')[0]}")
     reason = f"Auth0 answered {status} on {path.split('?')[0]}: {_error_summary(response)}"
     if status == 404:
         raise missing(reason=reason)
@@ -147,6 +152,18 @@ def _json_or_raise(response: requests.Response, path: str, missing: type[APIErro
         raise TooManyRequests(reason=reason, headers={"Retry-After": _retry_after(response)})
     log.warning(reason)
     raise UpstreamFailed(reason=reason)
+
+
+def _json_object(response: requests.Response, endpoint: str) -> dict:
+    """The JSON object Auth0 answered; anything else is a bad gateway (502), not a crash."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        log.warning("Auth0 answered %s with a body that is not a JSON object", endpoint)
+        raise UpstreamFailed(reason=f"{endpoint}: body is not a JSON object")
+    return body
 
 
 def _retry_after(response: requests.Response) -> str:

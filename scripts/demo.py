@@ -60,7 +60,8 @@ def main() -> int:
         show(tenant, proxy)
         if not args.once:
             print("\nBoth are running. Press Ctrl-C to stop.", flush=True)
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
             signal.pause()
     except KeyboardInterrupt:
         pass

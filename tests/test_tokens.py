@@ -182,8 +182,16 @@ def test_user_token_for_the_same_api_is_refused(call, make_token):
     assert_invalid_token(call("/users", token))
 
 
-def test_token_without_client_claim(call, make_token):
-    assert_invalid_token(call("/users", make_token(claims={"azp": None})))
+def test_client_taken_from_subject_when_azp_is_absent(call, make_token):
+    assert call("/users", make_token(claims={"azp": None})).status_code == 200
+
+
+def test_azp_that_disagrees_with_the_subject_is_refused(call, make_token):
+    assert_invalid_token(call("/users", make_token(claims={"azp": "edge-globex"})))
+
+
+def test_token_without_any_client_is_refused(call, make_token):
+    assert_invalid_token(call("/users", make_token(claims={"azp": None, "sub": "@clients"})))
 
 
 def test_id_token_type_is_refused(call, make_token):

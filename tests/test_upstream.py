@@ -91,3 +91,14 @@ def test_unknown_kids_refetch_the_jwks_at_most_once_per_interval(
         token = make_token(header={"kid": f"made-up-{n}"})
         assert call("/users", token, server=proxy).status_code == 401
     assert tenant.counts[JWKS] == 2
+
+
+def test_unreadable_auth0_answer_is_502_not_a_crash(call, make_token, tenant):
+    tenant.inject_fault(MEMBERS, status=200, body=["not", "an", "object"])
+    assert_auth0_error(call("/users", make_token()), 502, "bad_gateway")
+
+
+def test_token_answer_without_access_token_is_503(start_proxy, call, make_token, tenant):
+    proxy = start_proxy(workers=1)
+    tenant.inject_fault(TOKEN, status=200, body={"token_type": "Bearer"})
+    assert_auth0_error(call("/users", make_token(), server=proxy), 503, "temporarily_unavailable")
