@@ -18,11 +18,25 @@ from flask_caching.backends.filesystemcache import FileSystemCache
 
 
 class LockingFileSystemCache(FileSystemCache):
-    """FileSystemCache whose ``add`` is atomic across processes and ignores expired entries.
+    """FileSystemCache with an atomic ``add`` and the key prefix applied.
 
     cachelib's ``add`` tests for the file and then writes it, so two workers can both win, and an
     expired lock file would block forever; a host-local ``flock`` makes test-and-set one step.
+    cachelib also ignores ``CACHE_KEY_PREFIX``, which keeps proxies of different tenants that
+    share a directory apart.
     """
+
+    def __init__(self, cache_dir: str, *args, key_prefix: str = "", **kwargs):
+        self.key_prefix = key_prefix  # before cachelib's __init__, which names its count file
+        super().__init__(cache_dir, *args, **kwargs)
+
+    @classmethod
+    def factory(cls, app, config, args, kwargs):
+        kwargs["key_prefix"] = config["CACHE_KEY_PREFIX"]
+        return super().factory(app, config, args, kwargs)
+
+    def _get_filename(self, key: str) -> str:
+        return super()._get_filename(self.key_prefix + key)
 
     def add(self, key: str, value: Any, timeout: int | None = None) -> bool:
         with open(os.path.join(self._path, ".add.lock"), "a") as lock_file:

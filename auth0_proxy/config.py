@@ -8,6 +8,7 @@ the file, so a config file without secrets can be committed. This is the only mo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -169,7 +170,10 @@ def load_settings(data: object, environ: Mapping[str, str] | None = None) -> Set
         )
     proxy = loaded["proxy"] or ProxySettings()
     if not proxy.cache_dir:
-        proxy = _with_default_cache_dir(proxy)
+        default_dir = Path(tempfile.gettempdir()) / f"auth0-m2m-proxy-{os.getuid()}"
+        proxy = dataclasses.replace(proxy, cache_dir=str(default_dir))
+    if proxy.cache_type == "filesystem":
+        _ensure_private_directory(proxy.cache_dir)
     return Settings(clients=loaded["clients"], auth0=Auth0Settings(**auth0), proxy=proxy)
 
 
@@ -208,9 +212,22 @@ def _reject_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     return seen
 
 
-def _with_default_cache_dir(proxy: ProxySettings) -> ProxySettings:
-    cache_dir = Path(tempfile.gettempdir()) / f"auth0-m2m-proxy-{os.getuid()}"
-    return ProxySettings(**{**proxy.__dict__, "cache_dir": str(cache_dir)})
+def _ensure_private_directory(path: str) -> None:
+    """Create the cache directory for this user alone, or refuse one that others can touch.
+
+    It holds the management token, and cachelib unpickles its files: a directory another user
+    could write to (e.g. made in /tmp beforehand) would let them run code as the proxy.
+    """
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.stat(path)
+    except OSError as error:
+        raise ConfigError(f"proxy.cache_dir: cannot create {path!r}: {error.strerror}") from None
+    if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise ConfigError(
+            f"proxy.cache_dir: {path!r} must belong to the proxy's user and be private to it "
+            "(chmod 700), because it holds the management token"
+        )
 
 
 def _describe(messages: object, prefix: str = "") -> str:

@@ -6,6 +6,7 @@ import copy
 import json
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -22,6 +23,12 @@ VALID = {
         "api_audience": "https://m2m-proxy.example.com",
     },
 }
+
+
+@pytest.fixture(autouse=True)
+def private_temp_dir(tmp_path, monkeypatch):
+    """The default cache directory lives in the temp dir: use the test's own."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 def config_with(change) -> dict:
@@ -146,3 +153,19 @@ def test_gunicorn_refuses_to_start_with_one_clear_message(tmp_path):
     assert result.returncode != 0
     assert "configuration error" in result.stderr and "auth0.domain" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_cache_directory_is_created_private(tmp_path):
+    cache_dir = tmp_path / "cache"
+    load_settings(config_with(lambda c: c.update(proxy={"cache_dir": str(cache_dir)})), environ={})
+    assert cache_dir.stat().st_mode & 0o777 == 0o700
+
+
+def test_cache_directory_others_can_write_is_refused(tmp_path):
+    cache_dir = tmp_path / "shared"
+    cache_dir.mkdir()
+    cache_dir.chmod(0o777)
+    with pytest.raises(ConfigError, match=r"proxy.cache_dir: .* must belong to the proxy's user"):
+        load_settings(
+            config_with(lambda c: c.update(proxy={"cache_dir": str(cache_dir)})), environ={}
+        )

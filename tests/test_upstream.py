@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from tests.conftest import user_path
+import requests
+
+from tests.conftest import PROXY_API, proxy_config_for, user_path
+from tests.emulated_tenant import TenantServer, demo_tenant
+from tests.harness import ProxyServer
 from tests.test_tokens import assert_auth0_error
 
 MEMBERS = "GET /api/v2/organizations/{id}/members"
@@ -102,3 +107,42 @@ def test_token_answer_without_access_token_is_503(start_proxy, call, make_token,
     proxy = start_proxy(workers=1)
     tenant.inject_fault(TOKEN, status=200, body={"token_type": "Bearer"})
     assert_auth0_error(call("/users", make_token(), server=proxy), 503, "temporarily_unavailable")
+
+
+def test_proxies_of_two_tenants_can_share_one_cache_directory(tenant_server, tmp_path):
+    shared_cache = str(tmp_path / "shared-cache")
+    other = demo_tenant()
+    with TenantServer(other) as other_server:
+        bundle = tmp_path / "both-cas.pem"
+        bundle.write_text(
+            Path(tenant_server.ca_bundle).read_text() + Path(other_server.ca_bundle).read_text()
+        )
+        servers = []
+        for server in (tenant_server, other_server):
+            config = proxy_config_for(server, cache_dir=shared_cache)
+            servers.append(
+                (
+                    server.tenant,
+                    ProxyServer(
+                        config,
+                        ca_bundle=str(bundle),
+                        workers=1,
+                        workdir=str(tmp_path / server.domain),
+                    ),
+                )
+            )
+        try:
+            for _, proxy in servers:
+                proxy.start()
+            for _ in range(3):
+                for tenant, proxy in servers:
+                    token = tenant.issue_token("edge-acme", PROXY_API, scope="read:users")
+                    response = requests.get(
+                        f"{proxy.url}/users",
+                        headers={"Authorization": f"Bearer {token}"},
+                        timeout=30,
+                    )
+                    assert response.status_code == 200
+        finally:
+            for _, proxy in servers:
+                proxy.stop()
