@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 
@@ -9,6 +10,7 @@ from flask import Flask
 
 from . import errors, health, request_log, users
 from .auth import Auth0TokenValidator
+from .cache import SharedCache
 from .config import Settings, config_path, load_config_file, load_settings
 from .extensions import cache, require_oauth
 from .keys import KeyStore
@@ -61,16 +63,22 @@ def register_extensions(app: Flask, settings: Settings) -> None:
             "CACHE_DEFAULT_TIMEOUT": 300,
         },
     )
+    shared_cache = SharedCache(
+        cache,
+        # Outlast the slowest fetch: a connect and a read timeout.
+        lock_seconds=math.ceil(proxy.connect_timeout_seconds + proxy.read_timeout_seconds) + 2,
+        failure_seconds=proxy.failure_cooldown_seconds,
+    )
     upstream = Upstream(
         settings.auth0.base_url,
         connect_timeout=proxy.connect_timeout_seconds,
         read_timeout=proxy.read_timeout_seconds,
         on_call=request_log.count_upstream_call,
     )
-    keys = KeyStore(upstream, cache, refetch_interval=proxy.jwks_refetch_interval_seconds)
+    keys = KeyStore(upstream, shared_cache, refetch_interval=proxy.jwks_refetch_interval_seconds)
     app.extensions["keys"] = keys
     app.extensions["management"] = ManagementClient(
-        upstream, cache, settings.auth0, page_size=proxy.page_size
+        upstream, shared_cache, settings.auth0, page_size=proxy.page_size
     )
     require_oauth.init_app(
         app,

@@ -1,8 +1,8 @@
-"""Shared cache helpers: one fetch per key across threads, workers and (with Redis) hosts.
+"""The shared cache: one fetch per key across threads, workers and (with Redis) hosts.
 
-Flask-Caching stores the values; this module adds the one thing it lacks, a lock, built on the
-cache's atomic ``add`` so it works for every backend that has one. Locks expire, so a worker that
-dies while holding one blocks the others for at most ``lock_seconds``.
+Flask-Caching stores the values; this module adds what it lacks: a lock, built on the backend's
+atomic ``add`` so it works for every backend that has one, and a short memory of failures. Locks
+expire, so a worker that dies while holding one blocks the others for at most ``lock_seconds``.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ import fcntl
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask_caching.backends.filesystemcache import FileSystemCache
+
+from .errors import APIError, UpstreamUnavailable
 
 
 class LockingFileSystemCache(FileSystemCache):
@@ -46,38 +49,82 @@ class LockingFileSystemCache(FileSystemCache):
             return self.set(key, value, timeout)
 
 
-def get_or_create(
-    cache,
-    key: str,
-    create: Callable[[], tuple[Any, int]],
-    *,
-    lock_seconds: int = 15,
-    poll_seconds: float = 0.05,
-) -> Any:
-    """Return the cached value, or let exactly one caller create it while the others wait.
+class SharedCache:
+    """The proxy's view of the shared cache: one fetch per key, and failures remembered briefly.
 
-    ``create`` returns ``(value, ttl_seconds)``. Exceptions from it reach the caller that ran it;
-    waiters then try again themselves.
+    ``lock_seconds`` must outlast the slowest fetch (the upstream timeouts), or a second caller
+    would start fetching while the first still waits. ``failure_seconds`` is how long a failed
+    fetch is answered from memory (503 with Retry-After), so that while Auth0 fails, a flood of
+    requests does not become a flood of upstream calls.
     """
-    value = cache.get(key)
-    if value is not None:
-        return value
-    lock_key, owner = f"{key}:lock", uuid.uuid4().hex
-    deadline = time.monotonic() + lock_seconds
-    while not cache.add(lock_key, owner, timeout=lock_seconds):
-        time.sleep(poll_seconds)
-        value = cache.get(key)
+
+    def __init__(self, backend, *, lock_seconds: int, failure_seconds: int):
+        self.backend = backend
+        self.lock_seconds = lock_seconds
+        self.failure_seconds = failure_seconds
+
+    def get(self, key: str) -> Any:
+        return self.backend.get(key)
+
+    def set(self, key: str, value: Any, ttl: int) -> None:
+        self.backend.set(key, value, timeout=max(int(ttl), 1))
+
+    def add(self, key: str, value: Any, ttl: int) -> bool:
+        """Set the key only if absent; atomic, so usable as a lock or a rate guard."""
+        return bool(self.backend.add(key, value, timeout=max(int(ttl), 1)))
+
+    def delete(self, key: str) -> None:
+        self.backend.delete(key)
+
+    def get_or_create(self, key: str, create: Callable[[], tuple[Any, int]]) -> Any:
+        """The cached value, or one caller creates it while the others wait for it.
+
+        ``create`` returns ``(value, ttl_seconds)``. Its exception reaches the caller that ran it
+        and is remembered for ``failure_seconds``.
+
+        :raise UpstreamUnavailable: a fetch of this key failed moments ago (503).
+        """
+        value = self.get(key)
         if value is not None:
             return value
-        if time.monotonic() > deadline:
-            owner = None  # the holder is stuck; go ahead without the lock
-            break
-    try:
-        value = cache.get(key)
-        if value is None:
-            value, ttl = create()
-            cache.set(key, value, timeout=max(int(ttl), 1))
-        return value
-    finally:
-        if owner is not None and cache.get(lock_key) == owner:
-            cache.delete(lock_key)
+        with self._lock(key) as value:
+            if value is not None:
+                return value
+            self._raise_recent_failure(key)
+            try:
+                value, ttl = create()
+            except APIError as error:
+                if self.failure_seconds > 0:
+                    self.set(f"{key}:failed", error.message, self.failure_seconds)
+                raise
+            self.set(key, value, ttl)
+            return value
+
+    @contextmanager
+    def _lock(self, key: str, poll_seconds: float = 0.05) -> Iterator[Any]:
+        """Hold ``key``'s lock, yielding the value if another holder created it meanwhile."""
+        lock_key, owner = f"{key}:lock", uuid.uuid4().hex
+        deadline = time.monotonic() + self.lock_seconds
+        while not self.add(lock_key, owner, self.lock_seconds):
+            time.sleep(poll_seconds)
+            value = self.get(key)
+            if value is not None or self.get(f"{key}:failed") is not None:
+                yield value
+                return
+            if time.monotonic() > deadline:
+                owner = None  # the holder is stuck; go ahead without the lock
+                break
+        try:
+            yield self.get(key)
+        finally:
+            if owner is not None and self.get(lock_key) == owner:
+                self.delete(lock_key)
+
+    def _raise_recent_failure(self, key: str) -> None:
+        message = self.get(f"{key}:failed")
+        if message is not None:
+            raise UpstreamUnavailable(
+                message,
+                reason=f"{key}: failed moments ago, not asking Auth0 again yet",
+                headers={"Retry-After": str(self.failure_seconds)},
+            )

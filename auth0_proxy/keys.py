@@ -12,7 +12,7 @@ import logging
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet, RSAKey
 
-from .cache import get_or_create
+from .cache import SharedCache
 from .errors import UpstreamUnavailable
 from .upstream import Upstream
 
@@ -26,7 +26,7 @@ CACHE_KEY = "jwks"
 class KeyStore:
     """Finds the public key for a token's ``kid`` among the tenant's published RSA keys."""
 
-    def __init__(self, upstream: Upstream, cache, *, refetch_interval: int):
+    def __init__(self, upstream: Upstream, cache: SharedCache, *, refetch_interval: int):
         self.upstream = upstream
         self.cache = cache
         self.refetch_interval = refetch_interval
@@ -39,13 +39,13 @@ class KeyStore:
         if not kid:
             raise InvalidKeyIdError("the token names no key id")
         keys = self.key_set()
-        if not _has_kid(keys, kid) and self._may_refetch():
+        if kid not in {key.kid for key in keys} and self._may_refetch():
             log.info("unknown key id; fetching the JWKS again")
             keys = self._fetch_and_store()
         return keys.get_by_kid(kid)
 
     def key_set(self) -> KeySet:
-        return self._parse(get_or_create(self.cache, CACHE_KEY, self._fetch))
+        return self._parse(self.cache.get_or_create(CACHE_KEY, self._fetch))
 
     def _parse(self, jwks: dict) -> KeySet:
         """Parse RSA keys once per JWKS document, not once per request."""
@@ -55,11 +55,11 @@ class KeyStore:
 
     def _may_refetch(self) -> bool:
         # add() is atomic: at most one refetch per interval across all workers sharing the cache.
-        return bool(self.cache.add(f"{CACHE_KEY}:refetched", 1, timeout=self.refetch_interval))
+        return self.cache.add(f"{CACHE_KEY}:refetched", 1, self.refetch_interval)
 
     def _fetch_and_store(self) -> KeySet:
         jwks, ttl = self._fetch()
-        self.cache.set(CACHE_KEY, jwks, timeout=ttl)
+        self.cache.set(CACHE_KEY, jwks, ttl)
         return self._parse(jwks)
 
     def _fetch(self) -> tuple[dict, int]:
@@ -88,7 +88,3 @@ def _is_rs256_key(key: object) -> bool:
         and key.get("alg", "RS256") == "RS256"
         and isinstance(key.get("kid"), str)
     )
-
-
-def _has_kid(keys: KeySet, kid: str) -> bool:
-    return any(key.kid == kid for key in keys)

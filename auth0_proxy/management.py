@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from urllib.parse import quote
 
 import requests
+from marshmallow import ValidationError
 
-from .cache import get_or_create
+from .cache import SharedCache
 from .config import Auth0Settings
 from .errors import APIError, TooManyRequests, UpstreamFailed, UpstreamUnavailable, UserNotFound
+from .schemas import members_page, user_organizations_page
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -26,12 +28,15 @@ TOKEN_CACHE_KEY = "management-token:{client_id}"  # noqa: S105 - a cache key
 # Renew this long before expiry, so a token is never used in its last minutes.
 TOKEN_RENEWAL_MARGIN_SECONDS = 300
 USER_ORGANIZATIONS_PAGE = 100  # the endpoint's maximum per_page (Management API spec)
+MAX_PAGES = 100_000  # a bound on any paging loop: 5 million members at 50 per page
 
 
 class ManagementClient:
     """Reads organization members and user profiles with the proxy's management token."""
 
-    def __init__(self, upstream: Upstream, cache, auth0: Auth0Settings, *, page_size: int):
+    def __init__(
+        self, upstream: Upstream, cache: SharedCache, auth0: Auth0Settings, *, page_size: int
+    ):
         self.upstream = upstream
         self.cache = cache
         self.auth0 = auth0
@@ -43,14 +48,20 @@ class ManagementClient:
 
         Offset paging stops at 1,000 records; ``from``/``take`` does not. A page may hold fewer
         than ``take`` members before the end, so only an absent ``next`` ends the loop.
+
+        :raise UpstreamFailed: a page of an unexpected shape, or paging that does not advance.
         """
+        path = f"/api/v2/organizations/{_segment(org_id)}/members"
         params = {"take": self.page_size}
-        while True:
-            page = self.get_json(f"/api/v2/organizations/{_segment(org_id)}/members", params)
-            yield from page.get("members", [])
-            if not page.get("next"):
+        for _ in range(MAX_PAGES):
+            page = _load(members_page, self.get_json(path, params), path)
+            yield from page["members"]
+            if not page["next"]:
                 return
+            if page["next"] == params.get("from"):
+                raise UpstreamFailed(reason=f"{path}: checkpoint paging did not advance")
             params = {"take": self.page_size, "from": page["next"]}
+        raise UpstreamFailed(reason=f"{path}: more than {MAX_PAGES} pages")
 
     def get_user(self, user_id: str) -> dict:
         """:raise UserNotFound: Auth0 has no such user (404)."""
@@ -63,17 +74,20 @@ class ManagementClient:
         while an organization's members may be many.
         """
         path = f"/api/v2/users/{_segment(user_id)}/organizations"
-        page_number = 0
-        while True:
-            params = {"page": page_number, "per_page": USER_ORGANIZATIONS_PAGE}
-            page = self.get_json(path, {**params, "include_totals": "true"})
-            organizations = page.get("organizations", [])
-            if any(organization.get("id") == org_id for organization in organizations):
+        # Offset paging ends at 1,000 records: at most 10 pages of 100.
+        for page_number in range(1000 // USER_ORGANIZATIONS_PAGE):
+            params = {
+                "page": page_number,
+                "per_page": USER_ORGANIZATIONS_PAGE,
+                "include_totals": "true",
+            }
+            page = _load(user_organizations_page, self.get_json(path, params), path)
+            if any(organization["id"] == org_id for organization in page["organizations"]):
                 return True
-            seen = page.get("start", 0) + len(organizations)
-            if not organizations or seen >= page.get("total", 0):
+            seen = page["start"] + len(page["organizations"])
+            if not page["organizations"] or seen >= page["total"]:
                 return False
-            page_number += 1
+        return False
 
     def get_json(self, path: str, params: dict | None = None, *, missing=UpstreamFailed) -> dict:
         """GET a Management API path with the cached token; refresh it once on a 401.
@@ -94,7 +108,7 @@ class ManagementClient:
 
         :raise UpstreamUnavailable: the token endpoint failed (503).
         """
-        return get_or_create(self.cache, self.token_cache_key, self._fetch_token)
+        return self.cache.get_or_create(self.token_cache_key, self._fetch_token)
 
     def _get(self, path: str, params: dict | None, token: str) -> requests.Response:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -144,14 +158,26 @@ def _segment(value: str) -> str:
 def _json_or_raise(response: requests.Response, path: str, missing: type[APIError]) -> dict:
     status = response.status_code
     if status == 200:
-        return _json_object(response, f"GET {path.split('?')[0]}")
-    reason = f"Auth0 answered {status} on {path.split('?')[0]}: {_error_summary(response)}"
+        return _json_object(response, f"GET {path}")
+    reason = f"Auth0 answered {status} on {path}: {_error_summary(response)}"
     if status == 404:
         raise missing(reason=reason)
     if status == 429:
         raise TooManyRequests(reason=reason, headers={"Retry-After": _retry_after(response)})
     log.warning(reason)
     raise UpstreamFailed(reason=reason)
+
+
+def _load(schema, body: dict, path: str) -> dict:
+    """Auth0's answer in the shape the proxy relies on.
+
+    :raise UpstreamFailed: any other shape (502).
+    """
+    try:
+        return schema.load(body)
+    except ValidationError as error:
+        log.warning("Auth0 answered %s in an unexpected shape: %s", path, error.messages)
+        raise UpstreamFailed(reason=f"{path}: unexpected answer shape") from None
 
 
 def _json_object(response: requests.Response, endpoint: str) -> dict:

@@ -1,8 +1,12 @@
-"""What the proxy returns, described once."""
+"""The shapes the proxy relies on: Auth0's answers as it reads them, and what it returns.
+
+Auth0's pages are loaded through these schemas, so an answer of an unexpected shape is a clear
+502 instead of a crash, and a member carries exactly the fields the Management API documents.
+"""
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields
+from marshmallow import EXCLUDE, Schema, fields
 
 # Identity-provider tokens Auth0 adds to identities when the management client holds
 # read:user_idp_tokens; an edge client must never receive them.
@@ -10,19 +14,59 @@ IDP_SECRETS = ("access_token", "access_token_secret", "refresh_token")
 
 
 class MemberSchema(Schema):
-    """An organization member as the Management API lists it."""
+    """An organization member as the Management API lists it (and as the proxy returns it)."""
 
-    user_id = fields.String()
+    class Meta:
+        unknown = EXCLUDE
+
+    user_id = fields.String(required=True)
     email = fields.String()
     name = fields.String()
     picture = fields.String()
 
 
+class MembersPageSchema(Schema):
+    """One page of checkpoint pagination: ``next`` is absent on the last page."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    members = fields.List(fields.Nested(MemberSchema), required=True)
+    next = fields.String(load_default=None, allow_none=True)
+
+
+class OrganizationRefSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    id = fields.String(required=True)
+
+
+class UserOrganizationsPageSchema(Schema):
+    """One page of a user's organizations, offset paging with ``include_totals``."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    organizations = fields.List(fields.Nested(OrganizationRefSchema), required=True)
+    start = fields.Integer(required=True, strict=True)
+    total = fields.Integer(required=True, strict=True)
+
+
+members_page = MembersPageSchema()
+user_organizations_page = UserOrganizationsPageSchema()
+
+
 def public_profile(user: dict) -> dict:
     """The Auth0 profile as Auth0 returns it, without identity-provider tokens."""
-    identities = [
-        {key: value for key, value in identity.items() if key not in IDP_SECRETS}
-        for identity in user.get("identities", [])
-        if isinstance(identity, dict)
-    ]
-    return {**user, "identities": identities} if "identities" in user else dict(user)
+    identities = user.get("identities")
+    if not isinstance(identities, list):
+        return dict(user)
+    return {
+        **user,
+        "identities": [
+            {key: value for key, value in identity.items() if key not in IDP_SECRETS}
+            for identity in identities
+            if isinstance(identity, dict)
+        ],
+    }

@@ -41,9 +41,10 @@ def tenant_server() -> Iterator[TenantServer]:
 
 @pytest.fixture
 def tenant(tenant_server):
-    """The tenant's state; counters reset for each test."""
+    """The tenant's state; counters reset for each test, injected faults dropped after it."""
     tenant_server.tenant.reset_counts()
-    return tenant_server.tenant
+    yield tenant_server.tenant
+    tenant_server.tenant.clear_faults()
 
 
 # Which organizations each edge client may reach, in the proxy config used by the tests.

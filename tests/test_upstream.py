@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.conftest import PROXY_API, proxy_config_for, user_path
@@ -15,6 +16,8 @@ from tests.test_tokens import assert_auth0_error
 MEMBERS = "GET /api/v2/organizations/{id}/members"
 TOKEN = "POST /oauth/token"
 JWKS = "GET /.well-known/jwks.json"
+USER = "GET /api/v2/users/{id}"
+USER_ORGS = "GET /api/v2/users/{id}/organizations"
 
 
 def test_management_token_and_jwks_fetched_once_across_two_workers(
@@ -72,11 +75,25 @@ def test_token_endpoint_failure_is_503(start_proxy, call, make_token, tenant):
 
 
 def test_unreachable_jwks_is_503_not_401(start_proxy, call, make_token, tenant):
-    proxy = start_proxy()
+    proxy = start_proxy(failure_cooldown_seconds=0)
     tenant.inject_fault(JWKS, status=503)
     assert_auth0_error(call("/users", make_token(), server=proxy), 503, "temporarily_unavailable")
     # Once Auth0 answers again, the same token is fine.
     assert call("/users", make_token(), server=proxy).status_code == 200
+
+
+@pytest.mark.parametrize("endpoint", [JWKS, TOKEN])
+def test_failing_auth0_is_asked_once_per_cooldown_not_once_per_request(
+    start_proxy, call, make_token, tenant, endpoint
+):
+    proxy = start_proxy(failure_cooldown_seconds=30)
+    tenant.inject_fault(endpoint, status=503, times=100)
+    token = make_token()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(lambda _: call("/users", token, server=proxy), range(40)))
+    assert {response.status_code for response in responses} == {503}
+    assert tenant.counts[endpoint] == 1
+    assert responses[-1].headers["Retry-After"] == "30"
 
 
 def test_rotated_signing_key_is_accepted_without_restart(start_proxy, call, make_token, tenant):
@@ -98,9 +115,33 @@ def test_unknown_kids_refetch_the_jwks_at_most_once_per_interval(
     assert tenant.counts[JWKS] == 2
 
 
-def test_unreadable_auth0_answer_is_502_not_a_crash(call, make_token, tenant):
-    tenant.inject_fault(MEMBERS, status=200, body=["not", "an", "object"])
-    assert_auth0_error(call("/users", make_token()), 502, "bad_gateway")
+@pytest.mark.parametrize(
+    ("endpoint", "body", "path"),
+    [
+        (MEMBERS, ["not", "an", "object"], "/users"),
+        (MEMBERS, {"members": None}, "/users"),
+        (MEMBERS, {"members": ["not-an-object"]}, "/users"),
+        (MEMBERS, {"members": [{"email": "no-user-id@example.com"}]}, "/users"),
+        (MEMBERS, {"members": [], "next": "same"}, "/users"),  # then "same" again: no progress
+        (
+            USER_ORGS,
+            {"organizations": ["org_acme"], "start": 0, "total": 1},
+            "/users/auth0%7Calice-acme",
+        ),
+        (USER_ORGS, {"organizations": [], "start": "0", "total": 0}, "/users/auth0%7Calice-acme"),
+        (USER_ORGS, "a string", "/users/auth0%7Calice-acme"),
+    ],
+)
+def test_unexpected_auth0_answer_is_502_not_a_crash(call, make_token, tenant, endpoint, body, path):
+    tenant.inject_fault(endpoint, status=200, body=body, times=2)
+    assert_auth0_error(call(path, make_token()), 502, "bad_gateway")
+
+
+def test_profile_with_null_identities_is_returned_as_is(call, make_token, tenant):
+    tenant.inject_fault(USER, status=200, body={"user_id": "auth0|alice-acme", "identities": None})
+    response = call("/users/auth0%7Calice-acme", make_token())
+    assert response.status_code == 200
+    assert response.json() == {"user_id": "auth0|alice-acme", "identities": None}
 
 
 def test_token_answer_without_access_token_is_503(start_proxy, call, make_token, tenant):

@@ -336,6 +336,11 @@ class Tenant:
         with self._lock:
             self._faults.setdefault(endpoint, deque()).append(Fault(status, times, delay, body))
 
+    def clear_faults(self) -> None:
+        """Drop every injected fault not yet suffered."""
+        with self._lock:
+            self._faults.clear()
+
     def take_fault(self, endpoint: str) -> Fault | None:
         """The fault this call must suffer, if any, consuming one of its ``times``."""
         with self._lock:
