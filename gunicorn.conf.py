@@ -12,7 +12,8 @@ from auth0_proxy.config import ConfigError, config_path, load_config_file
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
+# gthread, answering gunicorn's own refusals in JSON and redacting its log lines.
+worker_class = "auth0_proxy.gunicorn_worker.ProxyWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20

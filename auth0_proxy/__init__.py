@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import errors, health, request_log, users
+from . import errors, health, limits, request_log, users
 from .auth import Auth0TokenValidator
 from .cache import SharedCache
 from .config import Settings, config_path, load_config_file, load_settings
@@ -87,6 +87,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
             issuer=settings.auth0.issuer,
             audience=settings.auth0.api_audience,
             leeway=proxy.leeway_seconds,
+            accept_user_tokens=proxy.accept_user_tokens,
         ),
     )
 
@@ -98,6 +99,7 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_errorhandlers(app: Flask) -> None:
-    """Auth0-style JSON for every error, and one log line per request."""
+    """Auth0-style JSON for every error, one log line per request, and the request limits."""
     errors.init_app(app)
     request_log.init_app(app)
+    limits.init_app(app)

@@ -15,6 +15,7 @@ from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import MissingAuthorizationError, UnsupportedTokenTypeError
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from flask import Flask, current_app
+from flask import request as flask_request
 from joserfc import jwt
 from joserfc.errors import (
     BadSignatureError,
@@ -25,7 +26,7 @@ from joserfc.errors import (
     MissingClaimError,
 )
 
-from .errors import REALM, InsufficientScope, TokenMissing, TokenRejected
+from .errors import REALM, InsufficientScope, TokenInQueryString, TokenMissing, TokenRejected
 from .keys import KeyStore
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ ALGORITHMS = ["RS256"]
 TOKEN_TYPES = {"jwt", "at+jwt", "application/at+jwt"}
 
 CLIENT_SUBJECT_SUFFIX = "@clients"
+CLIENT_CREDENTIALS = "client-credentials"
 
 MALFORMED = "The access token is malformed."
 NOT_BEARER = "Send the access token as 'Authorization: Bearer <access token>'."
@@ -86,9 +88,18 @@ class AccessToken(dict):
 class Auth0TokenValidator(BearerTokenValidator):
     """Verifies signature, issuer, audience and lifetime of a client-credentials token."""
 
-    def __init__(self, keys: KeyStore, *, issuer: str, audience: str, leeway: int):
+    def __init__(
+        self,
+        keys: KeyStore,
+        *,
+        issuer: str,
+        audience: str,
+        leeway: int,
+        accept_user_tokens: bool = False,
+    ):
         super().__init__()
         self.keys = keys
+        self.accept_user_tokens = accept_user_tokens
         self.claims_registry = jwt.JWTClaimsRegistry(
             leeway=leeway,
             iss={"essential": True, "value": issuer},
@@ -110,8 +121,9 @@ class Auth0TokenValidator(BearerTokenValidator):
             raise TokenRejected(MALFORMED, reason=f"malformed token ({error.error})") from None
         except (ValueError, TypeError):
             raise TokenRejected(MALFORMED, reason="malformed token") from None
-        self._check_type(token.header)
+        self._check_header(token.header)
         self._check_claims(token.claims)
+        self._check_client(token.claims)
         return AccessToken(token.claims)
 
     def validate_token(self, token: AccessToken, scopes, request) -> None:
@@ -126,10 +138,14 @@ class Auth0TokenValidator(BearerTokenValidator):
         return self.keys.key_for(guest.headers().get("kid"))
 
     @staticmethod
-    def _check_type(header: dict) -> None:
+    def _check_header(header: dict) -> None:
         typ = header.get("typ")
         if not isinstance(typ, str) or typ.lower() not in TOKEN_TYPES:
             raise TokenRejected(NOT_ACCESS_TOKEN, reason=f"token type {typ!r}")
+        # Auth0 never marks header parameters critical; a token that does was not made by it
+        # (RFC 7515 section 4.1.11 lets a recipient refuse what it does not expect).
+        if "crit" in header:
+            raise TokenRejected(MALFORMED, reason="crit header")
 
     def _check_claims(self, claims: dict) -> None:
         try:
@@ -142,10 +158,21 @@ class Auth0TokenValidator(BearerTokenValidator):
         except InvalidClaimError as error:
             message = CLAIM_PROBLEMS.get(error.claim, MALFORMED)
             raise TokenRejected(message, reason=f"invalid claim {error.claim}") from None
-        # A client-credentials token's subject is "<client_id>@clients"; anything else is a token
-        # issued to a user, which this machine-to-machine API refuses.
+
+    def _check_client(self, claims: dict) -> None:
+        """The token names its client, and (unless user tokens are accepted) was issued to it.
+
+        A client-credentials token's subject is "<client_id>@clients" and, in Auth0's profile,
+        its ``gty`` is "client-credentials"; anything else was issued to a user.
+        """
         client_id = client_id_of(claims)
-        if client_id is None or claims["sub"] != client_id + CLIENT_SUBJECT_SUFFIX:
+        if client_id is None:
+            raise TokenRejected(NOT_CLIENT_CREDENTIALS, reason="no client id")
+        if self.accept_user_tokens:
+            return
+        if claims.get("gty", CLIENT_CREDENTIALS) != CLIENT_CREDENTIALS:
+            raise TokenRejected(NOT_CLIENT_CREDENTIALS, reason=f"grant type {claims['gty']!r}")
+        if claims["sub"] != client_id + CLIENT_SUBJECT_SUFFIX:
             raise TokenRejected(NOT_CLIENT_CREDENTIALS, reason="subject is not the client")
 
 
@@ -158,6 +185,16 @@ class Auth0ResourceProtector(ResourceProtector):
 
     def init_app(self, app: Flask, validator: Auth0TokenValidator) -> None:
         app.extensions["token_validator"] = validator
+
+    def parse_request_authorization(self, request):
+        """The bearer token from the Authorization header, and only from there.
+
+        :raise TokenInQueryString: an ``access_token`` in the URL (400): RFC 6750 section 2.3
+            allows it, but URLs end up in logs and caches (RFC 6750 section 5.3).
+        """
+        if "access_token" in flask_request.args:
+            raise TokenInQueryString(reason="access_token in the query string")
+        return super().parse_request_authorization(request)
 
     def get_token_validator(self, token_type: str) -> Auth0TokenValidator:
         if token_type.lower() != "bearer":

@@ -53,6 +53,7 @@ class ProxySettings:
     connect_timeout_seconds: float = 3.05
     read_timeout_seconds: float = 10.0
     failure_cooldown_seconds: int = 2
+    accept_user_tokens: bool = False
     cache_type: str = "filesystem"
     cache_dir: str = ""
     cache_redis_url: str = "redis://127.0.0.1:6379/0"
@@ -131,6 +132,7 @@ class ProxySchema(Schema):
     connect_timeout_seconds = fields.Float(validate=validate.Range(0.1, 60))
     read_timeout_seconds = fields.Float(validate=validate.Range(0.1, 120))
     failure_cooldown_seconds = fields.Integer(validate=validate.Range(0, 60), strict=True)
+    accept_user_tokens = fields.Boolean(truthy={True}, falsy={False})
     cache_type = fields.String(validate=validate.OneOf(["filesystem", "redis", "simple"]))
     cache_dir = fields.String(validate=NON_EMPTY)
     cache_redis_url = fields.String(validate=validate.Regexp(r"^rediss?://"))

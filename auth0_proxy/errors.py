@@ -59,6 +59,20 @@ class TokenRejected(APIError):
         )
 
 
+class TokenInQueryString(APIError):
+    status_code = 400
+    error_code = "invalid_request"
+    message = (
+        "Send the access token in the Authorization header, not in the URL (URLs end up in logs)."
+    )
+
+    def __init__(self, message: str | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.headers.setdefault(
+            "WWW-Authenticate", f'Bearer realm="{REALM}", error="invalid_request"'
+        )
+
+
 class InsufficientScope(APIError):
     status_code = 403
     error_code = "insufficient_scope"

@@ -32,6 +32,31 @@ REQUEST_FIELDS = (
 )
 
 
+class RedactSecrets(logging.Filter):
+    """Blank out anything shaped like a JWT or a credential, whatever logged it.
+
+    The proxy never logs a token on purpose; this catches the accidents (a library quoting a
+    request line or an exception quoting a header), so no log line can carry a usable secret.
+    """
+
+    PATTERN = re.compile(
+        r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"  # a JWS or JWT in compact form
+        r"|(?i:(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+"  # an Authorization credential
+        r"|(?i:access_token|client_secret)=[^&\s'\"]+"  # a token or secret in a query or form
+    )
+
+    @classmethod
+    def redact(cls, text: str) -> str:
+        return cls.PATTERN.sub("[redacted]", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self.redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """A JSON object per line: time, level, logger, worker pid, message, request fields."""
 
@@ -46,7 +71,8 @@ class JsonFormatter(logging.Formatter):
         line.update({key: getattr(record, key) for key in REQUEST_FIELDS if hasattr(record, key)})
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        # Redact the whole line: the path and the reason are caller input too.
+        return RedactSecrets.redact(json.dumps(line, default=str))
 
 
 JsonFormatter.converter = time.gmtime
@@ -59,7 +85,7 @@ class TextFormatter(logging.Formatter):
         fields = " ".join(
             f"{key}={getattr(record, key)}" for key in REQUEST_FIELDS if hasattr(record, key)
         )
-        return f"{super().format(record)} {fields}".rstrip()
+        return RedactSecrets.redact(f"{super().format(record)} {fields}".rstrip())
 
 
 def configure_logging(level: str, fmt: str) -> None:

@@ -109,6 +109,10 @@ def test_management_audience_and_issuer_default_from_domain():
             "proxy.page_size: Must be greater than or equal to 1",
         ),
         (lambda c: c.update(proxy={"cache_type": "memcached"}), "proxy.cache_type: Must be one of"),
+        (
+            lambda c: c.update(proxy={"accept_user_tokens": "yes"}),
+            "proxy.accept_user_tokens: Not a valid boolean",
+        ),
     ],
 )
 def test_invalid_config_names_the_key(change, message):

@@ -1,0 +1,52 @@
+"""gunicorn's threaded worker, keeping the proxy's promises for requests the app never sees.
+
+gunicorn itself refuses requests that are not valid HTTP or exceed its limits (a request line
+over ``limit_request_line``, too many or too large headers). Its answer is an HTML page and its
+log line quotes the offending input, which may hold a token. Here the answer is Auth0-style JSON
+that echoes nothing, and gunicorn's log lines pass through the same token redaction as the app's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from gunicorn import util
+from gunicorn.workers.gthread import ThreadWorker
+
+from .errors import error_body
+from .request_log import RedactSecrets
+
+MESSAGES = {
+    400: "The request is not valid HTTP.",
+    403: "The request is forbidden.",
+    414: "The request line is too long.",
+    417: "The expectation cannot be met.",
+    431: "The request's header fields are too large.",
+    501: "The request's transfer coding is not supported.",
+}
+
+
+class ProxyWorker(ThreadWorker):
+    """``gthread`` with JSON error answers and redacted log lines."""
+
+    def init_process(self) -> None:
+        # gunicorn's handle_error calls util.write_error by module lookup; in this worker process
+        # every such answer is ours.
+        util.write_error = write_json_error
+        logging.getLogger("gunicorn.error").addFilter(RedactSecrets())
+        super().init_process()
+
+
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """Answer gunicorn's refusal like the app answers errors; ``mesg`` (the input) is dropped."""
+    code = reason.lower().replace(" ", "_")
+    message = MESSAGES.get(status_int, "The request cannot be processed.")
+    body = json.dumps(error_body(status_int, message, code)).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode("latin-1")
+    util.write_nonblock(sock, head + body)
