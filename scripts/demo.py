@@ -88,7 +88,7 @@ def show(tenant: TenantServer, proxy: ProxyServer) -> None:
     )
     call(
         "GET",
-        f"{proxy.url}/users/{quote('auth0|gina-globex')}",
+        f"{proxy.url}/users/{quote('auth0|frank-globex')}",
         auth,
         "4. A user of another organization: the same 404 as a user who does not exist",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+from urllib.parse import unquote
 
 import pytest
 
@@ -56,12 +57,15 @@ def test_unknown_user_gets_404(call, make_token):
     assert body["message"] == "The user does not exist."
 
 
-def test_member_of_other_org_gets_the_same_404_as_an_unknown_user(call, make_token):
+def test_member_of_other_org_gets_the_same_404_as_an_unknown_user(call, make_token, tenant):
+    assert tenant.user_profile("auth0|frank-globex") is not None  # he exists, in org_globex
     token = make_token("edge-acme")
     unknown = call(user_path("auth0|nobody"), token)
-    other_org = call(user_path("auth0|gina-globex"), token)
+    other_org = call(user_path("auth0|frank-globex"), token)
     assert other_org.status_code == unknown.status_code == 404
     assert other_org.json() == unknown.json()
+    assert "frank" not in other_org.text
+    assert call(user_path("auth0|frank-globex"), make_token("edge-globex")).status_code == 200
 
 
 def test_user_in_no_organization_gets_404(call, make_token, tenant):
@@ -99,7 +103,7 @@ def test_client_of_several_orgs_without_org_claim_gets_403(call, make_token):
 def test_org_id_claim_outside_the_clients_organizations_gets_403(call, make_token):
     token = make_token("edge-acme", claims={"org_id": "org_globex"})
     assert_auth0_error(call("/users", token), 403, "access_denied")
-    assert_auth0_error(call(user_path("auth0|gina-globex"), token), 403, "access_denied")
+    assert_auth0_error(call(user_path("auth0|frank-globex"), token), 403, "access_denied")
 
 
 def test_unmapped_client_gets_403(call, make_token, tenant):
@@ -112,7 +116,7 @@ def test_unmapped_client_gets_403(call, make_token, tenant):
     "user_id",
     [
         "../organizations/org_globex/members",
-        "auth0|gina-globex/../../organizations/org_globex/members",
+        "auth0|frank-globex/../../organizations/org_globex/members",
         "x?fields=email",
         "x#fragment",
     ],
@@ -168,3 +172,45 @@ def test_dot_segment_ids_never_reach_auth0(proxy, make_token, tenant, raw_path):
     assert response.status == 404
     assert body["statusCode"] == 404
     assert not [r for r in tenant.requests if r["endpoint"] is None or "/users/" in r["raw_uri"]]
+
+
+HOSTILE_IDS = [
+    "a/b",
+    "auth0|frank-globex/../auth0|alice-acme",
+    "a%2Fb",
+    "?",
+    "auth0|alice-acme?fields=app_metadata",
+    "#",
+    "a\x00b",
+    "auth0|ünïcödé-ユーザー-👤",
+    "a" * 1500,
+    "auth0|frank-globex",
+    "AUTH0|ALICE-ACME",
+    " auth0|alice-acme",
+    "auth0|alice-acme ",
+]
+
+
+@pytest.mark.parametrize("user_id", HOSTILE_IDS)
+def test_hostile_ids_are_one_path_segment_upstream(call, make_token, tenant, user_id):
+    response = call(user_path(user_id), make_token("edge-acme"))
+    assert_auth0_error(response, 404, "inexistent_user")
+    for record in tenant.requests:
+        if record["endpoint"] in {"POST /oauth/token", "GET /.well-known/jwks.json"}:
+            continue
+        # Only the membership lookup ran, for exactly this id: nothing else was reached.
+        assert record["endpoint"] == "GET /api/v2/users/{id}/organizations"
+        segments = record["raw_uri"].split("?", 1)[0].split("/")
+        assert len(segments) == 6
+        assert segments[:4] + segments[5:] == ["", "api", "v2", "users", "organizations"]
+        assert unquote(segments[4]) == user_id
+
+
+def test_fields_parameter_cannot_widen_the_answer(call, make_token):
+    token = make_token("edge-acme")
+    members = call(
+        "/users?fields=user_id,app_metadata,identities&include_fields=true", token
+    ).json()
+    assert all(set(member) <= MEMBER_FIELDS for member in members)
+    response = call(user_path("auth0|frank-globex") + "?fields=user_id,email", token)
+    assert response.status_code == 404 and "frank" not in response.text
