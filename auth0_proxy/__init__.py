@@ -65,14 +65,19 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     )
     shared_cache = SharedCache(
         cache,
-        # Outlast the slowest fetch: a connect and a read timeout.
-        lock_seconds=math.ceil(proxy.connect_timeout_seconds + proxy.read_timeout_seconds) + 2,
+        # Outlast the slowest fetch: the retry budget, then one more connect and read timeout.
+        lock_seconds=math.ceil(
+            proxy.retry_budget_seconds + proxy.connect_timeout_seconds + proxy.read_timeout_seconds
+        )
+        + 2,
         failure_seconds=proxy.failure_cooldown_seconds,
     )
     upstream = Upstream(
         settings.auth0.base_url,
+        shared_cache,
         connect_timeout=proxy.connect_timeout_seconds,
         read_timeout=proxy.read_timeout_seconds,
+        retry_budget=proxy.retry_budget_seconds,
         on_call=request_log.count_upstream_call,
     )
     keys = KeyStore(upstream, shared_cache, refetch_interval=proxy.jwks_refetch_interval_seconds)

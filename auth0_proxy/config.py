@@ -52,6 +52,7 @@ class ProxySettings:
     jwks_refetch_interval_seconds: int = 10
     connect_timeout_seconds: float = 3.05
     read_timeout_seconds: float = 10.0
+    retry_budget_seconds: float = 3.0
     failure_cooldown_seconds: int = 2
     accept_user_tokens: bool = False
     cache_type: str = "filesystem"
@@ -131,6 +132,7 @@ class ProxySchema(Schema):
     jwks_refetch_interval_seconds = fields.Integer(validate=validate.Range(1, 3600), strict=True)
     connect_timeout_seconds = fields.Float(validate=validate.Range(0.1, 60))
     read_timeout_seconds = fields.Float(validate=validate.Range(0.1, 120))
+    retry_budget_seconds = fields.Float(validate=validate.Range(0, 60))
     failure_cooldown_seconds = fields.Integer(validate=validate.Range(0, 60), strict=True)
     accept_user_tokens = fields.Boolean(truthy={True}, falsy={False})
     cache_type = fields.String(validate=validate.OneOf(["filesystem", "redis", "simple"]))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -20,7 +19,7 @@ from .cache import SharedCache
 from .config import Auth0Settings
 from .errors import APIError, TooManyRequests, UpstreamFailed, UpstreamUnavailable, UserNotFound
 from .schemas import members_page, user_organizations_page
-from .upstream import Upstream
+from .upstream import Upstream, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +162,8 @@ def _json_or_raise(response: requests.Response, path: str, missing: type[APIErro
     if status == 404:
         raise missing(reason=reason)
     if status == 429:
-        raise TooManyRequests(reason=reason, headers={"Retry-After": _retry_after(response)})
+        retry_after = math.ceil(retry_after_seconds(response))
+        raise TooManyRequests(reason=reason, headers={"Retry-After": str(retry_after)})
     log.warning(reason)
     raise UpstreamFailed(reason=reason)
 
@@ -190,17 +190,6 @@ def _json_object(response: requests.Response, endpoint: str) -> dict:
         log.warning("Auth0 answered %s with a body that is not a JSON object", endpoint)
         raise UpstreamFailed(reason=f"{endpoint}: body is not a JSON object")
     return body
-
-
-def _retry_after(response: requests.Response) -> str:
-    """Seconds until Auth0's bucket refills: ``Retry-After``, else ``x-ratelimit-reset``."""
-    if response.headers.get("Retry-After", "").isdigit():
-        return response.headers["Retry-After"]
-    try:
-        reset = float(response.headers["x-ratelimit-reset"])
-    except (KeyError, ValueError):
-        return "1"
-    return str(max(1, math.ceil(reset - time.time())))
 
 
 def _error_summary(response: requests.Response) -> str:

@@ -1,22 +1,35 @@
-"""The one HTTP connection pool to the Auth0 tenant, with explicit timeouts.
+"""The one HTTP connection pool to the Auth0 tenant: timeouts, bounded retries, shared back-off.
 
-Network failures become the proxy's own errors here, so no caller sees a requests exception:
-a timeout is a 504, a refused or broken connection a 502.
+Network failures become the proxy's own errors here, so no caller sees a requests exception: a
+timeout is a 504, a refused or broken connection a 502.
+
+Auth0 rate-limits per tenant, for every client of it at once. So when Auth0 answers 429, the
+time it names (``Retry-After``, else ``x-ratelimit-reset``) is written to the shared cache and
+every worker of every host waits for it before its next call, instead of each discovering the
+limit with a call of its own: a burst of clients never becomes a retry storm. A call waits or
+retries only within ``retry_budget`` seconds; past that the caller gets 429 with Retry-After.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import random
+import time
 from collections.abc import Callable
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from .errors import UpstreamFailed, UpstreamTimeout
+from .cache import SharedCache
+from .errors import TooManyRequests, UpstreamFailed, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "auth0-m2m-proxy/0.1"
+# Auth0's SDK backs off 100 ms * 2^n, at most 1 s (auth0-python rest.py); jitter spreads a herd.
+FIRST_BACKOFF_SECONDS = 0.1
+MAX_BACKOFF_SECONDS = 1.0
 
 
 class Upstream:
@@ -29,14 +42,18 @@ class Upstream:
     def __init__(
         self,
         base_url: str,
+        cache: SharedCache,
         *,
         connect_timeout: float,
         read_timeout: float,
+        retry_budget: float,
         pool_size: int = 16,
         on_call: Callable[[], None] | None = None,
     ):
         self.base_url = base_url.rstrip("/")
+        self.cache = cache
         self.timeout = (connect_timeout, read_timeout)
+        self.retry_budget = retry_budget
         self.on_call = on_call or (lambda: None)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
@@ -45,24 +62,94 @@ class Upstream:
         self.session.mount("http://", adapter)
 
     def request(self, method: str, path: str, **kwargs) -> requests.Response:
-        """Send one request to the tenant; ``path`` must already be percent-encoded.
+        """Send one request to the tenant, retrying 429, 5xx and broken connections in budget.
 
-        :raise UpstreamTimeout: connect or read timeout (504).
-        :raise UpstreamFailed: the connection failed (502).
+        ``path`` must already be percent-encoded. Only reads and the token request (which has
+        no side effect) go through here, so a retry is always safe. The last answer is returned
+        as it is, 429 and 5xx included.
+
+        :raise TooManyRequests: the tenant is rate-limited beyond the retry budget (429).
+        :raise UpstreamTimeout: connect or read timeout (504); not retried, it used the time.
+        :raise UpstreamFailed: the connection failed on every attempt (502).
         """
+        bucket = "management" if path.startswith("/api/v2/") else "authentication"
+        deadline = time.monotonic() + self.retry_budget
+        attempt = 0
+        while True:
+            self._wait_while_rate_limited(bucket, deadline)
+            try:
+                response = self._send(method, path, **kwargs)
+            except UpstreamFailed:
+                if not _sleep_before_retry(attempt, deadline):
+                    raise
+            else:
+                if response.status_code == 429:
+                    self._remember_rate_limit(bucket, response)
+                    if self._rate_limited_for(bucket) > deadline - time.monotonic():
+                        return response
+                elif response.status_code < 500 or not _sleep_before_retry(attempt, deadline):
+                    return response
+            attempt += 1
+
+    def _send(self, method: str, path: str, **kwargs) -> requests.Response:
         self.on_call()
-        url = self.base_url + path
         try:
             return self.session.request(
-                method, url, timeout=self.timeout, allow_redirects=False, **kwargs
+                method, self.base_url + path, timeout=self.timeout, allow_redirects=False, **kwargs
             )
         except requests.Timeout:
-            log.warning("Auth0 timed out", extra={"upstream": _endpoint(method, path)})
+            log.warning("Auth0 timed out on %s", _endpoint(method, path))
             raise UpstreamTimeout(reason=f"timeout on {_endpoint(method, path)}") from None
         except requests.RequestException as error:
             reason = f"{type(error).__name__} on {_endpoint(method, path)}"
             log.warning("Auth0 unreachable: %s", reason)
             raise UpstreamFailed("The proxy cannot reach Auth0.", reason=reason) from None
+
+    def _wait_while_rate_limited(self, bucket: str, deadline: float) -> None:
+        """Sleep until the tenant's limit resets, if that fits the budget.
+
+        :raise TooManyRequests: it does not fit; tell the caller when to come back (429).
+        """
+        wait = self._rate_limited_for(bucket)
+        if wait <= 0:
+            return
+        if 2 * wait > deadline - time.monotonic():
+            raise TooManyRequests(
+                reason=f"Auth0 {bucket} API rate limit: {wait:.1f}s beyond the retry budget",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
+        # Full jitter: the waiters come back spread over one more such period, not all at once.
+        time.sleep(wait + random.uniform(0, wait))  # noqa: S311 - jitter, not crypto
+
+    def _rate_limited_for(self, bucket: str) -> float:
+        until = self.cache.get(f"rate-limited:{bucket}")
+        return max(0.0, until - time.time()) if until else 0.0
+
+    def _remember_rate_limit(self, bucket: str, response: requests.Response) -> None:
+        wait = retry_after_seconds(response)
+        log.warning("Auth0 %s API answered 429; backing off %ss", bucket, wait)
+        self.cache.set(f"rate-limited:{bucket}", time.time() + wait, math.ceil(wait) + 1)
+
+
+def retry_after_seconds(response: requests.Response) -> float:
+    """Seconds until Auth0 accepts calls again: ``Retry-After``, else ``x-ratelimit-reset``."""
+    retry_after = response.headers.get("Retry-After", "")
+    if retry_after.isdigit():
+        return max(1.0, float(retry_after))
+    try:
+        return max(1.0, float(response.headers["x-ratelimit-reset"]) - time.time())
+    except (KeyError, ValueError):
+        return 1.0
+
+
+def _sleep_before_retry(attempt: int, deadline: float) -> bool:
+    """Back off exponentially with jitter if the retry still fits the budget; else say no."""
+    backoff = min(FIRST_BACKOFF_SECONDS * 2**attempt, MAX_BACKOFF_SECONDS)
+    backoff += random.uniform(0, backoff)  # noqa: S311 - jitter, not crypto
+    if time.monotonic() + backoff > deadline:
+        return False
+    time.sleep(backoff)
+    return True
 
 
 def _endpoint(method: str, path: str) -> str:

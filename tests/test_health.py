@@ -19,9 +19,10 @@ def test_readyz_is_ready_with_keys_and_management_token(call):
 
 
 def test_readyz_is_503_while_auth0_refuses_the_management_token(start_proxy, call, tenant):
-    proxy = start_proxy(workers=1, failure_cooldown_seconds=0)
-    tenant.inject_fault("POST /oauth/token", status=500)
+    proxy = start_proxy(workers=1, failure_cooldown_seconds=0, retry_budget_seconds=0)
+    tenant.inject_fault("POST /oauth/token", status=500, times=1000)
     assert_auth0_error(call("/readyz", server=proxy), 503, "temporarily_unavailable")
+    tenant.clear_faults()
     assert call("/readyz", server=proxy).status_code == 200
 
 

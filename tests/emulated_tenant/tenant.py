@@ -60,6 +60,8 @@ class Tenant:
         self._organizations: dict[str, Organization] = {}
         self._users: dict[str, User] = {}
         self._live_management_tokens: set[str] = set()
+        #: seconds a Management API token lives (Auth0's default: a day)
+        self.management_token_lifetime = DEFAULT_TOKEN_LIFETIME
         self._revoked_tokens: set[str] = set()
         self._faults: dict[str, deque[Fault]] = {}
         self._rate_limiter: TokenBucket | None = None
@@ -212,7 +214,7 @@ class Tenant:
         """A registered API; the Management API is built in and uses the Auth0 profile."""
         with self._lock:
             if identifier == self.management_audience:
-                return Api(identifier, AUTH0_PROFILE)
+                return Api(identifier, AUTH0_PROFILE, [], self.management_token_lifetime)
             return self._apis.get(identifier)
 
     @property

@@ -1,0 +1,214 @@
+"""Auth0's faults: 429s and 5xx retried within a budget, timeouts, failing token and key endpoints.
+
+Each fault is injected in the emulated tenant; the proxy under gunicorn must answer with the
+documented status and an Auth0-style body, never a 500, and must not multiply upstream calls.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.conftest import user_path
+from tests.test_tokens import assert_auth0_error
+
+MEMBERS = "GET /api/v2/organizations/{id}/members"
+TOKEN = "POST /oauth/token"
+JWKS = "GET /.well-known/jwks.json"
+USER = "GET /api/v2/users/{id}"
+USER_ORGS = "GET /api/v2/users/{id}/organizations"
+PERSISTENT = 1000  # times: a fault that lasts the whole test
+
+
+def statuses_from_tenant(tenant, endpoint: str) -> list[int]:
+    return [r["status"] for r in tenant.requests if r["endpoint"] == endpoint]
+
+
+def test_one_server_error_is_retried_unseen(call, make_token, tenant):
+    tenant.inject_fault(MEMBERS, status=500)
+    assert call("/users", make_token()).status_code == 200
+    assert statuses_from_tenant(tenant, MEMBERS) == [500, 200]
+
+
+def test_lasting_server_errors_are_502_after_a_bounded_number_of_retries(
+    start_proxy, call, make_token, tenant
+):
+    proxy = start_proxy(workers=1, retry_budget_seconds=1)
+    tenant.inject_fault(MEMBERS, status=503, times=PERSISTENT)
+    assert_auth0_error(call("/users", make_token(), server=proxy), 502, "bad_gateway")
+    # Back-off of 0.1, 0.2, 0.4 s (+ jitter up to as much again) within a 1 s budget.
+    assert 2 <= tenant.counts[MEMBERS] <= 4
+
+
+def test_one_rate_limit_answer_is_waited_out_unseen(call, make_token, tenant):
+    tenant.inject_fault(MEMBERS, status=429)
+    assert call("/users", make_token()).status_code == 200
+    assert statuses_from_tenant(tenant, MEMBERS) == [429, 200]
+
+
+def test_rate_limit_beyond_the_budget_is_429_with_retry_after(
+    start_proxy, call, make_token, tenant
+):
+    proxy = start_proxy(workers=1, retry_budget_seconds=0)
+    tenant.inject_fault(MEMBERS, status=429)
+    response = call("/users", make_token(), server=proxy)
+    assert_auth0_error(response, 429, "too_many_requests")
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_a_rate_limited_tenant_is_not_called_again_until_it_resets(
+    start_proxy, call, make_token, tenant
+):
+    """One 429 makes every worker wait: a burst of clients is no burst of upstream calls."""
+    proxy = start_proxy(workers=2, retry_budget_seconds=0)
+    tenant.inject_fault(MEMBERS, status=429)  # Retry-After: 1
+    tokens = [make_token(client) for client in ("edge-acme", "edge-globex", "edge-big")]
+    assert call("/users", tokens[0], server=proxy).status_code == 429
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        responses = list(pool.map(lambda n: call("/users", tokens[n % 3], server=proxy), range(30)))
+    assert {response.status_code for response in responses} == {429}
+    assert all(int(response.headers["Retry-After"]) >= 1 for response in responses)
+    assert tenant.counts[MEMBERS] == 1
+
+
+def test_many_clients_against_a_rate_limited_tenant_all_get_served(
+    start_proxy, call, make_token, tenant
+):
+    proxy = start_proxy(workers=2, threads=8, retry_budget_seconds=20)
+    tenant.set_rate_limit(per_second=10, burst=5)
+    try:
+        tokens = [make_token(client) for client in ("edge-acme", "edge-globex")]
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            responses = list(
+                pool.map(
+                    lambda n: call(
+                        user_path("auth0|shared-consultant"), tokens[n % 2], server=proxy
+                    ),
+                    range(40),
+                )
+            )
+    finally:
+        tenant.set_rate_limit(None)
+    assert [response.status_code for response in responses] == [200] * 40
+    # 80 calls were needed. Without the shared back-off each waiting thread would call again
+    # on its own and the refusals would outnumber them many times (seen: thousands).
+    refused = sum(1 for record in tenant.requests if record["status"] == 429)
+    assert refused < 80
+
+
+def test_slow_auth0_is_504_and_not_retried(start_proxy, call, make_token, tenant):
+    proxy = start_proxy(read_timeout_seconds=0.5)
+    token = make_token()
+    assert call("/users", token, server=proxy).status_code == 200
+    tenant.inject_fault(MEMBERS, status=None, delay=2.0, times=PERSISTENT)
+    response = call("/users", token, server=proxy, headers={"X-Request-ID": "slow-auth0"})
+    assert_auth0_error(response, 504, "gateway_timeout")
+    [line] = [r for r in proxy.log_records() if r.get("request_id") == "slow-auth0"]
+    assert line["upstream_calls"] == 1  # the timeout used the time: no retry
+
+
+def test_failing_token_endpoint_is_503(start_proxy, call, make_token, tenant):
+    proxy = start_proxy(retry_budget_seconds=0.5)
+    tenant.inject_fault(TOKEN, status=503, times=PERSISTENT)
+    response = call("/users", make_token(), server=proxy)
+    body = assert_auth0_error(response, 503, "temporarily_unavailable")
+    assert "management token" in body["message"]
+
+
+def test_unreachable_jwks_is_503_not_401(start_proxy, call, make_token, tenant):
+    proxy = start_proxy(failure_cooldown_seconds=0, retry_budget_seconds=0.5)
+    tenant.inject_fault(JWKS, status=503, times=PERSISTENT)
+    assert_auth0_error(call("/users", make_token(), server=proxy), 503, "temporarily_unavailable")
+    tenant.clear_faults()
+    # Once Auth0 answers again, the same token is fine.
+    assert call("/users", make_token(), server=proxy).status_code == 200
+
+
+def test_cached_keys_keep_working_while_the_jwks_is_unreachable(call, make_token, tenant):
+    assert call("/users", make_token()).status_code == 200
+    tenant.inject_fault(JWKS, status=503, times=PERSISTENT)
+    assert call("/users", make_token()).status_code == 200
+    assert tenant.counts[JWKS] == 0
+
+
+@pytest.mark.parametrize("endpoint", [JWKS, TOKEN])
+def test_failing_auth0_is_asked_once_per_cooldown_not_once_per_request(
+    start_proxy, call, make_token, tenant, endpoint
+):
+    proxy = start_proxy(failure_cooldown_seconds=30, retry_budget_seconds=0)
+    tenant.inject_fault(endpoint, status=503, times=PERSISTENT)
+    token = make_token()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(lambda _: call("/users", token, server=proxy), range(40)))
+    assert {response.status_code for response in responses} == {503}
+    assert tenant.counts[endpoint] == 1
+    assert responses[-1].headers["Retry-After"] == "30"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "path"),
+    [
+        (MEMBERS, ["not", "an", "object"], "/users"),
+        (MEMBERS, {"members": None}, "/users"),
+        (MEMBERS, {"members": ["not-an-object"]}, "/users"),
+        (MEMBERS, {"members": [{"email": "no-user-id@example.com"}]}, "/users"),
+        (MEMBERS, {"members": [], "next": "same"}, "/users"),  # then "same" again: no progress
+        (
+            USER_ORGS,
+            {"organizations": ["org_acme"], "start": 0, "total": 1},
+            "/users/auth0%7Calice-acme",
+        ),
+        (USER_ORGS, {"organizations": [], "start": "0", "total": 0}, "/users/auth0%7Calice-acme"),
+        (USER_ORGS, "a string", "/users/auth0%7Calice-acme"),
+    ],
+)
+def test_unexpected_auth0_answer_is_502_not_a_crash(call, make_token, tenant, endpoint, body, path):
+    tenant.inject_fault(endpoint, status=200, body=body, times=2)
+    assert_auth0_error(call(path, make_token()), 502, "bad_gateway")
+
+
+def test_profile_with_null_identities_is_returned_as_is(call, make_token, tenant):
+    tenant.inject_fault(USER, status=200, body={"user_id": "auth0|alice-acme", "identities": None})
+    response = call("/users/auth0%7Calice-acme", make_token())
+    assert response.status_code == 200
+    assert response.json() == {"user_id": "auth0|alice-acme", "identities": None}
+
+
+def test_token_answer_without_access_token_is_503(start_proxy, call, make_token, tenant):
+    proxy = start_proxy(workers=1)
+    tenant.inject_fault(TOKEN, status=200, body={"token_type": "Bearer"})
+    assert_auth0_error(call("/users", make_token(), server=proxy), 503, "temporarily_unavailable")
+
+
+def test_hung_auth0_frees_every_worker_thread_by_its_timeout(start_proxy, call, make_token, tenant):
+    """1 worker x 2 threads, 8 callers, Auth0 hanging 10 s: all get 504 before Auth0 answers any."""
+    proxy = start_proxy(workers=1, threads=2, read_timeout_seconds=0.5, retry_budget_seconds=0)
+    token = make_token()
+    assert call("/users", token, server=proxy).status_code == 200
+    tenant.reset_counts()
+    tenant.inject_fault(MEMBERS, status=None, delay=10.0, times=PERSISTENT)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(
+            pool.map(lambda _: call("/users", token, server=proxy).status_code, range(8))
+        )
+    assert statuses == [504] * 8
+    assert call("/healthz", server=proxy).status_code == 200
+    # Auth0 has not finished answering a single one of them: the timeouts freed the threads.
+    assert tenant.requests == []
+
+
+def test_expiring_management_tokens_are_renewed_unseen(start_proxy, call, make_token, tenant):
+    proxy = start_proxy(workers=2)
+    tenant.management_token_lifetime = 3
+    try:
+        token = make_token()
+        deadline = time.monotonic() + 5
+        statuses = []
+        while time.monotonic() < deadline:
+            statuses.append(call("/users", token, server=proxy).status_code)
+    finally:
+        tenant.management_token_lifetime = 86400
+    assert set(statuses) == {200}
+    assert tenant.counts[TOKEN] >= 2
