@@ -4,7 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format run clean
+SOAK_SECONDS ?= 180
+
+.PHONY: install demo test soak lint format run clean
 
 install: $(STAMP)
 
@@ -19,6 +21,9 @@ demo: install  ## the proxy under gunicorn against the emulated Auth0 tenant
 
 test: install  ## the whole test suite (end-to-end through gunicorn)
 	$(PY) -m pytest
+
+soak: install  ## mixed traffic under injected Auth0 faults for SOAK_SECONDS; fails on any leak or 500
+	$(PY) bench/soak.py --seconds $(SOAK_SECONDS)
 
 lint: install  ## ruff lint and format check, hadolint on the Dockerfile
 	$(VENV)/bin/ruff check .

@@ -87,7 +87,9 @@ class SharedCache:
         value = self.get(key)
         if value is not None:
             return value
-        with self._lock(key) as value:
+        settled = lambda: self.get(key) is not None or self.get(f"{key}:failed") is not None  # noqa: E731
+        with self.lock(key, done=settled):
+            value = self.get(key)
             if value is not None:
                 return value
             self._raise_recent_failure(key)
@@ -101,21 +103,24 @@ class SharedCache:
             return value
 
     @contextmanager
-    def _lock(self, key: str, poll_seconds: float = 0.05) -> Iterator[Any]:
-        """Hold ``key``'s lock, yielding the value if another holder created it meanwhile."""
-        lock_key, owner = f"{key}:lock", uuid.uuid4().hex
+    def lock(
+        self, name: str, *, done: Callable[[], bool] = lambda: False, poll_seconds: float = 0.05
+    ) -> Iterator[None]:
+        """Run the block while holding the lock ``name``, across all users of the cache.
+
+        A waiter stops waiting as soon as ``done()`` says the holder did the work (and then
+        runs the block without the lock, which re-checks and finds it done), or when the lock
+        has been held for ``lock_seconds`` (the holder is stuck or dead).
+        """
+        lock_key, owner = f"{name}:lock", uuid.uuid4().hex
         deadline = time.monotonic() + self.lock_seconds
         while not self.add(lock_key, owner, self.lock_seconds):
             time.sleep(poll_seconds)
-            value = self.get(key)
-            if value is not None or self.get(f"{key}:failed") is not None:
-                yield value
-                return
-            if time.monotonic() > deadline:
-                owner = None  # the holder is stuck; go ahead without the lock
+            if done() or time.monotonic() > deadline:
+                owner = None
                 break
         try:
-            yield self.get(key)
+            yield
         finally:
             if owner is not None and self.get(lock_key) == owner:
                 self.delete(lock_key)

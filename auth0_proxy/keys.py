@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 JWKS_PATH = "/.well-known/jwks.json"
 JWKS_TTL_SECONDS = 600
 CACHE_KEY = "jwks"
+REFETCHED = "jwks:refetched"
 
 
 class KeyStore:
@@ -39,9 +40,9 @@ class KeyStore:
         if not kid:
             raise InvalidKeyIdError("the token names no key id")
         keys = self.key_set()
-        if kid not in {key.kid for key in keys} and self._may_refetch():
-            log.info("unknown key id; fetching the JWKS again")
-            keys = self._fetch_and_store()
+        if kid not in {key.kid for key in keys}:
+            self._refetch()
+            keys = self.key_set()
         return keys.get_by_kid(kid)
 
     def key_set(self) -> KeySet:
@@ -53,14 +54,25 @@ class KeyStore:
             self._parsed = (jwks, KeySet.import_key_set(jwks))
         return self._parsed[1]
 
-    def _may_refetch(self) -> bool:
-        # add() is atomic: at most one refetch per interval across all workers sharing the cache.
-        return self.cache.add(f"{CACHE_KEY}:refetched", 1, self.refetch_interval)
+    def _refetch(self) -> None:
+        """Fetch the JWKS again, at most once per refetch interval across all workers.
 
-    def _fetch_and_store(self) -> KeySet:
-        jwks, ttl = self._fetch()
-        self.cache.set(CACHE_KEY, jwks, ttl)
-        return self._parse(jwks)
+        Concurrent requests with the new key wait for the one refetch in flight rather than
+        being refused; a flood of made-up kids finds the interval's refetch done and stops.
+        """
+        refetched = lambda: self.cache.get(REFETCHED) is not None  # noqa: E731
+        if refetched():
+            return
+        with self.cache.lock(REFETCHED, done=refetched):
+            if refetched():
+                return
+            log.info("unknown key id; fetching the JWKS again")
+            try:
+                jwks, ttl = self._fetch()
+                self.cache.set(CACHE_KEY, jwks, ttl)
+            finally:
+                # Failed or not, this interval's refetch is spent.
+                self.cache.set(REFETCHED, 1, self.refetch_interval)
 
     def _fetch(self) -> tuple[dict, int]:
         response = self.upstream.request("GET", JWKS_PATH)

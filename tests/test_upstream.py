@@ -100,3 +100,21 @@ def test_proxies_of_two_tenants_can_share_one_cache_directory(tenant_server, tmp
         finally:
             for _, proxy in servers:
                 proxy.stop()
+
+
+def test_requests_racing_a_key_rotation_all_wait_for_the_one_refetch(
+    start_proxy, call, make_token, tenant
+):
+    proxy = start_proxy(workers=2, threads=8)
+    assert call("/users", make_token(), server=proxy).status_code == 200
+    tenant.rotate_key()
+    tenant.latency = 0.2  # a JWKS fetch in flight long enough for the others to arrive meanwhile
+    try:
+        tokens = [make_token() for _ in range(24)]
+        path = user_path("auth0|alice-acme")
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            statuses = list(pool.map(lambda t: call(path, t, server=proxy).status_code, tokens))
+    finally:
+        tenant.latency = 0
+    assert statuses == [200] * 24
+    assert tenant.counts[JWKS] == 2
