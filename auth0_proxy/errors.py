@@ -34,55 +34,54 @@ class APIError(Exception):
         return error_body(self.status_code, self.message, self.error_code)
 
 
-class TokenMissing(APIError):
+class BearerChallenge(APIError):
+    """An error that tells the client how to authenticate (RFC 6750 section 3)."""
+
+    def __init__(self, message: str | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        params = [f'realm="{REALM}"', *self.challenge_params()]
+        self.headers.setdefault("WWW-Authenticate", "Bearer " + ", ".join(params))
+
+    def challenge_params(self) -> list[str]:
+        return [f'error="{self.error_code}"']
+
+
+class TokenMissing(BearerChallenge):
     status_code = 401
     error_code = "invalid_token"
     message = "Missing bearer token: send 'Authorization: Bearer <access token>'."
 
-    def __init__(self, message: str | None = None, **kwargs):
-        super().__init__(message, **kwargs)
-        # RFC 6750 section 3.1: no error code when the request lacks credentials.
-        self.headers.setdefault("WWW-Authenticate", f'Bearer realm="{REALM}"')
+    def challenge_params(self) -> list[str]:
+        return []  # RFC 6750 section 3.1: no error code when the request lacks credentials
 
 
-class TokenRejected(APIError):
+class TokenRejected(BearerChallenge):
     status_code = 401
     error_code = "invalid_token"
     message = "Invalid token."
 
-    def __init__(self, message: str | None = None, **kwargs):
-        super().__init__(message, **kwargs)
-        self.headers.setdefault(
-            "WWW-Authenticate",
-            f'Bearer realm="{REALM}", error="invalid_token", '
-            f'error_description="{_quoted(self.message)}"',
-        )
+    def challenge_params(self) -> list[str]:
+        return [*super().challenge_params(), f'error_description="{_quoted(self.message)}"']
 
 
-class TokenInQueryString(APIError):
+class TokenInQueryString(BearerChallenge):
     status_code = 400
     error_code = "invalid_request"
     message = (
         "Send the access token in the Authorization header, not in the URL (URLs end up in logs)."
     )
 
-    def __init__(self, message: str | None = None, **kwargs):
-        super().__init__(message, **kwargs)
-        self.headers.setdefault(
-            "WWW-Authenticate", f'Bearer realm="{REALM}", error="invalid_request"'
-        )
 
-
-class InsufficientScope(APIError):
+class InsufficientScope(BearerChallenge):
     status_code = 403
     error_code = "insufficient_scope"
 
     def __init__(self, scope: str, **kwargs):
+        self.scope = scope
         super().__init__(f"Insufficient scope, expected: {scope}.", **kwargs)
-        self.headers.setdefault(
-            "WWW-Authenticate",
-            f'Bearer realm="{REALM}", error="insufficient_scope", scope="{_quoted(scope)}"',
-        )
+
+    def challenge_params(self) -> list[str]:
+        return [*super().challenge_params(), f'scope="{_quoted(self.scope)}"']
 
 
 class OrganizationDenied(APIError):
