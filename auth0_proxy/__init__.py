@@ -12,6 +12,7 @@ from . import errors, health, limits, request_log, users
 from .auth import Auth0TokenValidator
 from .cache import SharedCache
 from .config import Settings, config_path, load_config_file, load_settings
+from .directory import Directory
 from .extensions import cache, require_oauth
 from .keys import KeyStore
 from .management import ManagementClient
@@ -61,6 +62,8 @@ def register_extensions(app: Flask, settings: Settings) -> None:
             # Per tenant, so proxies for different tenants can share one cache safely.
             "CACHE_KEY_PREFIX": f"{proxy.cache_key_prefix}{settings.auth0.domain}:",
             "CACHE_DEFAULT_TIMEOUT": 300,
+            # Files a filesystem cache keeps before pruning: member lists are stored page by page.
+            "CACHE_THRESHOLD": 100_000,
         },
     )
     shared_cache = SharedCache(
@@ -82,8 +85,13 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     )
     keys = KeyStore(upstream, shared_cache, refetch_interval=proxy.jwks_refetch_interval_seconds)
     app.extensions["keys"] = keys
-    app.extensions["management"] = ManagementClient(
-        upstream, shared_cache, settings.auth0, page_size=proxy.page_size
+    management = ManagementClient(upstream, shared_cache, settings.auth0, page_size=proxy.page_size)
+    app.extensions["management"] = management
+    app.extensions["directory"] = Directory(
+        management,
+        shared_cache,
+        ttl=proxy.cache_ttl_seconds,
+        fresh_interval=proxy.fresh_read_interval_seconds,
     )
     require_oauth.init_app(
         app,

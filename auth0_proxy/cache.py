@@ -8,6 +8,7 @@ expire, so a worker that dies while holding one blocks the others for at most ``
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import time
 import uuid
@@ -18,6 +19,10 @@ from typing import Any
 from flask_caching.backends.filesystemcache import FileSystemCache
 
 from .errors import APIError, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+OUTAGE_LOG_INTERVAL_SECONDS = 10
 
 
 class LockingFileSystemCache(FileSystemCache):
@@ -62,19 +67,36 @@ class SharedCache:
         self.backend = backend
         self.lock_seconds = lock_seconds
         self.failure_seconds = failure_seconds
+        self._last_outage_log = -OUTAGE_LOG_INTERVAL_SECONDS
+
+    # A cache outage must cost speed, not answers: every operation that fails is logged and
+    # taken as a miss (get), a no-op (set, delete) or a granted lock (add), so requests go
+    # straight to Auth0 until the cache is back.
 
     def get(self, key: str) -> Any:
-        return self.backend.get(key)
+        return self._safely("get", None, key)
 
     def set(self, key: str, value: Any, ttl: int) -> None:
-        self.backend.set(key, value, timeout=max(int(ttl), 1))
+        self._safely("set", None, key, value, timeout=max(int(ttl), 1))
 
     def add(self, key: str, value: Any, ttl: int) -> bool:
         """Set the key only if absent; atomic, so usable as a lock or a rate guard."""
-        return bool(self.backend.add(key, value, timeout=max(int(ttl), 1)))
+        return bool(self._safely("add", True, key, value, timeout=max(int(ttl), 1)))
 
     def delete(self, key: str) -> None:
-        self.backend.delete(key)
+        self._safely("delete", None, key)
+
+    def _safely(self, operation: str, fallback: Any, *args, **kwargs) -> Any:
+        try:
+            return getattr(self.backend, operation)(*args, **kwargs)
+        except Exception as error:  # any backend failure: Redis down, disk full, ...
+            now = time.monotonic()
+            if now - self._last_outage_log > OUTAGE_LOG_INTERVAL_SECONDS:
+                self._last_outage_log = now
+                log.warning(
+                    "cache unavailable (%s); serving from Auth0 directly", type(error).__name__
+                )
+            return fallback
 
     def get_or_create(self, key: str, create: Callable[[], tuple[Any, int]]) -> Any:
         """The cached value, or one caller creates it while the others wait for it.
@@ -96,7 +118,8 @@ class SharedCache:
             try:
                 value, ttl = create()
             except APIError as error:
-                if self.failure_seconds > 0:
+                # Remember Auth0's failures, not its answers (a 404 is an answer).
+                if self.failure_seconds > 0 and error.status_code >= 500:
                     self.set(f"{key}:failed", error.message, self.failure_seconds)
                 raise
             self.set(key, value, ttl)

@@ -53,6 +53,8 @@ class ProxySettings:
     connect_timeout_seconds: float = 3.05
     read_timeout_seconds: float = 10.0
     retry_budget_seconds: float = 3.0
+    cache_ttl_seconds: int = 30
+    fresh_read_interval_seconds: int = 10
     failure_cooldown_seconds: int = 2
     accept_user_tokens: bool = False
     cache_type: str = "filesystem"
@@ -133,6 +135,8 @@ class ProxySchema(Schema):
     connect_timeout_seconds = fields.Float(validate=validate.Range(0.1, 60))
     read_timeout_seconds = fields.Float(validate=validate.Range(0.1, 120))
     retry_budget_seconds = fields.Float(validate=validate.Range(0, 60))
+    cache_ttl_seconds = fields.Integer(validate=validate.Range(0, 3600), strict=True)
+    fresh_read_interval_seconds = fields.Integer(validate=validate.Range(1, 3600), strict=True)
     failure_cooldown_seconds = fields.Integer(validate=validate.Range(0, 60), strict=True)
     accept_user_tokens = fields.Boolean(truthy={True}, falsy={False})
     cache_type = fields.String(validate=validate.OneOf(["filesystem", "redis", "simple"]))

@@ -42,8 +42,8 @@ class ManagementClient:
         self.page_size = page_size
         self.token_cache_key = TOKEN_CACHE_KEY.format(client_id=auth0.mgmt_client_id)
 
-    def iter_members(self, org_id: str) -> Iterator[dict]:
-        """Every member of the organization, following checkpoint pagination to the end.
+    def member_pages(self, org_id: str) -> Iterator[list[dict]]:
+        """Every page of the organization's members, following checkpoint pagination to the end.
 
         Offset paging stops at 1,000 records; ``from``/``take`` does not. A page may hold fewer
         than ``take`` members before the end, so only an absent ``next`` ends the loop.
@@ -54,7 +54,7 @@ class ManagementClient:
         params = {"take": self.page_size}
         for _ in range(MAX_PAGES):
             page = _load(members_page, self.get_json(path, params), path)
-            yield from page["members"]
+            yield page["members"]
             if not page["next"]:
                 return
             if page["next"] == params.get("from"):
@@ -66,13 +66,14 @@ class ManagementClient:
         """:raise UserNotFound: Auth0 has no such user (404)."""
         return self.get_json(f"/api/v2/users/{_segment(user_id)}", missing=UserNotFound)
 
-    def is_member(self, org_id: str, user_id: str) -> bool:
-        """Whether the user belongs to the organization, read from the user's side.
+    def user_organization_ids(self, user_id: str) -> list[str]:
+        """The ids of every organization the user belongs to (none for an unknown user).
 
         The Management API has no single-membership lookup; a user's organizations are few,
-        while an organization's members may be many.
+        while an organization's members may be many, so membership is read from the user's side.
         """
         path = f"/api/v2/users/{_segment(user_id)}/organizations"
+        org_ids: list[str] = []
         # Offset paging ends at 1,000 records: at most 10 pages of 100.
         for page_number in range(1000 // USER_ORGANIZATIONS_PAGE):
             params = {
@@ -81,12 +82,11 @@ class ManagementClient:
                 "include_totals": "true",
             }
             page = _load(user_organizations_page, self.get_json(path, params), path)
-            if any(organization["id"] == org_id for organization in page["organizations"]):
-                return True
+            org_ids += [organization["id"] for organization in page["organizations"]]
             seen = page["start"] + len(page["organizations"])
             if not page["organizations"] or seen >= page["total"]:
-                return False
-        return False
+                break
+        return org_ids
 
     def get_json(self, path: str, params: dict | None = None, *, missing=UpstreamFailed) -> dict:
         """GET a Management API path with the cached token; refresh it once on a 401.

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+import json
+import logging
+from collections.abc import Iterator
 
-from .errors import UserNotFound
+from authlib.integrations.flask_oauth2 import current_token
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+
+from .directory import Directory
+from .errors import APIError
 from .extensions import require_oauth
-from .management import ManagementClient
 from .organization import with_organization
 from .schemas import public_profile
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("users", __name__)
 
@@ -17,29 +24,51 @@ bp = Blueprint("users", __name__)
 @require_oauth("read:users")
 @with_organization
 def list_users(org_id: str):
-    """All members of the caller's organization, every page of them."""
-    return jsonify(list(management().iter_members(org_id)))
+    """All members of the caller's organization, streamed as one JSON array.
+
+    The first page is read before the answer starts, so the usual failures keep their status.
+    """
+    pages = directory().member_pages(org_id, fresh=wants_fresh_read())
+    first_page = next(pages, [])
+    body = stream_with_context(json_array([first_page], pages))
+    return Response(body, mimetype="application/json")
 
 
 @bp.get("/users/<path:user_id>")
 @require_oauth("read:users")
 @with_organization
 def get_user(org_id: str, user_id: str):
-    """A member's full profile."""
-    return jsonify(public_profile(get_member(org_id, user_id)))
+    """A member's full profile; 404 for anyone else."""
+    profile = directory().member_profile(org_id, user_id, fresh=wants_fresh_read())
+    return jsonify(public_profile(profile))
 
 
-def get_member(org_id: str, user_id: str) -> dict:
-    """The profile of a user who belongs to the organization.
+def json_array(*page_sources) -> Iterator[str]:
+    """Members as a JSON array, one chunk per page.
 
-    :raise 404: the user does not exist, or is not a member: the same answer for both, so a
-        caller cannot learn that a user exists in another organization.
+    Should a page fail after the answer started, the stream stops without its closing bracket
+    and the server drops the connection: the client cannot take it for a complete list.
     """
-    client = management()
-    if not client.is_member(org_id, user_id):
-        raise UserNotFound(reason="user is not a member of the caller's organization")
-    return client.get_user(user_id)
+    separator = ""
+    yield "["
+    try:
+        for pages in page_sources:
+            for page in pages:
+                if page:
+                    yield separator + ",".join(json.dumps(member) for member in page)
+                    separator = ","
+    except APIError as error:
+        log.error("member list cut off mid-stream: %s", error.reason)
+        raise
+    yield "]"
 
 
-def management() -> ManagementClient:
-    return current_app.extensions["management"]
+def wants_fresh_read() -> bool:
+    """``Cache-Control: no-cache`` asks for a fresh read; honoured once per interval per client."""
+    return bool(request.cache_control.no_cache) and directory().may_read_fresh(
+        current_token.client_id
+    )
+
+
+def directory() -> Directory:
+    return current_app.extensions["directory"]

@@ -71,9 +71,11 @@ def proxy_config_for(tenant_server: TenantServer, **proxy_settings) -> dict:
 @pytest.fixture(scope="session")
 def proxy(tenant_server, tmp_path_factory) -> Iterator[ProxyServer]:
     """The proxy as deployed: gunicorn, 2 workers, threads, talking HTTPS to the tenant."""
-    # Refetch keys at most every second, so a key rotated by one test is known to the next.
+    # Refetch keys at most every second, so a key rotated by one test is known to the next;
+    # no caching of Auth0's answers, so each test sees the upstream calls it causes (caching has
+    # its own tests, with proxies of their own).
     server = ProxyServer(
-        proxy_config_for(tenant_server, jwks_refetch_interval_seconds=1),
+        proxy_config_for(tenant_server, jwks_refetch_interval_seconds=1, cache_ttl_seconds=0),
         ca_bundle=tenant_server.ca_bundle,
         workdir=str(tmp_path_factory.mktemp("proxy")),
     )
@@ -87,6 +89,7 @@ def start_proxy(tenant_server, tmp_path) -> Iterator[Callable[..., ProxyServer]]
     started = []
 
     def start(workers=2, threads=4, env=None, **proxy_settings) -> ProxyServer:
+        proxy_settings.setdefault("cache_ttl_seconds", 0)  # caching tests turn it on
         server = ProxyServer(
             proxy_config_for(tenant_server, **proxy_settings),
             ca_bundle=tenant_server.ca_bundle,

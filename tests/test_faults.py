@@ -6,10 +6,12 @@ documented status and an Auth0-style body, never a 500, and must not multiply up
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
 from tests.conftest import user_path
 from tests.test_tokens import assert_auth0_error
@@ -154,7 +156,6 @@ def test_failing_auth0_is_asked_once_per_cooldown_not_once_per_request(
         (MEMBERS, {"members": None}, "/users"),
         (MEMBERS, {"members": ["not-an-object"]}, "/users"),
         (MEMBERS, {"members": [{"email": "no-user-id@example.com"}]}, "/users"),
-        (MEMBERS, {"members": [], "next": "same"}, "/users"),  # then "same" again: no progress
         (
             USER_ORGS,
             {"organizations": ["org_acme"], "start": 0, "total": 1},
@@ -212,3 +213,31 @@ def test_expiring_management_tokens_are_renewed_unseen(start_proxy, call, make_t
         tenant.management_token_lifetime = 86400
     assert set(statuses) == {200}
     assert tenant.counts[TOKEN] >= 2
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 503, "times": PERSISTENT, "after": 2},  # page 3 of 50 fails for good
+        {"status": 200, "body": {"members": [], "next": "same"}, "times": 2},  # paging stalls
+    ],
+)
+def test_failure_after_the_list_started_cuts_it_off_unparseable(
+    start_proxy, make_token, tenant, fault
+):
+    proxy = start_proxy(workers=1, retry_budget_seconds=0)
+    tenant.inject_fault(MEMBERS, **fault)
+    response = requests.get(
+        f"{proxy.url}/users",
+        headers={"Authorization": f"Bearer {make_token('edge-big')}"},
+        stream=True,
+        timeout=60,
+    )
+    assert response.status_code == 200  # the first page was fine, so the answer had started
+    body = b""
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        for chunk in response.iter_content(chunk_size=None):
+            body += chunk
+    with pytest.raises(ValueError):
+        json.loads(body)  # never a valid-looking but truncated list
+    assert "member list cut off mid-stream" in proxy.log_text()

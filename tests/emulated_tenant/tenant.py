@@ -39,6 +39,7 @@ class Fault:
     times: int
     delay: float
     body: Any
+    after: int = 0  # calls that pass untouched before the fault starts
 
     def error_body(self) -> Any:
         if self.body is not None:
@@ -328,15 +329,19 @@ class Tenant:
         times: int = 1,
         delay: float = 0.0,
         body: Any = None,
+        after: int = 0,
     ) -> None:
         """Make the next ``times`` calls to ``endpoint`` (e.g. ``"GET /api/v2/users/{id}"``)
-        answer ``status`` after ``delay`` seconds; ``status=None`` only delays them."""
+        answer ``status`` after ``delay`` seconds; ``status=None`` only delays them. ``after``
+        lets that many calls pass first (e.g. to fail the third page of a listing)."""
         if endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {ENDPOINTS}")
         if status is None and delay <= 0:
             raise ValueError("a fault needs a status, a delay, or both")
         with self._lock:
-            self._faults.setdefault(endpoint, deque()).append(Fault(status, times, delay, body))
+            self._faults.setdefault(endpoint, deque()).append(
+                Fault(status, times, delay, body, after)
+            )
 
     def clear_faults(self) -> None:
         """Drop every injected fault not yet suffered."""
@@ -350,6 +355,9 @@ class Tenant:
             if not pending:
                 return None
             fault = pending[0]
+            if fault.after > 0:
+                fault.after -= 1
+                return None
             fault.times -= 1
             if fault.times <= 0:
                 pending.popleft()

@@ -1,0 +1,100 @@
+"""What the proxy knows of organizations: member lists, memberships and profiles, cached.
+
+Auth0's Management API is rate-limited per tenant, so each answer is kept in the shared cache
+for ``ttl`` seconds (0: not cached) and fetched once for every caller who asks meanwhile,
+whichever worker or host they reach (request coalescing: the others wait for that one fetch).
+A caller that sends ``Cache-Control: no-cache`` gets a fresh read, at most once per
+``fresh_interval`` seconds per client. Keys name exactly what they hold (an organization's
+member list, a user's organizations, a user's profile), and a profile is only ever returned
+after the membership check for the caller's organization, so no cached answer reaches another
+organization's caller.
+
+Member lists are stored page by page, so a worker streams an organization of any size with one
+page in memory; a reader checks each page belongs to the list it started reading.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+from .cache import SharedCache
+from .errors import UpstreamFailed, UserNotFound
+from .management import ManagementClient
+
+# Pages outlive their list's entry, so a reader that found the entry finds every page.
+PAGE_GRACE_SECONDS = 60
+
+
+class Directory:
+    def __init__(
+        self, management: ManagementClient, cache: SharedCache, *, ttl: int, fresh_interval: int
+    ):
+        self.management = management
+        self.cache = cache
+        self.ttl = ttl
+        self.fresh_interval = fresh_interval
+
+    def member_profile(self, org_id: str, user_id: str, *, fresh: bool = False) -> dict:
+        """The profile of a user who belongs to the organization.
+
+        :raise UserNotFound: the user does not exist, or is not a member: the same answer for
+            both, so a caller cannot learn that a user exists in another organization (404).
+        """
+        organizations = self.management.user_organization_ids
+        if org_id not in self._cached(f"user-orgs:{user_id}", fresh, organizations, user_id):
+            raise UserNotFound(reason="user is not a member of the caller's organization")
+        return self._cached(f"profile:{user_id}", fresh, self.management.get_user, user_id)
+
+    def member_pages(self, org_id: str, *, fresh: bool = False) -> Iterator[list[dict]]:
+        """The organization's members, page by page: from the cache, or fetched once and stored.
+
+        :raise UpstreamFailed: the cached list changed or expired while it was being read.
+        """
+        if not self.ttl:
+            yield from self.management.member_pages(org_id)
+            return
+        key = f"members:{org_id}"
+        if fresh:
+            self.cache.delete(key)
+        listing = self.cache.get(key)
+        if listing is None:
+            with self.cache.lock(key, done=lambda: self.cache.get(key) is not None):
+                listing = self.cache.get(key)
+                if listing is None:
+                    yield from self._fetch_member_pages(org_id, key)
+                    return
+        yield from self._cached_member_pages(key, listing)
+
+    def may_read_fresh(self, client_id: str) -> bool:
+        """Whether this client's ``no-cache`` is honoured now (once per ``fresh_interval``)."""
+        return self.cache.add(f"fresh-read:{client_id}", 1, self.fresh_interval)
+
+    def _cached(self, key: str, fresh: bool, fetch, *args):
+        if not self.ttl:
+            return fetch(*args)
+        if fresh:
+            self.cache.delete(key)
+        return self.cache.get_or_create(key, lambda: (fetch(*args), self.ttl))
+
+    def _fetch_member_pages(self, org_id: str, key: str) -> Iterator[list[dict]]:
+        generation = uuid.uuid4().hex
+        count = 0
+        for count, page in enumerate(self.management.member_pages(org_id), start=1):
+            self.cache.set(
+                f"{key}:page:{count}",
+                {"generation": generation, "members": page},
+                self.ttl + PAGE_GRACE_SECONDS,
+            )
+            yield page
+        self.cache.set(key, {"generation": generation, "pages": count}, self.ttl)
+
+    def _cached_member_pages(self, key: str, listing: dict) -> Iterator[list[dict]]:
+        for number in range(1, listing["pages"] + 1):
+            page = self.cache.get(f"{key}:page:{number}")
+            if page is None or page["generation"] != listing["generation"]:
+                raise UpstreamFailed(
+                    "The member list changed while it was being read; ask again.",
+                    reason=f"{key}: page {number} missing or of another generation",
+                )
+            yield page["members"]

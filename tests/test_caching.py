@@ -1,0 +1,166 @@
+"""Caching and request coalescing: fewer calls to Auth0, never another organization's data."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.conftest import BIG_ORG, BIG_ORG_SIZE, user_path
+
+MEMBERS = "GET /api/v2/organizations/{id}/members"
+USER = "GET /api/v2/users/{id}"
+USER_ORGS = "GET /api/v2/users/{id}/organizations"
+TOKEN = "POST /oauth/token"
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+def ids(response) -> set[str]:
+    return {member["user_id"] for member in response.json()}
+
+
+def test_member_list_is_read_once_per_ttl_by_all_workers(start_proxy, call, make_token, tenant):
+    proxy = start_proxy(workers=2, cache_ttl_seconds=60)
+    token = make_token("edge-acme")
+    for _ in range(20):
+        response = call("/users", token, server=proxy)
+        assert ids(response) == set(tenant.member_ids("org_acme"))
+    assert tenant.counts[MEMBERS] == 1
+
+
+def test_no_cache_reads_fresh_once_per_interval_per_client(start_proxy, call, make_token, tenant):
+    proxy = start_proxy(workers=1, cache_ttl_seconds=60, fresh_read_interval_seconds=60)
+    acme, globex = make_token("edge-acme"), make_token("edge-globex")
+    call("/users", acme, server=proxy)
+    call("/users", acme, server=proxy, headers=NO_CACHE)
+    assert tenant.counts[MEMBERS] == 2
+    call("/users", acme, server=proxy, headers=NO_CACHE)  # within the interval: from the cache
+    assert tenant.counts[MEMBERS] == 2
+    call("/users", globex, server=proxy, headers=NO_CACHE)  # another client has its own allowance
+    assert tenant.counts[MEMBERS] == 3
+
+
+def test_removed_member_is_refused_within_one_ttl(start_proxy, call, make_token, tenant):
+    proxy = start_proxy(workers=2, cache_ttl_seconds=2)
+    token = make_token("edge-acme")
+    assert call(user_path("auth0|bob-acme"), token, server=proxy).status_code == 200
+    tenant.remove_member("org_acme", "auth0|bob-acme")
+    try:
+        time.sleep(2.5)
+        assert call(user_path("auth0|bob-acme"), token, server=proxy).status_code == 404
+        assert "auth0|bob-acme" not in ids(call("/users", token, server=proxy))
+    finally:
+        tenant.add_member("org_acme", "auth0|bob-acme")
+
+
+def test_cached_answers_never_reach_another_organization(start_proxy, call, make_token, tenant):
+    proxy = start_proxy(workers=2, cache_ttl_seconds=60)
+    acme, globex = make_token("edge-acme"), make_token("edge-globex")
+    # Warm the cache with each organization's list and profiles.
+    assert ids(call("/users", acme, server=proxy)) == set(tenant.member_ids("org_acme"))
+    assert call(user_path("auth0|frank-globex"), globex, server=proxy).status_code == 200
+    assert call(user_path("auth0|alice-acme"), acme, server=proxy).status_code == 200
+    # Now each asks for the other's: lists stay per organization, profiles stay behind membership.
+    assert ids(call("/users", globex, server=proxy)) == set(tenant.member_ids("org_globex"))
+    assert call(user_path("auth0|frank-globex"), acme, server=proxy).status_code == 404
+    assert call(user_path("auth0|alice-acme"), globex, server=proxy).status_code == 404
+    for client in (acme, globex):
+        assert call(user_path("auth0|shared-consultant"), client, server=proxy).status_code == 200
+
+
+def test_fifty_concurrent_cold_requests_make_one_member_list_fetch(
+    start_proxy, call, make_token, tenant
+):
+    proxy = start_proxy(workers=2, threads=16, cache_ttl_seconds=60)
+    token = make_token("edge-big")
+    tenant.latency = 0.01  # the fetch takes a moment: the others arrive while it is in flight
+    try:
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            responses = list(pool.map(lambda _: call("/users", token, server=proxy), range(50)))
+    finally:
+        tenant.latency = 0
+    assert all(len(response.json()) == BIG_ORG_SIZE for response in responses)
+    assert tenant.counts[MEMBERS] == math.ceil(BIG_ORG_SIZE / 50)  # one listing, page by page
+
+
+def test_concurrent_requests_for_one_user_make_one_fetch_each(
+    start_proxy, call, make_token, tenant
+):
+    proxy = start_proxy(workers=2, threads=16, cache_ttl_seconds=60)
+    token = make_token("edge-acme")
+    tenant.latency = 0.05
+    try:
+        with ThreadPoolExecutor(max_workers=30) as pool:
+            statuses = list(
+                pool.map(
+                    lambda _: call(user_path("auth0|carol-acme"), token, server=proxy).status_code,
+                    range(30),
+                )
+            )
+    finally:
+        tenant.latency = 0
+    assert statuses == [200] * 30
+    assert (tenant.counts[USER_ORGS], tenant.counts[USER]) == (1, 1)
+
+
+def redis_available() -> bool:
+    redis = pytest.importorskip("redis")
+    try:
+        return bool(redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def redis_prefix():
+    """A key prefix of this test's own in the local Redis; its keys are deleted afterwards."""
+    if not redis_available():
+        pytest.skip("no Redis answers at 127.0.0.1:6379 (start one to run the shared-cache tests)")
+    import redis
+
+    prefix = f"auth0-m2m-proxy-test-{uuid.uuid4().hex}:"
+    yield prefix
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+
+
+def test_hosts_sharing_redis_fetch_tokens_and_lists_once(
+    start_proxy, call, make_token, tenant, redis_prefix
+):
+    shared = {"cache_type": "redis", "cache_key_prefix": redis_prefix, "cache_ttl_seconds": 60}
+    hosts = [start_proxy(workers=2, **shared), start_proxy(workers=2, **shared)]
+    token = make_token("edge-acme")
+    for _ in range(5):
+        for host in hosts:
+            assert ids(call("/users", token, server=host)) == set(tenant.member_ids("org_acme"))
+    assert (tenant.counts[TOKEN], tenant.counts[MEMBERS]) == (1, 1)
+
+
+def test_cache_outage_degrades_to_direct_upstream_calls(start_proxy, call, make_token, tenant):
+    pytest.importorskip("redis")
+    proxy = start_proxy(
+        workers=1, cache_type="redis", cache_redis_url="redis://127.0.0.1:1/0", cache_ttl_seconds=60
+    )
+    token = make_token("edge-acme")
+    for _ in range(3):
+        assert ids(call("/users", token, server=proxy)) == set(tenant.member_ids("org_acme"))
+        assert call(user_path("auth0|alice-acme"), token, server=proxy).status_code == 200
+    assert tenant.counts[MEMBERS] == 3  # no cache: every request went to Auth0, none failed
+    assert "cache unavailable (ConnectionError); serving from Auth0 directly" in proxy.log_text()
+
+
+def test_streamed_list_is_valid_json_of_the_whole_organization(start_proxy, make_token, tenant):
+    proxy = start_proxy(workers=1, cache_ttl_seconds=60)
+    for attempt in ("cold", "cached"):
+        response = requests.get(
+            f"{proxy.url}/users",
+            headers={"Authorization": f"Bearer {make_token('edge-big')}"},
+            timeout=60,
+        )
+        assert response.headers["Content-Type"] == "application/json", attempt
+        assert {m["user_id"] for m in response.json()} == set(tenant.member_ids(BIG_ORG)), attempt
