@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import time
 import uuid
@@ -120,7 +121,9 @@ class SharedCache:
             except APIError as error:
                 # Remember Auth0's failures, not its answers (a 404 is an answer).
                 if self.failure_seconds > 0 and error.status_code >= 500:
-                    self.set(f"{key}:failed", error.message, self.failure_seconds)
+                    failure = (error.message, time.time() + self.failure_seconds)
+                    self.set(f"{key}:failed", failure, self.failure_seconds)
+                    error.headers.setdefault("Retry-After", str(self.failure_seconds))
                 raise
             self.set(key, value, ttl)
             return value
@@ -149,10 +152,11 @@ class SharedCache:
                 self.delete(lock_key)
 
     def _raise_recent_failure(self, key: str) -> None:
-        message = self.get(f"{key}:failed")
-        if message is not None:
+        failure = self.get(f"{key}:failed")
+        if failure is not None:
+            message, until = failure
             raise UpstreamUnavailable(
                 message,
                 reason=f"{key}: failed moments ago, not asking Auth0 again yet",
-                headers={"Retry-After": str(self.failure_seconds)},
+                headers={"Retry-After": str(max(1, math.ceil(until - time.time())))},
             )

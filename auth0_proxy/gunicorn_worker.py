@@ -15,7 +15,7 @@ from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
 from .errors import error_body
-from .request_log import RedactSecrets
+from .request_log import RedactingFormatter
 
 MESSAGES = {
     400: "The request is not valid HTTP.",
@@ -34,7 +34,8 @@ class ProxyWorker(ThreadWorker):
         # gunicorn's handle_error calls util.write_error by module lookup; in this worker process
         # every such answer is ours.
         util.write_error = write_json_error
-        logging.getLogger("gunicorn.error").addFilter(RedactSecrets())
+        for handler in logging.getLogger("gunicorn.error").handlers:
+            handler.setFormatter(RedactingFormatter(handler.formatter))
         super().init_process()
 
 

@@ -59,20 +59,19 @@ class KeyStore:
 
         Concurrent requests with the new key wait for the one refetch in flight rather than
         being refused; a flood of made-up kids finds the interval's refetch done and stops.
+        A failed refetch does not spend the interval: it is remembered briefly (503 for unknown
+        kids meanwhile, since the token may be fine), then tried again.
+
+        :raise UpstreamUnavailable: the refetch failed, now or moments ago (503).
         """
-        refetched = lambda: self.cache.get(REFETCHED) is not None  # noqa: E731
-        if refetched():
-            return
-        with self.cache.lock(REFETCHED, done=refetched):
-            if refetched():
-                return
-            log.info("unknown key id; fetching the JWKS again")
-            try:
-                jwks, ttl = self._fetch()
-                self.cache.set(CACHE_KEY, jwks, ttl)
-            finally:
-                # Failed or not, this interval's refetch is spent.
-                self.cache.set(REFETCHED, 1, self.refetch_interval)
+        self.cache.get_or_create(REFETCHED, self._fetch_and_store)
+
+    def _fetch_and_store(self) -> tuple[int, int]:
+        """Store the fresh JWKS; the marker it returns spends this refetch interval."""
+        log.info("unknown key id; fetching the JWKS again")
+        jwks, ttl = self._fetch()
+        self.cache.set(CACHE_KEY, jwks, ttl)
+        return 1, self.refetch_interval
 
     def _fetch(self) -> tuple[dict, int]:
         response = self.upstream.request("GET", JWKS_PATH)

@@ -32,29 +32,34 @@ REQUEST_FIELDS = (
 )
 
 
-class RedactSecrets(logging.Filter):
-    """Blank out anything shaped like a JWT or a credential, whatever logged it.
+# Anything shaped like a JWT or a credential. Separators may be percent-encoded ("%2E" for
+# "."), as they are when a caller's URL is quoted back.
+SECRET_PATTERN = re.compile(
+    r"eyJ[A-Za-z0-9_-]*(?:\.|%2[Ee])[A-Za-z0-9_-]*(?:\.|%2[Ee])[A-Za-z0-9_-]*"  # a JWS or JWT
+    r"|(?i:(?:bearer|basic)\s+)[A-Za-z0-9._~+/=%-]+"  # an Authorization credential
+    r"|(?i:access(?:_|%5F)token|client(?:_|%5F)secret)(?:=|%3D)[^&\s'\"]+"  # in a query or form
+)
+
+
+def redact(text: str) -> str:
+    """The text with every secret-shaped part replaced by ``[redacted]``.
 
     The proxy never logs a token on purpose; this catches the accidents (a library quoting a
-    request line or an exception quoting a header), so no log line can carry a usable secret.
+    request line, a traceback quoting a header, a caller's token in a path), so no log line
+    can carry a usable secret.
     """
+    return SECRET_PATTERN.sub("[redacted]", text)
 
-    PATTERN = re.compile(
-        r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"  # a JWS or JWT in compact form
-        r"|(?i:(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+"  # an Authorization credential
-        r"|(?i:access_token|client_secret)=[^&\s'\"]+"  # a token or secret in a query or form
-    )
 
-    @classmethod
-    def redact(cls, text: str) -> str:
-        return cls.PATTERN.sub("[redacted]", text)
+class RedactingFormatter(logging.Formatter):
+    """Wraps another formatter (gunicorn's) and redacts its whole output, tracebacks included."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = self.redact(message)
-        if redacted != message:
-            record.msg, record.args = redacted, ()
-        return True
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -72,7 +77,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         # Redact the whole line: the path and the reason are caller input too.
-        return RedactSecrets.redact(json.dumps(line, default=str))
+        return redact(json.dumps(line, default=str))
 
 
 JsonFormatter.converter = time.gmtime
@@ -85,7 +90,7 @@ class TextFormatter(logging.Formatter):
         fields = " ".join(
             f"{key}={getattr(record, key)}" for key in REQUEST_FIELDS if hasattr(record, key)
         )
-        return RedactSecrets.redact(f"{super().format(record)} {fields}".rstrip())
+        return redact(f"{super().format(record)} {fields}".rstrip())
 
 
 def configure_logging(level: str, fmt: str) -> None:

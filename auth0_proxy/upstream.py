@@ -12,6 +12,7 @@ retries only within ``retry_budget`` seconds; past that the caller gets 429 with
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import math
 import random
@@ -30,6 +31,8 @@ USER_AGENT = "auth0-m2m-proxy/0.1"
 # Auth0's SDK backs off 100 ms * 2^n, at most 1 s (auth0-python rest.py); jitter spreads a herd.
 FIRST_BACKOFF_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 1.0
+MAX_ATTEMPTS = 10
+MAX_RATE_LIMIT_WAIT_SECONDS = 60.0
 
 
 class Upstream:
@@ -74,22 +77,23 @@ class Upstream:
         """
         bucket = "management" if path.startswith("/api/v2/") else "authentication"
         deadline = time.monotonic() + self.retry_budget
-        attempt = 0
-        while True:
+        for attempt in range(MAX_ATTEMPTS):
             self._wait_while_rate_limited(bucket, deadline)
             try:
                 response = self._send(method, path, **kwargs)
             except UpstreamFailed:
-                if not _sleep_before_retry(attempt, deadline):
+                if attempt + 1 == MAX_ATTEMPTS or not _sleep_before_retry(attempt, deadline):
                     raise
-            else:
-                if response.status_code == 429:
-                    self._remember_rate_limit(bucket, response)
-                    if self._rate_limited_for(bucket) > deadline - time.monotonic():
-                        return response
-                elif response.status_code < 500 or not _sleep_before_retry(attempt, deadline):
+                continue
+            if response.status_code == 429:
+                wait = retry_after_seconds(response)
+                self._remember_rate_limit(bucket, wait)
+                # Sleep here too: the shared note may be lost (a cache outage), the wait must not.
+                if not _sleep_with_jitter(wait, deadline):
                     return response
-            attempt += 1
+            elif response.status_code < 500 or not _sleep_before_retry(attempt, deadline):
+                return response
+        return response
 
     def _send(self, method: str, path: str, **kwargs) -> requests.Response:
         self.on_call()
@@ -111,35 +115,64 @@ class Upstream:
         :raise TooManyRequests: it does not fit; tell the caller when to come back (429).
         """
         wait = self._rate_limited_for(bucket)
-        if wait <= 0:
-            return
-        if 2 * wait > deadline - time.monotonic():
+        if wait > 0 and not _sleep_with_jitter(wait, deadline):
             raise TooManyRequests(
                 reason=f"Auth0 {bucket} API rate limit: {wait:.1f}s beyond the retry budget",
                 headers={"Retry-After": str(math.ceil(wait))},
             )
-        # Full jitter: the waiters come back spread over one more such period, not all at once.
-        time.sleep(wait + random.uniform(0, wait))  # noqa: S311 - jitter, not crypto
 
     def _rate_limited_for(self, bucket: str) -> float:
         until = self.cache.get(f"rate-limited:{bucket}")
         return max(0.0, until - time.time()) if until else 0.0
 
-    def _remember_rate_limit(self, bucket: str, response: requests.Response) -> None:
-        wait = retry_after_seconds(response)
-        log.warning("Auth0 %s API answered 429; backing off %ss", bucket, wait)
+    def _remember_rate_limit(self, bucket: str, wait: float) -> None:
+        log.warning("Auth0 %s API answered 429; backing off %.1fs", bucket, wait)
         self.cache.set(f"rate-limited:{bucket}", time.time() + wait, math.ceil(wait) + 1)
 
 
 def retry_after_seconds(response: requests.Response) -> float:
-    """Seconds until Auth0 accepts calls again: ``Retry-After``, else ``x-ratelimit-reset``."""
-    retry_after = response.headers.get("Retry-After", "")
-    if retry_after.isdigit():
-        return max(1.0, float(retry_after))
+    """Seconds until Auth0 accepts calls again, between 1 and ``MAX_RATE_LIMIT_WAIT_SECONDS``.
+
+    ``Retry-After`` if given, else ``x-ratelimit-reset`` (a UNIX time) measured against Auth0's
+    own clock (the ``Date`` header), so a skewed local clock cannot stretch the wait. Anything
+    unreadable counts as one second and anything huge is capped, so one odd header cannot lock
+    the proxy out of Auth0.
+    """
+    headers = response.headers
+    wait = _number(headers.get("Retry-After"))
+    if wait is None:
+        reset = _number(headers.get("x-ratelimit-reset"))
+        now = _http_date(headers.get("Date")) or time.time()
+        wait = reset - now if reset is not None else None
+    return min(max(wait or 1.0, 1.0), MAX_RATE_LIMIT_WAIT_SECONDS)
+
+
+def _number(text: str | None) -> float | None:
     try:
-        return max(1.0, float(response.headers["x-ratelimit-reset"]) - time.time())
-    except (KeyError, ValueError):
-        return 1.0
+        value = float(text) if text and text.isascii() else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _http_date(text: str | None) -> float | None:
+    try:
+        return email.utils.parsedate_to_datetime(text).timestamp() if text else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _sleep_with_jitter(wait: float, deadline: float) -> bool:
+    """Sleep ``wait`` plus full jitter (up to as long again) if that fits the budget; else no.
+
+    The jitter spreads the callers who waited for the same reset over one more such period,
+    instead of sending them all at once.
+    """
+    wait += random.uniform(0, wait)  # noqa: S311 - jitter, not crypto
+    if time.monotonic() + wait > deadline:
+        return False
+    time.sleep(wait)
+    return True
 
 
 def _sleep_before_retry(attempt: int, deadline: float) -> bool:

@@ -43,6 +43,8 @@ MEMBERS_PER_EXTRA_ORG = 300
 MEMBERS = "GET /api/v2/organizations/{id}/members"
 USER_ORGS = "GET /api/v2/users/{id}/organizations"
 USER = "GET /api/v2/users/{id}"
+JWKS = "GET /.well-known/jwks.json"
+TOKEN = "POST /oauth/token"
 
 
 class Soak:
@@ -137,7 +139,7 @@ class Soak:
         once = {"rotate": 0.3, "revoke": 0.5, "limit": 0.7}
         while time.monotonic() < stop_at:
             time.sleep(rng.uniform(0.5, 2.0))
-            endpoint = rng.choice([MEMBERS, USER_ORGS, USER])
+            endpoint = rng.choice([MEMBERS, USER_ORGS, USER] * 3 + [JWKS, TOKEN])
             kind = rng.choice(["429", "500", "503", "slow"])
             if kind == "slow":
                 self.tenant.inject_fault(endpoint, status=None, delay=rng.uniform(0.2, 3.0))
@@ -203,7 +205,13 @@ def main() -> int:
     with TenantServer(tenant) as tenant_server:
         config = proxy_config(tenant)
         config["clients"] = client_orgs
-        config["proxy"] = {"retry_budget_seconds": 3, "read_timeout_seconds": 2}
+        # Short-lived cache entries, so lists, memberships and profiles are fetched again and
+        # again under the injected faults.
+        config["proxy"] = {
+            "retry_budget_seconds": 3,
+            "read_timeout_seconds": 2,
+            "cache_ttl_seconds": 5,
+        }
         workdir = tempfile.mkdtemp(prefix="soak-")
         with ProxyServer(
             config, ca_bundle=tenant_server.ca_bundle, threads=8, workdir=workdir

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -118,3 +119,17 @@ def test_requests_racing_a_key_rotation_all_wait_for_the_one_refetch(
         tenant.latency = 0
     assert statuses == [200] * 24
     assert tenant.counts[JWKS] == 2
+
+
+def test_failed_key_refetch_is_tried_again_after_the_cooldown_not_the_interval(
+    start_proxy, call, make_token, tenant
+):
+    proxy = start_proxy(jwks_refetch_interval_seconds=600, failure_cooldown_seconds=1)
+    assert call("/users", make_token(), server=proxy).status_code == 200
+    tenant.rotate_key()
+    tenant.inject_fault(JWKS, status=503, times=20)
+    new_key_token = make_token()
+    assert call("/users", new_key_token, server=proxy).status_code == 503  # may be fine: not 401
+    tenant.clear_faults()
+    time.sleep(1.5)
+    assert call("/users", new_key_token, server=proxy).status_code == 200

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import http_date
 
 from . import management, routing
 from .errors import Auth0Error, OAuthError, insufficient_scope, invalid_token, not_found
@@ -92,6 +93,8 @@ def finish_response(response: Response) -> Response:
     decision = g.get("rate_limit")
     if decision is not None:
         response.headers.update(decision.headers())
+    response.headers["Date"] = http_date()
+    response.headers.update(g.get("fault_headers") or {})
     raw_uri = g.get("raw_uri") or routing.raw_request_uri(request.environ)
     _tenant().record_request(request.method, raw_uri, g.get("endpoint"), response.status_code)
     return response
@@ -167,6 +170,7 @@ def _injected_fault(tenant: Tenant, endpoint: str) -> Response | None:
         g.rate_limit = throttled_decision(current.limit)
     response = jsonify(fault.error_body())
     response.status_code = fault.status
+    g.fault_headers = fault.headers
     return response
 
 

@@ -20,10 +20,18 @@ SHUTDOWN_POLL_SECONDS = 0.02
 
 
 class _QuietRequestHandler(WSGIRequestHandler):
-    """No per-request access log on stderr: tests and the demo stay readable."""
+    """No per-request access log on stderr: tests and the demo stay readable.
+
+    The app sets ``Date`` itself (a fault may give the tenant a skewed clock), so the server
+    does not add a second one as http.server's ``send_response`` would.
+    """
 
     def log(self, type: str, message: str, *args: Any) -> None:
         pass
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.send_response_only(code, message)
+        self.send_header("Server", self.version_string())
 
 
 class _QuietServer(ThreadedWSGIServer):

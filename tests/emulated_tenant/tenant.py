@@ -40,6 +40,7 @@ class Fault:
     delay: float
     body: Any
     after: int = 0  # calls that pass untouched before the fault starts
+    headers: dict | None = None  # replace the answer's headers of these names
 
     def error_body(self) -> Any:
         if self.body is not None:
@@ -330,17 +331,19 @@ class Tenant:
         delay: float = 0.0,
         body: Any = None,
         after: int = 0,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Make the next ``times`` calls to ``endpoint`` (e.g. ``"GET /api/v2/users/{id}"``)
         answer ``status`` after ``delay`` seconds; ``status=None`` only delays them. ``after``
-        lets that many calls pass first (e.g. to fail the third page of a listing)."""
+        lets that many calls pass first (e.g. to fail the third page of a listing); ``headers``
+        replace the answer's headers of those names (e.g. an odd ``Retry-After``)."""
         if endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {ENDPOINTS}")
         if status is None and delay <= 0:
             raise ValueError("a fault needs a status, a delay, or both")
         with self._lock:
             self._faults.setdefault(endpoint, deque()).append(
-                Fault(status, times, delay, body, after)
+                Fault(status, times, delay, body, after, headers)
             )
 
     def clear_faults(self) -> None:
