@@ -11,6 +11,7 @@ import fcntl
 import logging
 import math
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +25,8 @@ from .errors import APIError, UpstreamUnavailable
 log = logging.getLogger(__name__)
 
 OUTAGE_LOG_INTERVAL_SECONDS = 10
+# Share of a value's lifetime after which refresh_ahead fetches its successor.
+REFRESH_AHEAD_AT = 0.8
 
 
 class LockingFileSystemCache(FileSystemCache):
@@ -99,25 +102,35 @@ class SharedCache:
                 )
             return fallback
 
-    def get_or_create(self, key: str, create: Callable[[], tuple[Any, int]]) -> Any:
+    def get_or_create(
+        self, key: str, create: Callable[[], tuple[Any, int]], *, refresh_ahead: bool = False
+    ) -> Any:
         """The cached value, or one caller creates it while the others wait for it.
 
         ``create`` returns ``(value, ttl_seconds)``. Its exception reaches the caller that ran it
-        and is remembered for ``failure_seconds``.
+        and is remembered for ``failure_seconds``. With ``refresh_ahead``, a value past
+        ``REFRESH_AHEAD_AT`` of its lifetime is still served while one background thread fetches
+        its successor, so no request waits for it.
 
         :raise UpstreamUnavailable: a fetch of this key failed moments ago (503).
         """
-        value = self.get(key)
-        if value is not None:
-            return value
+        entry = self.get(key)
+        if entry is None:
+            entry = self._create_once(key, create)
+        value, refresh_at = entry
+        if refresh_ahead and time.time() >= refresh_at:
+            self._refresh_in_background(key, create)
+        return value
+
+    def _create_once(self, key: str, create: Callable[[], tuple[Any, int]]) -> tuple[Any, float]:
         settled = lambda: self.get(key) is not None or self.get(f"{key}:failed") is not None  # noqa: E731
         with self.lock(key, done=settled):
-            value = self.get(key)
-            if value is not None:
-                return value
+            entry = self.get(key)
+            if entry is not None:
+                return entry
             self._raise_recent_failure(key)
             try:
-                value, ttl = create()
+                return self.put(key, *create())
             except APIError as error:
                 # Remember Auth0's failures, not its answers (a 404 is an answer).
                 if self.failure_seconds > 0 and error.status_code >= 500:
@@ -125,8 +138,27 @@ class SharedCache:
                     self.set(f"{key}:failed", failure, self.failure_seconds)
                     error.headers.setdefault("Retry-After", str(self.failure_seconds))
                 raise
-            self.set(key, value, ttl)
-            return value
+
+    def put(self, key: str, value: Any, ttl: int) -> tuple[Any, float]:
+        """Store a value for get_or_create (with the time to refresh it ahead of expiry)."""
+        # cachelib's file cache rounds expiry down to the second: count one second less.
+        entry = (value, time.time() + (ttl - 1) * REFRESH_AHEAD_AT)
+        self.set(key, entry, ttl)
+        return entry
+
+    def _refresh_in_background(self, key: str, create: Callable[[], tuple[Any, int]]) -> None:
+        if not self.add(f"{key}:refreshing", 1, self.lock_seconds):
+            return  # another thread, worker or host is on it
+
+        def refresh() -> None:
+            try:
+                self.put(key, *create())
+            except APIError as error:
+                log.warning("refreshing %s ahead of expiry failed: %s", key, error.reason)
+            finally:
+                self.delete(f"{key}:refreshing")
+
+        threading.Thread(target=refresh, name=f"refresh {key}", daemon=True).start()
 
     @contextmanager
     def lock(

@@ -46,7 +46,7 @@ class KeyStore:
         return keys.get_by_kid(kid)
 
     def key_set(self) -> KeySet:
-        return self._parse(self.cache.get_or_create(CACHE_KEY, self._fetch))
+        return self._parse(self.cache.get_or_create(CACHE_KEY, self._fetch, refresh_ahead=True))
 
     def _parse(self, jwks: dict) -> KeySet:
         """Parse RSA keys once per JWKS document, not once per request."""
@@ -70,7 +70,7 @@ class KeyStore:
         """Store the fresh JWKS; the marker it returns spends this refetch interval."""
         log.info("unknown key id; fetching the JWKS again")
         jwks, ttl = self._fetch()
-        self.cache.set(CACHE_KEY, jwks, ttl)
+        self.cache.put(CACHE_KEY, jwks, ttl)
         return 1, self.refetch_interval
 
     def _fetch(self) -> tuple[dict, int]:

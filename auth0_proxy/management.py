@@ -107,7 +107,7 @@ class ManagementClient:
 
         :raise UpstreamUnavailable: the token endpoint failed (503).
         """
-        return self.cache.get_or_create(self.token_cache_key, self._fetch_token)
+        return self.cache.get_or_create(self.token_cache_key, self._fetch_token, refresh_ahead=True)
 
     def _get(self, path: str, params: dict | None, token: str) -> requests.Response:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}

@@ -26,7 +26,8 @@ def free_port() -> int:
 
 
 class ProxyServer:
-    """gunicorn serving ``wsgi:app`` with the given config dict; logs captured to a file."""
+    """gunicorn serving ``app`` (the proxy's ``wsgi:app``) with the given config dict and the
+    project's gunicorn.conf.py; logs captured to a file."""
 
     def __init__(
         self,
@@ -38,7 +39,9 @@ class ProxyServer:
         port: int | None = None,
         workdir: str | None = None,
         env: dict | None = None,
+        app: str = "wsgi:app",
     ):
+        self.app = app
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="auth0-proxy-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "config.json"
@@ -62,7 +65,7 @@ class ProxyServer:
     def start(self, timeout: float = 30.0) -> ProxyServer:
         log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app],
             cwd=ROOT,
             env=self.env,
             stdout=log_file,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -133,3 +134,30 @@ def test_failed_key_refetch_is_tried_again_after_the_cooldown_not_the_interval(
     tenant.clear_faults()
     time.sleep(1.5)
     assert call("/users", new_key_token, server=proxy).status_code == 200
+
+
+def test_management_token_is_renewed_ahead_of_expiry_so_no_request_waits(
+    start_proxy, call, make_token, tenant
+):
+    proxy = start_proxy(workers=1)
+    tenant.management_token_lifetime = 4  # cached 2 s, renewed in the background after 0.8 s
+    try:
+        token = make_token()
+        deadline = time.monotonic() + 5
+        request_ids = []
+        while time.monotonic() < deadline:
+            request_id = uuid.uuid4().hex
+            assert (
+                call(
+                    "/users", token, server=proxy, headers={"X-Request-ID": request_id}
+                ).status_code
+                == 200
+            )
+            request_ids.append(request_id)
+    finally:
+        tenant.management_token_lifetime = 86400
+    assert tenant.counts[TOKEN] >= 3
+    calls = {r["request_id"]: r["upstream_calls"] for r in proxy.log_records() if "request_id" in r}
+    # The first request fetched the keys, the token and the members; every later one only the
+    # members: no request ever waited for a token.
+    assert [calls[request_id] for request_id in request_ids[1:]] == [1] * (len(request_ids) - 1)
