@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 SOAK_SECONDS ?= 180
 
-.PHONY: install demo test soak lint format run clean
+.PHONY: install demo test soak bench lint format run clean
 
 install: $(STAMP)
 
@@ -24,6 +24,11 @@ test: install  ## the whole test suite (end-to-end through gunicorn)
 
 soak: install  ## mixed traffic under injected Auth0 faults for SOAK_SECONDS; fails on any leak or 500
 	$(PY) bench/soak.py --seconds $(SOAK_SECONDS)
+
+bench: install  ## throughput, overhead and upstream economy, side by side (needs wrk: installed if missing)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
+		{ echo "make bench needs wrk (apt-get install wrk)"; exit 1; }
+	$(PY) bench/bench.py
 
 lint: install  ## ruff lint and format check, hadolint on the Dockerfile
 	$(VENV)/bin/ruff check .

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 OUTAGE_LOG_INTERVAL_SECONDS = 10
 # Share of a value's lifetime after which refresh_ahead fetches its successor.
 REFRESH_AHEAD_AT = 0.8
+# get_or_create values a process keeps in memory: for at most this long, this many of them.
+MEMO_SECONDS = 1.0
+MEMO_ENTRIES = 4096
 
 
 class LockingFileSystemCache(FileSystemCache):
@@ -72,6 +76,10 @@ class SharedCache:
         self.lock_seconds = lock_seconds
         self.failure_seconds = failure_seconds
         self._last_outage_log = -OUTAGE_LOG_INTERVAL_SECONDS
+        # What this process read lately, so a burst of requests does not re-read the shared
+        # cache (a file or a Redis round trip, and unpickling) for the same key every time.
+        self._memo: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+        self._memo_lock = threading.Lock()
 
     # A cache outage must cost speed, not answers: every operation that fails is logged and
     # taken as a miss (get), a no-op (set, delete) or a granted lock (add), so requests go
@@ -88,7 +96,21 @@ class SharedCache:
         return bool(self._safely("add", True, key, value, timeout=max(int(ttl), 1)))
 
     def delete(self, key: str) -> None:
+        self.forget_local(key)
         self._safely("delete", None, key)
+
+    def forget_local(self, key: str) -> None:
+        """Drop this process's memory of a get_or_create value: the next read sees the cache."""
+        with self._memo_lock:
+            self._memo.pop(key, None)
+
+    def discard(self, key: str, value: Any) -> None:
+        """Delete a get_or_create value if it is still ``value`` (e.g. a token Auth0 refused),
+        not a successor another worker already stored."""
+        self.forget_local(key)
+        entry = self.get(key)
+        if entry is not None and entry[0] == value:
+            self.delete(key)
 
     def _safely(self, operation: str, fallback: Any, *args, **kwargs) -> Any:
         try:
@@ -114,9 +136,10 @@ class SharedCache:
 
         :raise UpstreamUnavailable: a fetch of this key failed moments ago (503).
         """
-        entry = self.get(key)
+        entry = self._recall(key) or self.get(key)
         if entry is None:
             entry = self._create_once(key, create)
+        self._remember(key, entry)
         value, refresh_at = entry
         if refresh_ahead and time.time() >= refresh_at:
             self._refresh_in_background(key, create)
@@ -144,7 +167,23 @@ class SharedCache:
         # cachelib's file cache rounds expiry down to the second: count one second less.
         entry = (value, time.time() + (ttl - 1) * REFRESH_AHEAD_AT)
         self.set(key, entry, ttl)
+        self._remember(key, entry)
         return entry
+
+    def _recall(self, key: str) -> tuple[Any, float] | None:
+        with self._memo_lock:
+            memo = self._memo.get(key)
+            if memo is None or memo[1] < time.monotonic():
+                return None
+            self._memo.move_to_end(key)
+            return memo[0]
+
+    def _remember(self, key: str, entry: tuple[Any, float]) -> None:
+        with self._memo_lock:
+            self._memo[key] = (entry, time.monotonic() + MEMO_SECONDS)
+            self._memo.move_to_end(key)
+            if len(self._memo) > MEMO_ENTRIES:
+                self._memo.popitem(last=False)
 
     def _refresh_in_background(self, key: str, create: Callable[[], tuple[Any, int]]) -> None:
         if not self.add(f"{key}:refreshing", 1, self.lock_seconds):

@@ -42,6 +42,7 @@ class KeyStore:
         keys = self.key_set()
         if kid not in {key.kid for key in keys}:
             self._refetch()
+            self.cache.forget_local(CACHE_KEY)  # another worker may have stored the new keys
             keys = self.key_set()
         return keys.get_by_kid(kid)
 

@@ -95,10 +95,11 @@ class ManagementClient:
         :raise TooManyRequests: Auth0 rate-limits the tenant (429, with Retry-After).
         :raise UpstreamFailed: any other error answer (502).
         """
-        response = self._get(path, params, self.token())
+        token = self.token()
+        response = self._get(path, params, token)
         if response.status_code == 401:
-            log.info("management token refused; fetching a new one")
-            self.cache.delete(self.token_cache_key)
+            log.info("management token refused; using or fetching a new one")
+            self.cache.discard(self.token_cache_key, token)
             response = self._get(path, params, self.token())
         return _json_or_raise(response, path, missing)
 

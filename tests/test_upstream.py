@@ -161,3 +161,18 @@ def test_management_token_is_renewed_ahead_of_expiry_so_no_request_waits(
     # The first request fetched the keys, the token and the members; every later one only the
     # members: no request ever waited for a token.
     assert [calls[request_id] for request_id in request_ids[1:]] == [1] * (len(request_ids) - 1)
+
+
+def test_a_withdrawn_key_is_not_trusted_by_a_remembered_signature(
+    start_proxy, call, make_token, tenant
+):
+    proxy = start_proxy(workers=1, jwks_refetch_interval_seconds=1)
+    old_token = make_token()
+    assert call("/users", old_token, server=proxy).status_code == 200  # verified, remembered
+    old_kid = tenant.signing_key.kid
+    tenant.rotate_key()
+    tenant.withdraw_key(old_kid)
+    time.sleep(1.1)  # past the refetch interval
+    assert call("/users", make_token(), server=proxy).status_code == 200  # new key: JWKS refetched
+    time.sleep(1.1)
+    assert call("/users", old_token, server=proxy).status_code == 401

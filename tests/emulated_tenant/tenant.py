@@ -237,6 +237,14 @@ class Tenant:
             self._public_keys = tokens.public_key_set(self._keys)
         return key.kid
 
+    def withdraw_key(self, kid: str) -> None:
+        """Stop publishing a key (as after a compromise); the current signing key stays."""
+        with self._lock:
+            if kid == self._keys[-1].kid:
+                raise ValueError("rotate_key() first: the current signing key cannot go")
+            self._keys = [key for key in self._keys if key.kid != kid]
+            self._public_keys = tokens.public_key_set(self._keys)
+
     def issue_token(
         self,
         client_id: str,
