@@ -177,12 +177,9 @@ def _sleep_with_jitter(wait: float, deadline: float) -> bool:
 
 def _sleep_before_retry(attempt: int, deadline: float) -> bool:
     """Back off exponentially with jitter if the retry still fits the budget; else say no."""
-    backoff = min(FIRST_BACKOFF_SECONDS * 2**attempt, MAX_BACKOFF_SECONDS)
-    backoff += random.uniform(0, backoff)  # noqa: S311 - jitter, not crypto
-    if time.monotonic() + backoff > deadline:
-        return False
-    time.sleep(backoff)
-    return True
+    return _sleep_with_jitter(
+        min(FIRST_BACKOFF_SECONDS * 2**attempt, MAX_BACKOFF_SECONDS), deadline
+    )
 
 
 def _endpoint(method: str, path: str) -> str:
