@@ -18,7 +18,7 @@ from marshmallow import ValidationError
 from .cache import SharedCache
 from .config import Auth0Settings
 from .errors import APIError, TooManyRequests, UpstreamFailed, UpstreamUnavailable, UserNotFound
-from .schemas import members_page, user_organizations_page
+from .schemas import members_offset_page, members_page, user_organizations_page
 from .upstream import Upstream, retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,19 @@ class ManagementClient:
                 raise UpstreamFailed(reason=f"{path}: checkpoint paging did not advance")
             params = {"take": self.page_size, "from": page["next"]}
         raise UpstreamFailed(reason=f"{path}: more than {MAX_PAGES} pages")
+
+    def member_page(self, org_id: str, params: dict) -> dict:
+        """One page of members as the client asked for it (see paging.py): offset paging
+        with totals, or a checkpoint page with ``next``. Members carry the member fields only.
+
+        :raise UpstreamFailed: a page of an unexpected shape (502).
+        """
+        path = f"/api/v2/organizations/{_segment(org_id)}/members"
+        if "take" in params:
+            return _load(members_page, self.get_json(path, params), path)
+        # Totals are always asked for: without them Auth0 answers a bare array.
+        query = {**params, "include_totals": "true"}
+        return _load(members_offset_page, self.get_json(path, query), path)
 
     def get_user(self, user_id: str) -> dict:
         """:raise UserNotFound: Auth0 has no such user (404)."""

@@ -35,6 +35,18 @@ class MembersPageSchema(Schema):
     next = fields.String(load_default=None, allow_none=True)
 
 
+class MembersOffsetPageSchema(Schema):
+    """One page of offset pagination with ``include_totals``."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    members = fields.List(fields.Nested(MemberSchema), required=True)
+    start = fields.Integer(required=True)
+    limit = fields.Integer(required=True)
+    total = fields.Integer(required=True)
+
+
 class OrganizationRefSchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -54,6 +66,7 @@ class UserOrganizationsPageSchema(Schema):
 
 
 members_page = MembersPageSchema()
+members_offset_page = MembersOffsetPageSchema()
 user_organizations_page = UserOrganizationsPageSchema()
 
 

@@ -12,6 +12,7 @@ from .directory import Directory
 from .errors import APIError
 from .extensions import require_oauth
 from .organization import with_organization
+from .paging import paging_params
 from .schemas import public_profile
 
 log = logging.getLogger(__name__)
@@ -23,10 +24,14 @@ bp = Blueprint("users", __name__)
 @require_oauth("read:users")
 @with_organization
 def list_users(org_id: str):
-    """All members of the caller's organization, streamed as one JSON array.
+    """All members of the caller's organization, streamed as one JSON array; or one page of
+    them, when the client asks with Auth0's paging parameters (answered as Auth0 would).
 
     The first page is read before the answer starts, so the usual failures keep their status.
     """
+    paging = paging_params(request.args)
+    if paging is not None:
+        return jsonify(member_page(org_id, paging))
     pages = directory().member_pages(org_id, fresh=wants_fresh_read())
     first_page = next(pages, "")
     body = stream_with_context(json_array([first_page], pages))
@@ -40,6 +45,15 @@ def get_user(org_id: str, user_id: str):
     """A member's full profile; 404 for anyone else."""
     profile = directory().member_profile(org_id, user_id, fresh=wants_fresh_read())
     return jsonify(public_profile(profile))
+
+
+def member_page(org_id: str, paging: dict) -> dict | list:
+    """One page in Auth0's shape: a bare array unless totals or a checkpoint were asked for."""
+    include_totals = paging.pop("include_totals", False)
+    page = directory().member_page(org_id, paging)
+    if "take" in paging or include_totals:
+        return page
+    return page["members"]
 
 
 def json_array(*page_sources: Iterable[str]) -> Iterator[str]:
