@@ -1,4 +1,4 @@
-"""Paging parameters a client may send to GET /users, checked before any upstream call.
+"""The query a client may send to GET /users (paging, fields), checked before any upstream call.
 
 They are the Management API's own (GET /api/v2/organizations/{id}/members), with its limits:
 offset paging with ``page``/``per_page`` (1-100) and ``include_totals`` reaches the first 1,000
@@ -16,6 +16,31 @@ from .errors import APIError
 OFFSET = ("page", "per_page", "include_totals")
 CHECKPOINT = ("from", "take")
 OFFSET_PAGING_LIMIT = 1000  # records reachable by page/per_page (Management API)
+MEMBER_FIELDS = ("user_id", "email", "name", "picture")
+# The profile fields GET /api/v2/users accepts in `fields` (Management API spec, get_users_by_id).
+PROFILE_FIELDS = frozenset(
+    [
+        "phone_number",
+        "email",
+        "email_verified",
+        "picture",
+        "username",
+        "user_id",
+        "name",
+        "nickname",
+        "created_at",
+        "identities",
+        "app_metadata",
+        "user_metadata",
+        "last_ip",
+        "last_login",
+        "logins_count",
+        "updated_at",
+        "blocked",
+        "family_name",
+        "given_name",
+    ]
+)
 
 
 class InvalidQuery(APIError):
@@ -41,8 +66,7 @@ class PagingSchema(Schema):
     include_totals = fields.Boolean(truthy={"true"}, falsy={"false"})
     take = fields.Integer(validate=validate.Range(1, 100))
     from_ = fields.String(data_key="from", validate=validate.Length(1, 1024))
-    # Accepted and not applied yet: the answer keeps the member fields.
-    fields_ = fields.String(data_key="fields")
+    fields_ = fields.String(data_key="fields", validate=validate.Length(1, 1000))
     include_fields = fields.Boolean(truthy={"true"}, falsy={"false"})
 
     @validates_schema
@@ -64,7 +88,8 @@ def paging_params(args: MultiDict) -> dict | None:
     except ValidationError as error:
         raise InvalidQuery(f"Query validation error: {_describe(error.messages)}") from None
     query.pop("fields_", None)
-    query.pop("include_fields", None)
+    if query.pop("include_fields", True) is False:
+        raise InvalidQuery("Query validation error: include_fields=false is not supported.")
     if "take" in query or "from_" in query:
         checkpoint = {"take": query.get("take", 50)}
         if "from_" in query:
@@ -80,6 +105,25 @@ def paging_params(args: MultiDict) -> dict | None:
         "per_page": per_page,
         "include_totals": query.get("include_totals", False),
     }
+
+
+def requested_fields(args: MultiDict) -> list[str] | None:
+    """The profile fields the client asked for with ``fields`` (``user_id`` always included).
+
+    :raise InvalidQuery: a field the Management API does not know (400).
+    """
+    if not args.get("fields"):
+        return None
+    wanted = list(dict.fromkeys(["user_id", *args["fields"].split(",")]))
+    unknown = [name for name in wanted if name not in PROFILE_FIELDS]
+    if unknown:
+        raise InvalidQuery(f"Query validation error: unknown fields {', '.join(unknown)}.")
+    return wanted
+
+
+def beyond_member_fields(wanted: list[str] | None) -> bool:
+    """Whether the fields need full profiles rather than the organization's member list."""
+    return wanted is not None and not set(wanted) <= set(MEMBER_FIELDS)
 
 
 def _describe(messages: dict) -> str:

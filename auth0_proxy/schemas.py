@@ -47,6 +47,15 @@ class MembersOffsetPageSchema(Schema):
     total = fields.Integer(required=True)
 
 
+class UsersPageSchema(Schema):
+    """One page of the users search (``include_totals=true``); profiles kept as Auth0 sent them."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    users = fields.List(fields.Dict(), required=True)
+
+
 class OrganizationRefSchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -67,6 +76,7 @@ class UserOrganizationsPageSchema(Schema):
 
 members_page = MembersPageSchema()
 members_offset_page = MembersOffsetPageSchema()
+users_page = UsersPageSchema()
 user_organizations_page = UserOrganizationsPageSchema()
 
 

@@ -12,7 +12,7 @@ from .directory import Directory
 from .errors import APIError
 from .extensions import require_oauth
 from .organization import with_organization
-from .paging import paging_params
+from .paging import InvalidQuery, beyond_member_fields, paging_params, requested_fields
 from .schemas import public_profile
 
 log = logging.getLogger(__name__)
@@ -29,10 +29,15 @@ def list_users(org_id: str):
 
     The first page is read before the answer starts, so the usual failures keep their status.
     """
-    paging = paging_params(request.args)
-    if paging is not None:
+    paging, fields = paging_params(request.args), requested_fields(request.args)
+    if beyond_member_fields(fields):
+        if paging is not None:
+            raise InvalidQuery("Query validation error: profile fields need the whole list.")
+        pages = directory().member_fields_pages(org_id, fields, fresh=wants_fresh_read())
+    elif paging is not None:
         return jsonify(member_page(org_id, paging))
-    pages = directory().member_pages(org_id, fresh=wants_fresh_read())
+    else:
+        pages = directory().member_pages(org_id, fresh=wants_fresh_read())
     first_page = next(pages, "")
     body = stream_with_context(json_array([first_page], pages))
     return Response(body, mimetype="application/json")

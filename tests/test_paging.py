@@ -67,3 +67,51 @@ def test_paging_never_reaches_another_organization(call, make_token, tenant):
     body = call("/users?page=0&per_page=100&include_totals=true", make_token("edge-acme")).json()
     assert {m["user_id"] for m in body["members"]} == set(tenant.member_ids("org_acme"))
     assert body["total"] == len(tenant.member_ids("org_acme"))
+
+
+USERS_SEARCH = "GET /api/v2/users"
+PROFILE_QUERY = "/users?fields=email_verified,app_metadata,last_login"
+
+
+def test_profile_fields_come_in_batches_through_the_users_search(call, make_token, tenant):
+    members = call(PROFILE_QUERY, make_token("edge-big")).json()
+    assert [m["user_id"] for m in members] == sorted(tenant.member_ids(BIG_ORG))
+    assert all(
+        set(m) == {"user_id", "email_verified", "app_metadata", "last_login"} for m in members
+    )
+    # One search per page of 50 members, never one call per user.
+    assert tenant.counts[USERS_SEARCH] == BIG_ORG_SIZE // 50
+    assert tenant.counts["GET /api/v2/users/{id}"] == 0
+
+
+def test_profile_fields_never_include_another_organizations_users(call, make_token, tenant):
+    members = call(PROFILE_QUERY + ",email", make_token("edge-acme")).json()
+    assert {m["user_id"] for m in members} == set(tenant.member_ids("org_acme"))
+    assert not any("globex" in m["email"] for m in members)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "fields=password",
+        "fields=app_metadata,secret",
+        "fields=email&include_fields=false",
+        "fields=app_metadata&page=0",
+    ],
+)
+def test_bad_fields_are_refused_before_any_upstream_call(call, make_token, tenant, query):
+    assert_auth0_error(
+        call(f"/users?{query}", make_token("edge-acme")), 400, "invalid_query_string"
+    )
+    assert tenant.counts[MEMBERS] == tenant.counts[USERS_SEARCH] == 0
+
+
+def test_a_member_id_cannot_widen_the_users_search(call, make_token, tenant):
+    sneaky = 'auth0|x" OR user_id:"auth0|frank-globex'
+    tenant.add_user(sneaky, "sneaky@acme.example", organizations=["org_acme"])
+    try:
+        members = call(PROFILE_QUERY + ",email", make_token("edge-acme")).json()
+    finally:
+        tenant.remove_member("org_acme", sneaky)
+    assert sneaky in {m["user_id"] for m in members}
+    assert "auth0|frank-globex" not in {m["user_id"] for m in members}
