@@ -24,8 +24,9 @@ bp = Blueprint("users", __name__)
 @require_oauth("read:users")
 @with_organization
 def list_users(org_id: str):
-    """All members of the caller's organization, streamed as one JSON array; or one page of
-    them, when the client asks with Auth0's paging parameters (answered as Auth0 would).
+    """All members of the caller's organization, streamed as one JSON array (with the profile
+    fields named in ``fields``, if any); or one page of them, when the client asks with Auth0's
+    paging parameters (answered as Auth0 would). The query is checked before Auth0 is asked.
 
     The first page is read before the answer starts, so the usual failures keep their status.
     """
