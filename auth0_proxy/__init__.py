@@ -62,8 +62,9 @@ def register_extensions(app: Flask, settings: Settings) -> None:
             # Per tenant, so proxies for different tenants can share one cache safely.
             "CACHE_KEY_PREFIX": f"{proxy.cache_key_prefix}{settings.auth0.domain}:",
             "CACHE_DEFAULT_TIMEOUT": 300,
-            # Files a filesystem cache keeps before pruning: member lists are stored page by page.
-            "CACHE_THRESHOLD": 100_000,
+            # Files a filesystem cache keeps before pruning the expired ones: member lists are
+            # stored page by page, one set of pages per listing (a few hundred MB at most).
+            "CACHE_THRESHOLD": 20_000,
         },
     )
     shared_cache = SharedCache(

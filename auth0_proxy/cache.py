@@ -140,12 +140,14 @@ class SharedCache:
         if entry is None:
             entry = self._create_once(key, create)
         self._remember(key, entry)
-        value, refresh_at = entry
+        value, refresh_at, _ = entry
         if refresh_ahead and time.time() >= refresh_at:
             self._refresh_in_background(key, create)
         return value
 
-    def _create_once(self, key: str, create: Callable[[], tuple[Any, int]]) -> tuple[Any, float]:
+    def _create_once(
+        self, key: str, create: Callable[[], tuple[Any, int]]
+    ) -> tuple[Any, float, float]:
         settled = lambda: self.get(key) is not None or self.get(f"{key}:failed") is not None  # noqa: E731
         with self.lock(key, done=settled):
             entry = self.get(key)
@@ -162,15 +164,16 @@ class SharedCache:
                     error.headers.setdefault("Retry-After", str(self.failure_seconds))
                 raise
 
-    def put(self, key: str, value: Any, ttl: int) -> tuple[Any, float]:
+    def put(self, key: str, value: Any, ttl: int) -> tuple[Any, float, float]:
         """Store a value for get_or_create (with the time to refresh it ahead of expiry)."""
         # cachelib's file cache rounds expiry down to the second: count one second less.
-        entry = (value, time.time() + (ttl - 1) * REFRESH_AHEAD_AT)
+        now = time.time()
+        entry = (value, now + (ttl - 1) * REFRESH_AHEAD_AT, now)  # value, refresh at, stored at
         self.set(key, entry, ttl)
         self._remember(key, entry)
         return entry
 
-    def _recall(self, key: str) -> tuple[Any, float] | None:
+    def _recall(self, key: str) -> tuple[Any, float, float] | None:
         with self._memo_lock:
             memo = self._memo.get(key)
             if memo is None or memo[1] < time.monotonic():
@@ -178,7 +181,7 @@ class SharedCache:
             self._memo.move_to_end(key)
             return memo[0]
 
-    def _remember(self, key: str, entry: tuple[Any, float]) -> None:
+    def _remember(self, key: str, entry: tuple[Any, float, float]) -> None:
         with self._memo_lock:
             self._memo[key] = (entry, time.monotonic() + MEMO_SECONDS)
             self._memo.move_to_end(key)
@@ -189,15 +192,38 @@ class SharedCache:
         if not self.add(f"{key}:refreshing", 1, self.lock_seconds):
             return  # another thread, worker or host is on it
 
+        started = time.time()
+
         def refresh() -> None:
             try:
-                self.put(key, *create())
+                value, ttl = create()
             except APIError as error:
                 log.warning("refreshing %s ahead of expiry failed: %s", key, error.reason)
-            finally:
-                self.delete(f"{key}:refreshing")
+                # Do not try again at once: the current value serves until it expires.
+                self.set(f"{key}:refreshing", 1, max(self.failure_seconds, 1))
+                return
+            current = self.get(key)
+            # A value stored since this refresh began (e.g. keys fetched for a new kid) is newer.
+            if current is None or current[2] < started:
+                self.put(key, value, ttl)
+            self.delete(f"{key}:refreshing")
 
         threading.Thread(target=refresh, name=f"refresh {key}", daemon=True).start()
+
+    def _recall(self, key: str) -> tuple[Any, float, float] | None:
+        with self._memo_lock:
+            memo = self._memo.get(key)
+            if memo is None or memo[1] < time.monotonic():
+                return None
+            self._memo.move_to_end(key)
+            return memo[0]
+
+    def _remember(self, key: str, entry: tuple[Any, float, float]) -> None:
+        with self._memo_lock:
+            self._memo[key] = (entry, time.monotonic() + MEMO_SECONDS)
+            self._memo.move_to_end(key)
+            if len(self._memo) > MEMO_ENTRIES:
+                self._memo.popitem(last=False)
 
     @contextmanager
     def lock(

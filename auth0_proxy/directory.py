@@ -10,11 +10,14 @@ after the membership check for the caller's organization, so no cached answer re
 organization's caller.
 
 Member lists are stored page by page, so a worker streams an organization of any size with one
-page in memory; a reader checks each page belongs to the list it started reading.
+page in memory. Each listing's pages are keyed by its generation, so two fetches of one list
+(a slow first reader, a no-cache read, an expiry) never overwrite each other's pages; the last
+listing stored wins, whole.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -44,9 +47,10 @@ class Directory:
             both, so a caller cannot learn that a user exists in another organization (404).
         """
         organizations = self.management.user_organization_ids
-        if org_id not in self._cached(f"user-orgs:{user_id}", fresh, organizations, user_id):
+        user_key = _key_part(user_id)
+        if org_id not in self._cached(f"user-orgs:{user_key}", fresh, organizations, user_id):
             raise UserNotFound(reason="user is not a member of the caller's organization")
-        return self._cached(f"profile:{user_id}", fresh, self.management.get_user, user_id)
+        return self._cached(f"profile:{user_key}", fresh, self.management.get_user, user_id)
 
     def member_pages(self, org_id: str, *, fresh: bool = False) -> Iterator[str]:
         """The organization's members, page by page, each page as JSON objects joined by commas:
@@ -109,7 +113,7 @@ class Directory:
         for count, page in enumerate(self.management.member_pages(org_id), start=1):
             fragment = _json_fragment(page)
             self.cache.set(
-                f"{key}:page:{count}",
+                f"{key}:{generation}:page:{count}",
                 {"generation": generation, "members": fragment},
                 self.ttl + PAGE_GRACE_SECONDS,
             )
@@ -118,7 +122,7 @@ class Directory:
 
     def _cached_member_pages(self, key: str, listing: dict) -> Iterator[str]:
         for number in range(1, listing["pages"] + 1):
-            page = self.cache.get(f"{key}:page:{number}")
+            page = self.cache.get(f"{key}:{listing['generation']}:page:{number}")
             if page is None or page["generation"] != listing["generation"]:
                 raise UpstreamFailed(
                     "The member list changed while it was being read; ask again.",
@@ -130,3 +134,8 @@ class Directory:
 def _json_fragment(members: list[dict]) -> str:
     """Members as JSON objects joined by commas: a slice of the array GET /users returns."""
     return ",".join(json.dumps(member, separators=(",", ":")) for member in members)
+
+
+def _key_part(user_id: str) -> str:
+    """A user id as a cache key part: hashed, so no id (say "x:lock") can name another entry."""
+    return hashlib.sha256(user_id.encode()).hexdigest()
