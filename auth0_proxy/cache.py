@@ -210,21 +210,6 @@ class SharedCache:
 
         threading.Thread(target=refresh, name=f"refresh {key}", daemon=True).start()
 
-    def _recall(self, key: str) -> tuple[Any, float, float] | None:
-        with self._memo_lock:
-            memo = self._memo.get(key)
-            if memo is None or memo[1] < time.monotonic():
-                return None
-            self._memo.move_to_end(key)
-            return memo[0]
-
-    def _remember(self, key: str, entry: tuple[Any, float, float]) -> None:
-        with self._memo_lock:
-            self._memo[key] = (entry, time.monotonic() + MEMO_SECONDS)
-            self._memo.move_to_end(key)
-            if len(self._memo) > MEMO_ENTRIES:
-                self._memo.popitem(last=False)
-
     @contextmanager
     def lock(
         self, name: str, *, done: Callable[[], bool] = lambda: False, poll_seconds: float = 0.05
