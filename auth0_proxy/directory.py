@@ -57,7 +57,7 @@ class Directory:
         from the cache, or fetched once and stored. Pages are kept serialized, so serving a
         cached list costs no JSON encoding at all.
 
-        :raise UpstreamFailed: the cached list changed or expired while it was being read.
+        :raise UpstreamFailed: a page of the cached list was gone before it was read.
         """
         if not self.ttl:
             yield from map(_json_fragment, self.management.member_pages(org_id))
@@ -113,22 +113,20 @@ class Directory:
         for count, page in enumerate(self.management.member_pages(org_id), start=1):
             fragment = _json_fragment(page)
             self.cache.set(
-                f"{key}:{generation}:page:{count}",
-                {"generation": generation, "members": fragment},
-                self.ttl + PAGE_GRACE_SECONDS,
+                f"{key}:{generation}:page:{count}", fragment, self.ttl + PAGE_GRACE_SECONDS
             )
             yield fragment
         self.cache.set(key, {"generation": generation, "pages": count}, self.ttl)
 
     def _cached_member_pages(self, key: str, listing: dict) -> Iterator[str]:
         for number in range(1, listing["pages"] + 1):
-            page = self.cache.get(f"{key}:{listing['generation']}:page:{number}")
-            if page is None or page["generation"] != listing["generation"]:
+            fragment = self.cache.get(f"{key}:{listing['generation']}:page:{number}")
+            if fragment is None:  # evicted, or the cache failed: the list cannot be completed
                 raise UpstreamFailed(
-                    "The member list changed while it was being read; ask again.",
-                    reason=f"{key}: page {number} missing or of another generation",
+                    "The member list expired while it was being read; ask again.",
+                    reason=f"{key}: page {number} missing",
                 )
-            yield page["members"]
+            yield fragment
 
 
 def _json_fragment(members: list[dict]) -> str:
