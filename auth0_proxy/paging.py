@@ -13,8 +13,9 @@ from werkzeug.datastructures import MultiDict
 
 from .errors import APIError
 
+# Parameter names as loaded ("from" is a Python keyword, so it loads as "from_").
 OFFSET = ("page", "per_page", "include_totals")
-CHECKPOINT = ("from", "take")
+CHECKPOINT = ("from_", "take")
 OFFSET_PAGING_LIMIT = 1000  # records reachable by page/per_page (Management API)
 MEMBER_FIELDS = ("user_id", "email", "name", "picture")
 # The profile fields GET /api/v2/users accepts in `fields` (Management API spec, get_users_by_id).
@@ -71,8 +72,11 @@ class PagingSchema(Schema):
 
     @validates_schema
     def one_kind_of_paging(self, data, **kwargs):
-        if any(name in data for name in OFFSET) and any(name in data for name in ("from_", "take")):
+        if any(name in data for name in OFFSET) and any(name in data for name in CHECKPOINT):
             raise ValidationError("use either page/per_page/include_totals or from/take")
+
+
+PAGING_SCHEMA = PagingSchema()
 
 
 def paging_params(args: MultiDict) -> dict | None:
@@ -84,13 +88,13 @@ def paging_params(args: MultiDict) -> dict | None:
     if any(len(args.getlist(name)) > 1 for name in args):
         raise InvalidQuery("Query validation error: each parameter may be given once.")
     try:
-        query = PagingSchema().load(dict(args))
+        query = PAGING_SCHEMA.load(dict(args))
     except ValidationError as error:
         raise InvalidQuery(f"Query validation error: {_describe(error.messages)}") from None
     query.pop("fields_", None)
     if query.pop("include_fields", True) is False:
         raise InvalidQuery("Query validation error: include_fields=false is not supported.")
-    if "take" in query or "from_" in query:
+    if any(name in query for name in CHECKPOINT):
         checkpoint = {"take": query.get("take", 50)}
         if "from_" in query:
             checkpoint["from"] = query["from_"]
