@@ -136,10 +136,10 @@ class SharedCache:
 
         :raise UpstreamUnavailable: a fetch of this key failed moments ago (503).
         """
-        entry = self._recall(key) or self.get(key)
-        if entry is None:
-            entry = self._create_once(key, create)
-        self._remember(key, entry)
+        entry = self._recall(key)
+        if entry is None:  # remembered for MEMO_SECONDS from this read, however often recalled
+            entry = self.get(key) or self._create_once(key, create)
+            self._remember(key, entry)
         value, refresh_at, _ = entry
         if refresh_ahead and time.time() >= refresh_at:
             self._refresh_in_background(key, create)

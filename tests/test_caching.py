@@ -57,6 +57,23 @@ def test_removed_member_is_refused_within_one_ttl(start_proxy, call, make_token,
         tenant.add_member("org_acme", "auth0|bob-acme")
 
 
+def test_removed_member_is_refused_within_one_ttl_under_steady_traffic(
+    start_proxy, call, make_token, tenant
+):
+    """A worker's memory of the cache is short, and requests do not keep it alive."""
+    proxy = start_proxy(workers=1, cache_ttl_seconds=2)
+    token = make_token("edge-acme")
+    assert call(user_path("auth0|bob-acme"), token, server=proxy).status_code == 200
+    tenant.remove_member("org_acme", "auth0|bob-acme")
+    try:
+        deadline = time.monotonic() + 2 + 1 + 1  # the TTL, the worker's memory, slack
+        while call(user_path("auth0|bob-acme"), token, server=proxy).status_code == 200:
+            assert time.monotonic() < deadline, "a removed member was served past one TTL"
+            time.sleep(0.1)
+    finally:
+        tenant.add_member("org_acme", "auth0|bob-acme")
+
+
 def test_cached_answers_never_reach_another_organization(start_proxy, call, make_token, tenant):
     proxy = start_proxy(workers=2, cache_ttl_seconds=60)
     acme, globex = make_token("edge-acme"), make_token("edge-globex")
