@@ -29,6 +29,7 @@ bench: install  ## throughput, overhead and upstream economy, side by side (need
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		{ echo "make bench needs wrk (apt-get install wrk)"; exit 1; }
 	$(PY) bench/bench.py
+	$(PY) bench/json_encoders.py
 
 lint: install  ## ruff lint and format check, hadolint on the Dockerfile
 	$(VENV)/bin/ruff check .

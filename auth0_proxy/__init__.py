@@ -14,6 +14,7 @@ from .cache import SharedCache
 from .config import Settings, config_path, load_config_file, load_settings
 from .directory import Directory
 from .extensions import cache, require_oauth
+from .json_codec import FastJSONProvider
 from .keys import KeyStore
 from .management import ManagementClient
 from .upstream import Upstream
@@ -35,7 +36,7 @@ def create_app(test_config: Mapping | None = None) -> Flask:
     )
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
-    app.json.sort_keys = False
+    app.json = FastJSONProvider(app)
     configure_logger()
     register_extensions(app, settings)
     register_blueprints(app)

@@ -18,12 +18,14 @@ listing stored wins, whole.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import Iterator
 
+import orjson
+
 from .cache import SharedCache
 from .errors import UpstreamFailed, UserNotFound
+from .json_codec import dumps
 from .management import ManagementClient
 from .schemas import public_profile
 
@@ -85,7 +87,7 @@ class Directory:
         may be missing from this view until Auth0 has indexed them.
         """
         for fragment in self.member_pages(org_id, fresh=fresh):
-            members = json.loads(f"[{fragment}]")
+            members = orjson.loads(f"[{fragment}]")
             if members:
                 ids = [member["user_id"] for member in members]
                 profiles = self.management.search_users(ids, fields)
@@ -131,7 +133,7 @@ class Directory:
 
 def _json_fragment(members: list[dict]) -> str:
     """Members as JSON objects joined by commas: a slice of the array GET /users returns."""
-    return ",".join(json.dumps(member, separators=(",", ":")) for member in members)
+    return dumps(members)[1:-1].decode()
 
 
 def _key_part(user_id: str) -> str:
