@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 
 from authlib.integrations.flask_oauth2 import ResourceProtector
@@ -125,14 +126,21 @@ class Auth0TokenValidator(BearerTokenValidator):
             key_set = self.keys.key_set()
         except APIError:
             key_set = None  # the JWKS is unreachable: _verify answers 401 or 503 as it should
-        claims = self.verified.recall(token_string, key_set)
+        claims = self.verified.recall(token_string, key_set, int(time.time()))
         if claims is None:
             claims = self._verify(token_string)
-            self.verified.remember(token_string, key_set, claims)
-        # Time-bound claims are checked on every use, remembered signature or not.
-        self._check_claims(claims)
-        self._check_client(claims)
+            self._check_claims(claims)
+            self._check_client(claims)
+            self.verified.remember(token_string, key_set, claims, self._valid_between(claims))
         return AccessToken(claims)
+
+    def _valid_between(self, claims: dict) -> tuple[float, float]:
+        """When checked claims pass ``_check_claims`` (first second, first second past): only
+        ``exp``, ``nbf`` and ``iat`` depend on the time, and the registry has checked they are
+        numbers. With the leeway, as the registry applies it."""
+        leeway = self.claims_registry.leeway
+        not_before = max(claims["iat"], claims.get("nbf", claims["iat"]))
+        return not_before - leeway, claims["exp"] + leeway
 
     def _verify(self, token_string: str) -> dict:
         """Signature and header; the token's claims if both are right."""
@@ -200,29 +208,36 @@ class Auth0TokenValidator(BearerTokenValidator):
 
 
 class VerifiedTokens:
-    """Tokens whose signature and header this process verified, by their exact text.
+    """Tokens this process found valid, by their exact text, with the times they stay valid.
 
     The same token is presented again and again until it expires; checking its RS256 signature
-    each time is most of a cached request's work. A token counts as verified only against the
-    key set that verified it: when the JWKS changes (a key withdrawn), it is verified again.
+    and claims each time is most of a cached request's work. A token is recalled only against
+    the key set that verified it (when the JWKS changes, a key withdrawn, it is verified again)
+    and only between the times its claims allow; outside them it is checked in full again, so
+    it gets the same refusal as a token seen for the first time.
     """
 
     def __init__(self, size: int = 10_000):
         self.size = size
-        self._claims: OrderedDict[str, tuple[object, dict]] = OrderedDict()
+        self._claims: OrderedDict[str, tuple[object, dict, float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def recall(self, token_string: str, key_set: object) -> dict | None:
+    def recall(self, token_string: str, key_set: object, now: int) -> dict | None:
         with self._lock:
             entry = self._claims.get(token_string)
-            if entry is None or entry[0] is not key_set:
+            if entry is None:
+                return None
+            verified_by, claims, valid_from, valid_until = entry
+            if verified_by is not key_set or not valid_from <= now < valid_until:
                 return None
             self._claims.move_to_end(token_string)
-            return entry[1]
+            return claims
 
-    def remember(self, token_string: str, key_set: object, claims: dict) -> None:
+    def remember(
+        self, token_string: str, key_set: object, claims: dict, valid: tuple[float, float]
+    ) -> None:
         with self._lock:
-            self._claims[token_string] = (key_set, claims)
+            self._claims[token_string] = (key_set, claims, *valid)
             if len(self._claims) > self.size:
                 self._claims.popitem(last=False)
 

@@ -92,6 +92,17 @@ def test_expiry_within_leeway_is_accepted(call, make_token):
     assert call("/users", make_token(claims={"iat": now - 600, "exp": now - 5})).status_code == 200
 
 
+def test_a_remembered_token_is_refused_once_it_expires(start_proxy, call, make_token):
+    """A worker remembers the tokens it verified, but never past their expiry."""
+    proxy = start_proxy(workers=1, leeway_seconds=0)
+    expires = int(time.time()) + 2
+    token = make_token(claims={"exp": expires})
+    assert [call("/users", token, server=proxy).status_code for _ in range(3)] == [200] * 3
+    time.sleep(expires - time.time() + 0.1)
+    body = assert_invalid_token(call("/users", token, server=proxy))
+    assert body["message"] == "The access token has expired."
+
+
 def test_missing_scope_is_403_insufficient_scope(call, make_token):
     response = call("/users", make_token(scope="read:something-else"))
     assert_auth0_error(response, 403, "insufficient_scope")
