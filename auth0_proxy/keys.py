@@ -42,12 +42,18 @@ class KeyStore:
         keys = self.key_set()
         if kid not in {key.kid for key in keys}:
             self._refetch()
-            self.cache.forget_local(CACHE_KEY)  # another worker may have stored the new keys
-            keys = self.key_set()
+            keys = self._newest_key_set()
         return keys.get_by_kid(kid)
 
     def key_set(self) -> KeySet:
         return self._parse(self.cache.get_or_create(CACHE_KEY, self._fetch, refresh_ahead=True))
+
+    def _newest_key_set(self) -> KeySet:
+        """The keys just refetched, by this worker or another: from the shared cache, not this
+        process's memory of it; with the cache down, this process's own latest keys (fetching
+        again would let a flood of unknown kids fetch the JWKS once per request)."""
+        entry = self.cache.get(CACHE_KEY)
+        return self._parse(entry[0]) if entry is not None else self.key_set()
 
     def _parse(self, jwks: dict) -> KeySet:
         """Parse RSA keys once per JWKS document, not once per request."""
