@@ -142,7 +142,7 @@ class SharedCache:
             self._remember(key, entry)
         value, refresh_at, _ = entry
         if refresh_ahead and time.time() >= refresh_at:
-            self._refresh_in_background(key, create)
+            self.refresh_in_background(key, create)
         return value
 
     def _create_once(
@@ -188,7 +188,9 @@ class SharedCache:
             if len(self._memo) > MEMO_ENTRIES:
                 self._memo.popitem(last=False)
 
-    def _refresh_in_background(self, key: str, create: Callable[[], tuple[Any, int]]) -> None:
+    def refresh_in_background(self, key: str, create: Callable[[], tuple[Any, int]]) -> None:
+        """Store a successor for ``key`` from ``create`` in a background thread, unless another
+        thread, worker or host is already at it; nobody waits for it."""
         if not self.add(f"{key}:refreshing", 1, self.lock_seconds):
             return  # another thread, worker or host is on it
 

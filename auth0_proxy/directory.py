@@ -12,12 +12,14 @@ organization's caller.
 Member lists are stored page by page, so a worker streams an organization of any size with one
 page in memory. Each listing's pages are keyed by its generation, so two fetches of one list
 (a slow first reader, a no-cache read, an expiry) never overwrite each other's pages; the last
-listing stored wins, whole.
+listing stored wins, whole. A list read in the last fifth of its TTL is served as it is while
+one background fetch stores its successor, so while clients keep syncing none waits for a list.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -67,13 +69,16 @@ class Directory:
         key = f"members:{org_id}"
         if fresh:
             self.cache.delete(key)
-        listing = self.cache.get(key)
-        if listing is None:
+        entry = self.cache.get(key)
+        if entry is None:
             with self.cache.lock(key, done=lambda: self.cache.get(key) is not None):
-                listing = self.cache.get(key)
-                if listing is None:
+                entry = self.cache.get(key)
+                if entry is None:
                     yield from self._fetch_member_pages(org_id, key)
                     return
+        listing, refresh_at, _ = entry
+        if time.time() >= refresh_at:  # near its end: the next listing is fetched meanwhile
+            self.cache.refresh_in_background(key, lambda: self._refetch_listing(org_id, key))
         yield from self._cached_member_pages(key, listing)
 
     def member_fields_pages(
@@ -110,25 +115,40 @@ class Directory:
         return self.cache.get_or_create(key, lambda: (fetch(*args), self.ttl))
 
     def _fetch_member_pages(self, org_id: str, key: str) -> Iterator[str]:
-        generation = uuid.uuid4().hex
-        count = 0
-        for count, page in enumerate(self.management.member_pages(org_id), start=1):
+        """Fetch and store the list while yielding its pages; store its listing last."""
+        listing = {"generation": uuid.uuid4().hex, "pages": 0}
+        yield from self._store_pages(org_id, key, listing)
+        self.cache.put(key, listing, self.ttl)
+
+    def _refetch_listing(self, org_id: str, key: str) -> tuple[dict, int]:
+        """Fetch and store the whole list again, for a refresh ahead of expiry."""
+        listing = {"generation": uuid.uuid4().hex, "pages": 0}
+        for _ in self._store_pages(org_id, key, listing):
+            pass
+        return listing, self.ttl
+
+    def _store_pages(self, org_id: str, key: str, listing: dict) -> Iterator[str]:
+        """Each page of the list, stored under the listing's generation and counted in it."""
+        for page in self.management.member_pages(org_id):
+            listing["pages"] += 1
             fragment = _json_fragment(page)
-            self.cache.set(
-                f"{key}:{generation}:page:{count}", fragment, self.ttl + PAGE_GRACE_SECONDS
-            )
+            page_key = _page_key(key, listing, listing["pages"])
+            self.cache.set(page_key, fragment, self.ttl + PAGE_GRACE_SECONDS)
             yield fragment
-        self.cache.set(key, {"generation": generation, "pages": count}, self.ttl)
 
     def _cached_member_pages(self, key: str, listing: dict) -> Iterator[str]:
         for number in range(1, listing["pages"] + 1):
-            fragment = self.cache.get(f"{key}:{listing['generation']}:page:{number}")
+            fragment = self.cache.get(_page_key(key, listing, number))
             if fragment is None:  # evicted, or the cache failed: the list cannot be completed
                 raise UpstreamFailed(
                     "The member list expired while it was being read; ask again.",
                     reason=f"{key}: page {number} missing",
                 )
             yield fragment
+
+
+def _page_key(key: str, listing: dict, number: int) -> str:
+    return f"{key}:{listing['generation']}:page:{number}"
 
 
 def _json_fragment(members: list[dict]) -> str:

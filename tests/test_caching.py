@@ -16,6 +16,7 @@ MEMBERS = "GET /api/v2/organizations/{id}/members"
 USER = "GET /api/v2/users/{id}"
 USER_ORGS = "GET /api/v2/users/{id}/organizations"
 TOKEN = "POST /oauth/token"
+JWKS = "GET /.well-known/jwks.json"
 NO_CACHE = {"Cache-Control": "no-cache"}
 
 
@@ -30,6 +31,38 @@ def test_member_list_is_read_once_per_ttl_by_all_workers(start_proxy, call, make
         response = call("/users", token, server=proxy)
         assert ids(response) == set(tenant.member_ids("org_acme"))
     assert tenant.counts[MEMBERS] == 1
+
+
+def test_member_list_near_its_ttl_is_refreshed_while_it_is_served(
+    start_proxy, call, make_token, tenant
+):
+    """In the last fifth of its TTL a list is served as it is while one background fetch
+    replaces it: while clients keep syncing, none of them waits for Auth0."""
+    proxy = start_proxy(workers=1, cache_ttl_seconds=6)  # refreshed from 0.8 * (6 - 1) = 4 s
+    token = make_token("edge-acme")
+    started = time.monotonic()
+    assert call("/users", token, server=proxy).status_code == 200
+    tenant.add_member("org_acme", "auth0|frank-globex")
+    try:
+        time.sleep(started + 4.3 - time.monotonic())
+        request_ids = []
+        while True:
+            request_ids.append(uuid.uuid4().hex)
+            listed = ids(call("/users", token, server=proxy, headers={"X-Request-ID": request_ids[-1]}))
+            if "auth0|frank-globex" in listed:
+                break
+            assert time.monotonic() < started + 6, "the list was not refreshed ahead of its TTL"
+            time.sleep(0.1)
+        time.sleep(started + 6.5 - time.monotonic())  # past the first listing's TTL
+        request_ids.append(uuid.uuid4().hex)
+        call("/users", token, server=proxy, headers={"X-Request-ID": request_ids[-1]})
+    finally:
+        tenant.remove_member("org_acme", "auth0|frank-globex")
+    assert tenant.counts[MEMBERS] == 2  # the first listing and its one successor
+    lines = {line["request_id"]: line for line in proxy.log_records() if "request_id" in line}
+    assert [lines[request_id]["upstream_calls"] for request_id in request_ids] == [0] * len(
+        request_ids
+    )
 
 
 def test_no_cache_reads_fresh_once_per_interval_per_client(start_proxy, call, make_token, tenant):
@@ -169,6 +202,23 @@ def test_cache_outage_degrades_to_direct_upstream_calls(start_proxy, call, make_
         assert call(user_path("auth0|alice-acme"), token, server=proxy).status_code == 200
     assert tenant.counts[MEMBERS] == 3  # no cache: every request went to Auth0, none failed
     assert "cache unavailable (ConnectionError); serving from Auth0 directly" in proxy.log_text()
+
+
+def test_cache_outage_does_not_let_unknown_key_ids_fetch_the_jwks_per_request(
+    start_proxy, call, make_token, tenant
+):
+    """Without the shared cache a worker still keeps what it fetched for a second, so a flood of
+    made-up kids costs at most a couple of JWKS fetches a second, not one a request."""
+    pytest.importorskip("redis")
+    proxy = start_proxy(workers=1, cache_type="redis", cache_redis_url="redis://127.0.0.1:1/0")
+    assert call("/users", make_token(), server=proxy).status_code == 200
+    tenant.reset_counts()
+    started = time.monotonic()
+    for n in range(40):
+        token = make_token(header={"kid": f"made-up-{n}"})
+        assert call("/users", token, server=proxy).status_code == 401
+    seconds = time.monotonic() - started
+    assert tenant.counts[JWKS] <= 2 * math.ceil(seconds + 1)
 
 
 def test_streamed_list_is_valid_json_of_the_whole_organization(start_proxy, make_token, tenant):
