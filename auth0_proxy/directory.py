@@ -29,7 +29,8 @@ from .cache import SharedCache
 from .errors import UpstreamFailed, UserNotFound
 from .json_codec import dumps
 from .management import ManagementClient
-from .schemas import public_profile
+from .paging import beyond_member_fields
+from .schemas import only_fields, public_profile
 
 # Pages outlive their list's entry, so a reader that found the entry finds every page.
 PAGE_GRACE_SECONDS = 60
@@ -84,19 +85,21 @@ class Directory:
     def member_fields_pages(
         self, org_id: str, fields: list[str], *, fresh: bool = False
     ) -> Iterator[str]:
-        """The members with the profile fields asked for, page by page (JSON fragments).
+        """The members with just the fields asked for, page by page (JSON fragments).
 
-        Each page of the member list becomes one users search for its members: a page of 50
+        Member fields come from the member list itself. Any other profile field needs profiles:
+        each page of the member list becomes one users search for its members, and a page of 50
         (the default page size; the search answers up to 100 per call) keeps the query's URL
         to a few kilobytes. The search is eventually consistent, so a member added moments ago
         may be missing from this view until Auth0 has indexed them.
         """
+        needs_profiles = beyond_member_fields(fields)
         for fragment in self.member_pages(org_id, fresh=fresh):
             members = orjson.loads(f"[{fragment}]")
-            if members:
-                ids = [member["user_id"] for member in members]
-                profiles = self.management.search_users(ids, fields)
-                yield _json_fragment([public_profile(profile) for profile in profiles])
+            if members and needs_profiles:
+                found = self.management.search_users([m["user_id"] for m in members], fields)
+                members = [public_profile(profile) for profile in found]
+            yield _json_fragment([only_fields(member, fields) for member in members])
 
     def member_page(self, org_id: str, params: dict) -> dict:
         """One page, exactly as the client asked for it; not cached (a paging client follows

@@ -80,6 +80,11 @@ users_page = UsersPageSchema()
 user_organizations_page = UserOrganizationsPageSchema()
 
 
+def only_fields(record: dict, fields: list[str]) -> dict:
+    """The record with just the fields asked for, those it has, as Auth0's ``fields`` gives."""
+    return {name: record[name] for name in fields if name in record}
+
+
 def public_profile(user: dict) -> dict:
     """The Auth0 profile as Auth0 returns it, without identity-provider tokens."""
     identities = user.get("identities")

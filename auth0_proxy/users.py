@@ -13,7 +13,7 @@ from .errors import APIError
 from .extensions import require_oauth
 from .organization import with_organization
 from .paging import InvalidQuery, beyond_member_fields, paging_params, requested_fields
-from .schemas import public_profile
+from .schemas import only_fields, public_profile
 
 log = logging.getLogger(__name__)
 
@@ -24,21 +24,21 @@ bp = Blueprint("users", __name__)
 @require_oauth("read:users")
 @with_organization
 def list_users(org_id: str):
-    """All members of the caller's organization, streamed as one JSON array (with the profile
+    """All members of the caller's organization, streamed as one JSON array (with just the
     fields named in ``fields``, if any); or one page of them, when the client asks with Auth0's
     paging parameters (answered as Auth0 would). The query is checked before Auth0 is asked.
 
     The first page is read before the answer starts, so the usual failures keep their status.
     """
     paging, fields = paging_params(request.args), requested_fields(request.args)
-    if beyond_member_fields(fields):
-        if paging is not None:
+    if paging is not None:
+        if beyond_member_fields(fields):
             raise InvalidQuery("Query validation error: profile fields need the whole list.")
-        pages = directory().member_fields_pages(org_id, fields, fresh=wants_fresh_read())
-    elif paging is not None:
-        return jsonify(member_page(org_id, paging))
-    else:
+        return jsonify(member_page(org_id, paging, fields))
+    if fields is None:
         pages = directory().member_pages(org_id, fresh=wants_fresh_read())
+    else:
+        pages = directory().member_fields_pages(org_id, fields, fresh=wants_fresh_read())
     first_page = next(pages, "")
     body = stream_with_context(json_array([first_page], pages))
     return Response(body, mimetype="application/json")
@@ -53,10 +53,12 @@ def get_user(org_id: str, user_id: str):
     return jsonify(public_profile(profile))
 
 
-def member_page(org_id: str, paging: dict) -> dict | list:
+def member_page(org_id: str, paging: dict, fields: list[str] | None) -> dict | list:
     """One page in Auth0's shape: a bare array unless totals or a checkpoint were asked for."""
     include_totals = paging.pop("include_totals", False)
     page = directory().member_page(org_id, paging)
+    if fields is not None:
+        page["members"] = [only_fields(member, fields) for member in page["members"]]
     if "take" in paging or include_totals:
         return page
     return page["members"]

@@ -84,6 +84,19 @@ def test_profile_fields_come_in_batches_through_the_users_search(call, make_toke
     assert tenant.counts["GET /api/v2/users/{id}"] == 0
 
 
+def test_member_fields_filter_the_list_without_the_users_search(call, make_token, tenant):
+    members = call("/users?fields=email", make_token("edge-acme")).json()
+    assert {m["user_id"] for m in members} == set(tenant.member_ids("org_acme"))
+    assert all(set(m) == {"user_id", "email"} for m in members)
+    assert tenant.counts[MEMBERS] == 1 and tenant.counts[USERS_SEARCH] == 0
+
+
+def test_member_fields_filter_a_page(call, make_token, tenant):
+    body = call("/users?fields=name&take=3", make_token("edge-big")).json()
+    assert [set(m) for m in body["members"]] == [{"user_id", "name"}] * 3
+    assert "next" in body
+
+
 def test_profile_fields_never_include_another_organizations_users(call, make_token, tenant):
     members = call(PROFILE_QUERY + ",email", make_token("edge-acme")).json()
     assert {m["user_id"] for m in members} == set(tenant.member_ids("org_acme"))
