@@ -35,6 +35,20 @@ def test_management_token_and_jwks_fetched_once_across_two_workers(
     assert len(workers) == 2, "both gunicorn workers should have served requests"
 
 
+def test_connections_to_auth0_are_kept_alive_and_reused(
+    start_proxy, call, make_token, tenant, tenant_server
+):
+    """One pooled session per worker: every upstream call after the first reuses a connection."""
+    proxy = start_proxy(workers=1, threads=1)
+    token = make_token("edge-acme")
+    assert call("/users", token, server=proxy).status_code == 200
+    connections, calls = tenant_server.connections, sum(tenant.counts.values())
+    for _ in range(10):
+        assert call(user_path("auth0|alice-acme"), token, server=proxy).status_code == 200
+    assert sum(tenant.counts.values()) - calls == 20  # uncached: membership and profile each
+    assert tenant_server.connections == connections
+
+
 def test_revoked_management_token_is_replaced_without_an_error(
     start_proxy, call, make_token, tenant
 ):

@@ -42,8 +42,8 @@ class RouteMatch:
 def raw_request_uri(environ: Mapping[str, object]) -> str:
     """The request target exactly as the client sent it (percent-encoding intact).
 
-    The werkzeug server provides ``REQUEST_URI``/``RAW_URI``; other WSGI servers (or Flask's test
-    client) may not, so fall back to re-encoding the decoded path.
+    cheroot and werkzeug provide ``REQUEST_URI`` (werkzeug also ``RAW_URI``); other servers
+    (or the test client) may not, so fall back to re-encoding the decoded path.
     """
     for key in ("REQUEST_URI", "RAW_URI"):
         value = environ.get(key)

@@ -1,46 +1,36 @@
-"""Serve a Tenant over real HTTPS on loopback, in a background thread."""
+"""Serve a Tenant over real HTTPS on loopback, in a background thread.
+
+The server is cheroot's: HTTP/1.1 with kept-alive connections, as Auth0 serves, so a client's
+connection reuse is exercised and can be counted (``connections``). werkzeug's development
+server closes every connection after one answer.
+"""
 
 from __future__ import annotations
 
-import ssl
 import tempfile
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+from cheroot import wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from .app import create_app
 from .certs import CertificatePaths, generate_certificates
 from .tenant import Tenant
 
-# How often the serving loop checks for stop(); werkzeug's 0.5 s default makes stop() that slow.
-SHUTDOWN_POLL_SECONDS = 0.02
+# Threads serve requests (idle kept-alive connections wait in a selector, not in a thread):
+# enough for the slow answers tests inject to many concurrent callers.
+SERVING_THREADS = 64
+# An idle kept-alive connection is closed after this long, as a real server does.
+IDLE_SECONDS = 30
 
 
-class _QuietRequestHandler(WSGIRequestHandler):
-    """No per-request access log on stderr: tests and the demo stay readable.
+class _QuietServer(wsgi.Server):
+    """cheroot's threaded HTTP/1.1 server, quiet: clients that hang up or refuse the
+    certificate are not worth a traceback on stderr."""
 
-    The app sets ``Date`` itself (a fault may give the tenant a skewed clock), so the server
-    does not add a second one as http.server's ``send_response`` would.
-    """
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        pass
-
-    def send_response(self, code: int, message: str | None = None) -> None:
-        self.send_response_only(code, message)
-        self.send_header("Server", self.version_string())
-
-
-class _QuietServer(ThreadedWSGIServer):
-    """Clients that hang up or refuse the certificate are not worth a traceback."""
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass
-
-    def log(self, type: str, message: str, *args: Any) -> None:
+    def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
         pass
 
 
@@ -73,19 +63,22 @@ class TenantServer:
             return self
         self._certificates = generate_certificates(self._certificate_directory())
         server = _QuietServer(
-            self.host,
-            self._requested_port,
+            (self.host, self._requested_port),
             create_app(self.tenant),
-            handler=_QuietRequestHandler,
-            ssl_context=self._ssl_context(self._certificates),
+            numthreads=SERVING_THREADS,
+            request_queue_size=128,
+            timeout=IDLE_SECONDS,
+            shutdown_timeout=1,
         )
-        self.tenant.domain = f"localhost:{server.server_port}"
+        server.ssl_adapter = BuiltinSSLAdapter(
+            str(self._certificates.cert), str(self._certificates.key)
+        )
+        server.stats["Enabled"] = True  # counts accepted connections
+        server.prepare()  # binds: the port is known from here on
+        self.tenant.domain = f"localhost:{self._bound_port(server)}"
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
-            name=f"emulated-tenant-{self.port}",
-            daemon=True,
+            target=server.serve, name=f"emulated-tenant-{self.port}", daemon=True
         )
         self._thread.start()
         return self
@@ -95,8 +88,7 @@ class TenantServer:
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            server.stop()
         if thread is not None:
             thread.join(timeout=5)
         if self._temporary_dir is not None:
@@ -118,7 +110,12 @@ class TenantServer:
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError("server is not running")
-        return self._server.server_port
+        return self._bound_port(self._server)
+
+    @property
+    def connections(self) -> int:
+        """How many connections the tenant has accepted since it started."""
+        return self._server.stats["Accepts"] if self._server is not None else 0
 
     @property
     def domain(self) -> str:
@@ -143,7 +140,5 @@ class TenantServer:
         return Path(self._temporary_dir.name)
 
     @staticmethod
-    def _ssl_context(certificates: CertificatePaths) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(certificates.cert, certificates.key)
-        return context
+    def _bound_port(server: _QuietServer) -> int:
+        return server.bind_addr[1]
