@@ -9,7 +9,9 @@ result. Prints one table.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -30,7 +32,7 @@ from tests.harness import ProxyServer  # noqa: E402
 
 UPSTREAM_LATENCY_SECONDS = 0.020
 PAGE_SIZE = 50
-ORGS = {"org_bench": 500, "org_sync": 10_000, "org_herd": 2_500}
+ORGS = {"org_bench": 500, "org_sync": 10_000, "org_herd": 2_500, "org_huge": 100_000}
 MEMBERS = "GET /api/v2/organizations/{id}/members"
 
 
@@ -82,7 +84,16 @@ def build_tenant():
     return tenant
 
 
-def start_proxy(tenant_server, config: dict, workers: int, threads: int, app: str = "wsgi:app"):
+def start_proxy(
+    tenant_server,
+    config: dict,
+    workers: int,
+    threads: int,
+    app: str = "wsgi:app",
+    log_level: str = "INFO",
+):
+    """The proxy (or ``app``) under gunicorn; by default as deployed, with one JSON log line
+    per request (INFO), written to a file."""
     return ProxyServer(
         config,
         ca_bundle=tenant_server.ca_bundle,
@@ -90,8 +101,26 @@ def start_proxy(tenant_server, config: dict, workers: int, threads: int, app: st
         threads=threads,
         workdir=tempfile.mkdtemp(prefix="bench-"),
         app=app,
-        env={"LOG_LEVEL": "WARNING"},
+        env={"LOG_LEVEL": log_level},
     ).start()
+
+
+def cpu_seconds(server: ProxyServer) -> float:
+    """CPU time (user and system) of gunicorn's master and workers so far."""
+    ticks = 0
+    for pid in [server.process.pid, *worker_pids(server)]:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measured(server: ProxyServer, path: str, token: str | None, args) -> dict:
+    """One wrk run against ``server``, with the server's CPU time per request: steadier than
+    requests/s on a shared machine, since time other tenants take from it does not count."""
+    before = cpu_seconds(server)
+    result = wrk(server.url + path, token, args.seconds, args.connections)
+    result["cpu_us"] = 1e6 * (cpu_seconds(server) - before) / max(result["requests"], 1)
+    return result
 
 
 def main() -> int:
@@ -127,24 +156,37 @@ def main() -> int:
             return result
 
         proxy = start_proxy(tenant_server, config, args.workers, args.threads)
+        quiet = start_proxy(tenant_server, config, args.workers, args.threads, log_level="WARNING")
         hello = start_proxy(tenant_server, config, args.workers, args.threads, "bench.hello:app")
         try:
             headers = {"Authorization": f"Bearer {token}"}
-            for path in (member_path, "/users"):  # warm the cache
-                requests.get(f"{proxy.url}{path}", headers=headers, timeout=60).raise_for_status()
+            for server, path in [(proxy, member_path), (proxy, "/users"), (quiet, member_path)]:
+                response = requests.get(f"{server.url}{path}", headers=headers, timeout=60)
+                response.raise_for_status()  # and the cache is warm
             before = sum(tenant.counts.values())
             # The proxy and its ceiling run one after the other, round by round, so that what
-            # the machine is doing meanwhile weighs on both alike.
-            proxy_user, ceiling = interleaved(
-                lambda: wrk(proxy.url + member_path, token, args.seconds, args.connections),
-                lambda: wrk(hello.url + "/healthz", None, args.seconds, args.connections),
+            # the machine is doing meanwhile weighs on all alike.
+            warm = interleaved(
+                {
+                    "proxy GET /users/<id> (warm)": lambda: measured(
+                        proxy, member_path, token, args
+                    ),
+                    "  the same, LOG_LEVEL=WARNING": lambda: measured(
+                        quiet, member_path, token, args
+                    ),
+                    "bare Flask hello, same gunicorn": lambda: measured(
+                        hello, "/healthz", None, args
+                    ),
+                },
                 args.rounds,
             )
-            rows.append(("proxy GET /users/<id> (warm)", proxy_user))
+            proxy_user, without_log, ceiling = warm.values()
+            rows.extend(list(warm.items())[:2])
             proxy_list = run("proxy GET /users, 500 members (warm)", proxy.url + "/users", token)
-            rows.append(("bare Flask hello, same gunicorn", ceiling))
+            rows.append(list(warm.items())[2])
             upstream_warm = sum(tenant.counts.values()) - before
-            per_thousand = 1000 * upstream_warm / (proxy_user["requests"] + proxy_list["requests"])
+            warm_requests = sum(r["requests"] for r in (proxy_user, without_log, proxy_list))
+            per_thousand = 1000 * upstream_warm / warm_requests
 
             mgmt = tenant.issue_token(MGMT_CLIENT_ID, tenant.management_audience)
             tenant_user = run(
@@ -161,8 +203,9 @@ def main() -> int:
             sync = cold_sync(tenant, proxy, "org_sync")
             herd = cold_herd(tenant, proxy, "org_herd")
         finally:
-            proxy.stop()
-            hello.stop()
+            for server in (proxy, quiet, hello):
+                server.stop()
+        huge = streaming_memory(tenant, tenant_server, config, "org_huge")
 
         settings_rows = compare_gunicorn_settings(tenant_server, config, member_path, token, args)
 
@@ -171,7 +214,13 @@ def main() -> int:
     summary = [
         (
             "proxy / bare-Flask throughput, warm GET /users/<id>",
-            f"{proxy_user['rps'] / ceiling['rps']:.2f}  (goal >= 0.7)",
+            f"{proxy_user['rps'] / ceiling['rps']:.2f}  (goal >= 0.7); "
+            f"{without_log['rps'] / ceiling['rps']:.2f} with LOG_LEVEL=WARNING",
+        ),
+        (
+            "bare-Flask / proxy CPU per request, the same",
+            f"{ceiling['cpu_us'] / proxy_user['cpu_us']:.2f}; "
+            f"{ceiling['cpu_us'] / without_log['cpu_us']:.2f} with LOG_LEVEL=WARNING",
         ),
         (
             "proxy p50 - tenant p50, GET /users/<id>",
@@ -186,6 +235,11 @@ def main() -> int:
         (
             f"50 concurrent cold requests for one list of {ORGS['org_herd']:,}",
             f"{herd['fetches']:.0f} upstream listing(s), {herd['calls']} page calls  (goal 1)",
+        ),
+        (
+            f"streaming a cold list of {ORGS['org_huge']:,} members",
+            f"{huge['members']:,} members, {huge['mib']:.1f} MiB of JSON; worker peak RSS "
+            f"{huge['before']:.0f} MiB before, {huge['after']:.0f} MiB after",
         ),
         (
             "non-2xx answers during the wrk runs",
@@ -217,11 +271,16 @@ def compare_gunicorn_settings(tenant_server, config, member_path, token, args) -
     return rows
 
 
-def interleaved(first, second, rounds: int) -> tuple[dict, dict]:
-    """Median results of two measurements taken in alternation."""
-    results = [(first(), second()) for _ in range(rounds)]
-    median = lambda runs: sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]  # noqa: E731
-    return median([a for a, _ in results]), median([b for _, b in results])
+def interleaved(measurements: dict, rounds: int) -> dict:
+    """The median result (by requests/s) of each measurement, taken in turn, round by round."""
+    runs = {label: [] for label in measurements}
+    for _ in range(rounds):
+        for label, measure in measurements.items():
+            runs[label].append(measure())
+    return {
+        label: sorted(results, key=lambda r: r["rps"])[len(results) // 2]
+        for label, results in runs.items()
+    }
 
 
 def cold_sync(tenant, proxy: ProxyServer, org: str) -> dict:
@@ -259,10 +318,35 @@ def cold_herd(tenant, proxy: ProxyServer, org: str) -> dict:
     return {"calls": calls, "fetches": calls / math.ceil(ORGS[org] / PAGE_SIZE)}
 
 
+def streaming_memory(tenant, tenant_server, config: dict, org: str) -> dict:
+    """Peak memory of the one worker that streams a cold list of ``ORGS[org]`` members, before
+    and after. The tenant answers at once here: this row measures memory, not time."""
+    latency, tenant.latency = tenant.latency, 0.0
+    proxy = start_proxy(tenant_server, config, workers=1, threads=8)
+    try:
+        token = tenant.issue_token(org.replace("org_", "edge-"), API_AUDIENCE, scope="read:users")
+        headers = {"Authorization": f"Bearer {token}"}
+        requests.get(f"{proxy.url}/users/unknown", headers=headers, timeout=60)  # warm up
+        before = peak_rss_mib(worker_pids(proxy))
+        with requests.get(f"{proxy.url}/users", headers=headers, timeout=600, stream=True) as r:
+            r.raise_for_status()
+            body = b"".join(r.iter_content(chunk_size=1 << 16))
+        return {
+            "members": len(json.loads(body)),
+            "mib": len(body) / 2**20,
+            "before": before,
+            "after": peak_rss_mib(worker_pids(proxy)),
+        }
+    finally:
+        proxy.stop()
+        tenant.latency = latency
+
+
 def print_table(rows: list[tuple[str, dict]]) -> None:
-    print(f"{'endpoint':<42} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9}")
-    for label, result in rows:
-        print(f"{label:<42} {result['rps']:>9.0f} {result['p50']:>9.1f} {result['p99']:>9.1f}")
+    print(f"{'endpoint':<42} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'CPU us/req':>11}")
+    for label, r in rows:
+        cpu = f"{r['cpu_us']:>11.0f}" if "cpu_us" in r else ""
+        print(f"{label:<42} {r['rps']:>9.0f} {r['p50']:>9.1f} {r['p99']:>9.1f} {cpu}")
 
 
 if __name__ == "__main__":
