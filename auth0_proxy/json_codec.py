@@ -15,11 +15,22 @@ from flask.json.provider import JSONProvider
 
 
 def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON; anything not JSON-native is written as its ``str``."""
+    """Compact UTF-8 JSON. Types neither encoder knows are written as their ``str``.
+
+    What orjson refuses and Auth0 data may hold (an integer beyond 64 bits, a lone surrogate
+    in a name, a non-string key) is encoded by the standard library instead, escaped to ASCII.
+    """
     try:
         return orjson.dumps(value, default=str)
-    except orjson.JSONEncodeError:  # orjson refuses integers beyond 64 bits; Auth0 metadata may not
-        return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":")).encode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, default=str, separators=(",", ":")).encode()
+
+
+def ascii_dumps(value: Any) -> str:
+    """JSON as plain ASCII, every other character escaped: for log lines, which a reader must
+    not be able to split or disguise with a line separator (U+2028) taken from a caller's path."""
+    text = dumps(value).decode()
+    return text if text.isascii() else json.dumps(value, default=str, separators=(",", ":"))
 
 
 class FastJSONProvider(JSONProvider):

@@ -15,7 +15,7 @@ import time
 
 from flask import Flask, g, has_app_context, request
 
-from .json_codec import dumps
+from .json_codec import ascii_dumps
 
 log = logging.getLogger("auth0_proxy.request")
 
@@ -84,7 +84,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         # Redact the whole line: the path and the reason are caller input too.
-        return redact(dumps(line).decode())
+        return redact(ascii_dumps(line))
 
 
 JsonFormatter.converter = time.gmtime
