@@ -26,8 +26,12 @@ from .errors import APIError, UpstreamUnavailable
 log = logging.getLogger(__name__)
 
 OUTAGE_LOG_INTERVAL_SECONDS = 10
-# Share of a value's lifetime after which refresh_ahead fetches its successor.
+# Share of a value's lifetime after which refresh_ahead fetches its successor (earlier for a
+# value that is slow to fetch: see SharedCache.put).
 REFRESH_AHEAD_AT = 0.8
+# Background refreshes a process runs at once; beyond them, values expire and are fetched by
+# the request that next needs them, as without refresh-ahead.
+MAX_REFRESHES = 4
 # get_or_create values a process keeps in memory: for at most this long, this many of them.
 MEMO_SECONDS = 1.0
 MEMO_ENTRIES = 4096
@@ -80,6 +84,7 @@ class SharedCache:
         # cache (a file or a Redis round trip, and unpickling) for the same key every time.
         self._memo: OrderedDict[str, tuple[Any, float]] = OrderedDict()
         self._memo_lock = threading.Lock()
+        self._refresh_slots = threading.BoundedSemaphore(MAX_REFRESHES)
 
     # A cache outage must cost speed, not answers: every operation that fails is logged and
     # taken as a miss (get), a no-op (set, delete) or a granted lock (add), so requests go
@@ -142,7 +147,7 @@ class SharedCache:
             self._remember(key, entry)
         value, refresh_at, _ = entry
         if refresh_ahead and time.time() >= refresh_at:
-            self.refresh_in_background(key, create)
+            self.refresh_in_background(key, create, entry)
         return value
 
     def _create_once(
@@ -154,8 +159,10 @@ class SharedCache:
             if entry is not None:
                 return entry
             self._raise_recent_failure(key)
+            started = time.monotonic()
             try:
-                return self.put(key, *create())
+                value, ttl = create()
+                return self.put(key, value, ttl, fetch_seconds=time.monotonic() - started)
             except APIError as error:
                 # Remember Auth0's failures, not its answers (a 404 is an answer).
                 if self.failure_seconds > 0 and error.status_code >= 500:
@@ -164,11 +171,16 @@ class SharedCache:
                     error.headers.setdefault("Retry-After", str(self.failure_seconds))
                 raise
 
-    def put(self, key: str, value: Any, ttl: int) -> tuple[Any, float, float]:
-        """Store a value for get_or_create (with the time to refresh it ahead of expiry)."""
-        # cachelib's file cache rounds expiry down to the second: count one second less.
+    def put(
+        self, key: str, value: Any, ttl: int, *, fetch_seconds: float = 0.0
+    ) -> tuple[Any, float, float]:
+        """Store a value for get_or_create, with the time to refresh it ahead of expiry: the
+        last fifth of its lifetime, or earlier by twice what fetching it took, so that a slow
+        fetch (a long member list) is done before the value expires."""
         now = time.time()
-        entry = (value, now + (ttl - 1) * REFRESH_AHEAD_AT, now)  # value, refresh at, stored at
+        lifetime = ttl - 1  # cachelib's file cache rounds expiry down to the second
+        lead = max(lifetime * (1 - REFRESH_AHEAD_AT), 2 * fetch_seconds)
+        entry = (value, now + max(lifetime - lead, 0), now)  # value, refresh at, stored at
         self.set(key, entry, ttl)
         self._remember(key, entry)
         return entry
@@ -188,27 +200,43 @@ class SharedCache:
             if len(self._memo) > MEMO_ENTRIES:
                 self._memo.popitem(last=False)
 
-    def refresh_in_background(self, key: str, create: Callable[[], tuple[Any, int]]) -> None:
-        """Store a successor for ``key`` from ``create`` in a background thread, unless another
-        thread, worker or host is already at it; nobody waits for it."""
-        if not self.add(f"{key}:refreshing", 1, self.lock_seconds):
+    def refresh_in_background(
+        self,
+        key: str,
+        create: Callable[[], tuple[Any, int]],
+        current: tuple[Any, float, float],
+        *,
+        seconds: int = 0,
+    ) -> None:
+        """Store a successor to ``current`` (the entry under ``key``) from ``create``, in a
+        background thread: nobody waits for it.
+
+        One refresh of a key runs at a time across threads, workers and hosts (for at most
+        ``seconds``, or ``lock_seconds`` if longer: how long one may take), and at most
+        ``MAX_REFRESHES`` in a process. A refresh replaces only the entry it was started for,
+        never one stored meanwhile (keys fetched for a new kid, a no-cache read).
+        """
+        if not self._refresh_slots.acquire(blocking=False):
+            return
+        marker = f"{key}:refreshing"
+        if not self.add(marker, 1, max(seconds, self.lock_seconds)):
+            self._refresh_slots.release()
             return  # another thread, worker or host is on it
 
-        started = time.time()
-
         def refresh() -> None:
+            started = time.monotonic()
             try:
                 value, ttl = create()
+                latest = self.get(key)
+                if latest is None or latest[2] == current[2]:
+                    self.put(key, value, ttl, fetch_seconds=time.monotonic() - started)
+                self.delete(marker)
             except APIError as error:
                 log.warning("refreshing %s ahead of expiry failed: %s", key, error.reason)
                 # Do not try again at once: the current value serves until it expires.
-                self.set(f"{key}:refreshing", 1, max(self.failure_seconds, 1))
-                return
-            current = self.get(key)
-            # A value stored since this refresh began (e.g. keys fetched for a new kid) is newer.
-            if current is None or current[2] < started:
-                self.put(key, value, ttl)
-            self.delete(f"{key}:refreshing")
+                self.set(marker, 1, max(self.failure_seconds, 1))
+            finally:
+                self._refresh_slots.release()
 
         threading.Thread(target=refresh, name=f"refresh {key}", daemon=True).start()
 

@@ -12,8 +12,9 @@ organization's caller.
 Member lists are stored page by page, so a worker streams an organization of any size with one
 page in memory. Each listing's pages are keyed by its generation, so two fetches of one list
 (a slow first reader, a no-cache read, an expiry) never overwrite each other's pages; the last
-listing stored wins, whole. A list read in the last fifth of its TTL is served as it is while
-one background fetch stores its successor, so while clients keep syncing none waits for a list.
+listing stored wins, whole. A list read in the last fifth of its TTL (earlier if it is slow to
+fetch) is served as it is while one background fetch stores its successor, so while clients keep
+syncing none waits for a list.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from .schemas import only_fields, public_profile
 
 # Pages outlive their list's entry, so a reader that found the entry finds every page.
 PAGE_GRACE_SECONDS = 60
+# Renamed whenever what is stored under it changes shape, so that a proxy never reads an entry
+# an older (or newer) version left in a shared or persistent cache: "members:" held a bare dict.
+MEMBER_LIST_KEY = "member-list:{org_id}"
 
 
 class Directory:
@@ -67,7 +71,7 @@ class Directory:
         if not self.ttl:
             yield from map(_json_fragment, self.management.member_pages(org_id))
             return
-        key = f"members:{org_id}"
+        key = MEMBER_LIST_KEY.format(org_id=org_id)
         if fresh:
             self.cache.delete(key)
         entry = self.cache.get(key)
@@ -79,7 +83,8 @@ class Directory:
                     return
         listing, refresh_at, _ = entry
         if time.time() >= refresh_at:  # near its end: the next listing is fetched meanwhile
-            self.cache.refresh_in_background(key, lambda: self._refetch_listing(org_id, key))
+            refetch = lambda: self._refetch_listing(org_id, key)  # noqa: E731
+            self.cache.refresh_in_background(key, refetch, entry, seconds=self.ttl)
         yield from self._cached_member_pages(key, listing)
 
     def member_fields_pages(
@@ -119,9 +124,10 @@ class Directory:
 
     def _fetch_member_pages(self, org_id: str, key: str) -> Iterator[str]:
         """Fetch and store the list while yielding its pages; store its listing last."""
+        started = time.monotonic()
         listing = {"generation": uuid.uuid4().hex, "pages": 0}
         yield from self._store_pages(org_id, key, listing)
-        self.cache.put(key, listing, self.ttl)
+        self.cache.put(key, listing, self.ttl, fetch_seconds=time.monotonic() - started)
 
     def _refetch_listing(self, org_id: str, key: str) -> tuple[dict, int]:
         """Fetch and store the whole list again, for a refresh ahead of expiry."""

@@ -6,9 +6,10 @@ import contextlib
 import threading
 import time
 
+import pytest
 from cachelib import SimpleCache
 
-from auth0_proxy.cache import SharedCache
+from auth0_proxy.cache import MAX_REFRESHES, SharedCache
 from auth0_proxy.config import load_settings
 from auth0_proxy.directory import Directory
 from auth0_proxy.errors import UserNotFound
@@ -78,3 +79,68 @@ def test_user_ids_never_appear_in_cache_keys(tenant_server, tmp_path, monkeypatc
     keys = list(backend._cache)  # cachelib's SimpleCache keeps its entries in this dict
     assert keys, "the directory should have cached something"
     assert not [key for key in keys if "alice" in key or "x:failed" in key]
+
+
+def blocked_refresh(release: threading.Event, value="refreshed"):
+    def create():
+        release.wait(10)
+        return value, 60
+
+    return create
+
+
+def join_refreshes() -> None:
+    for thread in threading.enumerate():
+        if thread.name.startswith("refresh "):
+            thread.join(10)
+
+
+def test_a_value_slow_to_fetch_is_refreshed_earlier():
+    cache = shared_cache()
+    _, quick_refresh_at, stored_at = cache.put("quick", 1, 31)
+    _, slow_refresh_at, slow_stored_at = cache.put("slow", 1, 31, fetch_seconds=10)
+    assert quick_refresh_at - stored_at == pytest.approx(24)  # the last fifth of 30 s
+    assert slow_refresh_at - slow_stored_at == pytest.approx(10)  # twice the fetch, before 30 s
+
+
+def test_a_refresh_never_replaces_a_value_stored_meanwhile_whatever_its_clock():
+    """Another host's no-cache read stored a value with a clock behind ours: it stays."""
+    cache = shared_cache()
+    current = cache.put("members", "old", 60)
+    release = threading.Event()
+    cache.refresh_in_background("members", blocked_refresh(release), current)
+    newer = ("newer", current[1], current[2] - 5)
+    cache.set("members", newer, 60)
+    release.set()
+    join_refreshes()
+    assert cache.get("members") == newer
+
+
+def test_background_refreshes_are_bounded_per_process():
+    cache = shared_cache()
+    release = threading.Event()
+    try:
+        for n in range(MAX_REFRESHES + 3):
+            entry = cache.put(f"list-{n}", "old", 60)
+            cache.refresh_in_background(f"list-{n}", blocked_refresh(release), entry)
+        running = [t for t in threading.enumerate() if t.name.startswith("refresh list-")]
+        assert len(running) == MAX_REFRESHES
+    finally:
+        release.set()
+        join_refreshes()
+
+
+def test_a_long_refresh_is_not_started_twice():
+    """A refresh that may take ``seconds`` keeps others off for that long, not lock_seconds."""
+    cache = SharedCache(SimpleCache(), lock_seconds=1, failure_seconds=1)
+    entry = cache.put("list", "old", 60)
+    release = threading.Event()
+    try:
+        cache.refresh_in_background("list", blocked_refresh(release), entry, seconds=30)
+        time.sleep(1.5)  # past lock_seconds
+        cache.refresh_in_background("list", blocked_refresh(release), entry, seconds=30)
+        running = [t for t in threading.enumerate() if t.name == "refresh list"]
+        assert len(running) == 1
+    finally:
+        release.set()
+        join_refreshes()
