@@ -95,6 +95,8 @@ def test_member_fields_filter_a_page(call, make_token, tenant):
     body = call("/users?fields=name&take=3", make_token("edge-big")).json()
     assert [set(m) for m in body["members"]] == [{"user_id", "name"}] * 3
     assert "next" in body
+    page = call("/users?fields=email&per_page=3", make_token("edge-big")).json()
+    assert [set(m) for m in page] == [{"user_id", "email"}] * 3
 
 
 def test_profile_fields_never_include_another_organizations_users(call, make_token, tenant):

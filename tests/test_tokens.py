@@ -93,12 +93,14 @@ def test_expiry_within_leeway_is_accepted(call, make_token):
 
 
 def test_a_remembered_token_is_refused_once_it_expires(start_proxy, call, make_token):
-    """A worker remembers the tokens it verified, but never past their expiry."""
-    proxy = start_proxy(workers=1, leeway_seconds=0)
-    expires = int(time.time()) + 2
+    """A worker remembers the tokens it verified, but never past their expiry and its leeway."""
+    proxy = start_proxy(workers=1, leeway_seconds=2)
+    expires = int(time.time()) + 1
     token = make_token(claims={"exp": expires})
     assert [call("/users", token, server=proxy).status_code for _ in range(3)] == [200] * 3
-    time.sleep(expires - time.time() + 0.1)
+    time.sleep(expires + 1 - time.time() + 0.05)  # expired, within the leeway
+    assert call("/users", token, server=proxy).status_code == 200
+    time.sleep(expires + 2 - time.time() + 0.05)  # past the leeway
     body = assert_invalid_token(call("/users", token, server=proxy))
     assert body["message"] == "The access token has expired."
 
