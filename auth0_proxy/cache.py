@@ -231,8 +231,9 @@ class SharedCache:
                 if latest is None or latest[2] == current[2]:
                     self.put(key, value, ttl, fetch_seconds=time.monotonic() - started)
                 self.delete(marker)
-            except APIError as error:
-                log.warning("refreshing %s ahead of expiry failed: %s", key, error.reason)
+            except Exception as error:  # logged here, redacted, not by the thread's excepthook
+                reason = error.reason if isinstance(error, APIError) else repr(error)
+                log.warning("refreshing %s ahead of expiry failed: %s", key, reason)
                 # Do not try again at once: the current value serves until it expires.
                 self.set(marker, 1, max(self.failure_seconds, 1))
             finally:
