@@ -30,6 +30,7 @@ bench: install  ## throughput, overhead and upstream economy, side by side (need
 		{ echo "make bench needs wrk (apt-get install wrk)"; exit 1; }
 	$(PY) bench/bench.py
 	$(PY) bench/json_encoders.py
+	$(PY) bench/breakdown.py
 
 lint: install  ## ruff lint and format check, hadolint on the Dockerfile
 	$(VENV)/bin/ruff check .
