@@ -36,11 +36,14 @@ ORGS = {"org_bench": 500, "org_sync": 10_000, "org_herd": 2_500, "org_huge": 100
 MEMBERS = "GET /api/v2/organizations/{id}/members"
 
 
-def wrk(url: str, token: str | None, seconds: int, connections: int) -> dict:
-    """requests/s, p50 and p99 in ms, from one wrk run."""
+def wrk(url: str, token: str | None, seconds: int, connections: int, close=False) -> dict:
+    """requests/s, p50 and p99 in ms, from one wrk run (``close``: a new connection for each
+    request, instead of wrk's kept-alive connections)."""
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if token:
         command[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    if close:
+        command[1:1] = ["-H", "Connection: close"]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
@@ -258,13 +261,19 @@ GUNICORN_SETTINGS = [(2, 1), (4, 1), (2, 8), (4, 8)]  # (workers, threads)
 
 
 def compare_gunicorn_settings(tenant_server, config, member_path, token, args) -> list:
-    """Cold GET /users/<id> (no cache: two Auth0 calls of 20 ms each) under several settings."""
+    """Cold GET /users/<id> (no cache: two Auth0 calls of 20 ms each) under several settings.
+
+    Each request comes on a new connection: gunicorn's threaded worker accepts every connection
+    that is waiting, so wrk's 32 kept-alive connections, opened at once, would all land on one
+    worker and leave the others idle (seen here: 1,051 of 1,051 requests on one of 4 workers).
+    """
     cold = {**config, "proxy": {**config["proxy"], "cache_ttl_seconds": 0}}
     rows = []
     for workers, threads in GUNICORN_SETTINGS:
         proxy = start_proxy(tenant_server, cold, workers, threads)
         try:
-            result = wrk(proxy.url + member_path, token, args.seconds, args.connections)
+            url = proxy.url + member_path
+            result = wrk(url, token, args.seconds, args.connections, close=True)
         finally:
             proxy.stop()
         rows.append((f"cold GET /users/<id>, {workers} workers x {threads} threads", result))
