@@ -83,8 +83,17 @@ class JsonFormatter(logging.Formatter):
         line.update({key: getattr(record, key) for key in REQUEST_FIELDS if hasattr(record, key)})
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        # Redact the whole line: the path and the reason are caller input too.
-        return redact(ascii_dumps(line))
+        # Every text is redacted (the path and the reason are caller input too) before it is
+        # encoded: redacting encoded JSON could cut an escape in two, or miss a credential
+        # whose separator the encoding escaped.
+        return ascii_dumps({key: _redacted(value) for key, value in line.items()})
+
+
+def _redacted(value):
+    """A log field as it may be written: numbers as they are, anything else as redacted text."""
+    if value is None or isinstance(value, int | float):
+        return value
+    return redact(str(value))
 
 
 JsonFormatter.converter = time.gmtime

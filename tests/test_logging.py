@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auth0_proxy.request_log import SECRET_PATTERN, redact
+from auth0_proxy.request_log import SECRET_PATTERN, JsonFormatter, redact
 from tests.conftest import user_path
 
 MGMT_SECRET = "proxy-mgmt-secret"
@@ -122,3 +125,23 @@ def test_every_kind_of_secret_is_redacted():
         assert (
             "[redacted]" in redacted and "abc123" not in redacted and "c2lnbmF0dXJl" not in redacted
         )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        'access_token=a"b',
+        "access_token=a\\b",
+        'x"} {"level": "forged',
+        "bearer\u00a0opaque-credential-123",
+        "basic\u2028opaque-credential-123",
+    ],
+)
+def test_every_log_line_is_valid_json_and_redacted_whatever_the_path(path):
+    record = logging.LogRecord("auth0_proxy.request", logging.WARNING, "", 0, "request", (), None)
+    record.path = f"/users/{path}"
+    line = JsonFormatter().format(record)
+    assert line.isascii()
+    fields = json.loads(line)
+    assert set(fields) == {"time", "level", "logger", "pid", "message", "path"}
+    assert "opaque-credential-123" not in line and 'a"b' not in fields["path"]
