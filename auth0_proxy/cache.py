@@ -104,6 +104,14 @@ class SharedCache:
         self.forget_local(key)
         self._safely("delete", None, key)
 
+    def reread(self, key: str) -> tuple[Any, float, float] | None:
+        """The get_or_create entry in the shared cache now (another worker may have replaced
+        it), and remembered so by this process."""
+        entry = self.get(key)
+        if entry is not None:
+            self._remember(key, entry)
+        return entry
+
     def forget_local(self, key: str) -> None:
         """Drop this process's memory of a get_or_create value: the next read sees the cache."""
         with self._memo_lock:
@@ -175,11 +183,12 @@ class SharedCache:
         self, key: str, value: Any, ttl: int, *, fetch_seconds: float = 0.0
     ) -> tuple[Any, float, float]:
         """Store a value for get_or_create, with the time to refresh it ahead of expiry: the
-        last fifth of its lifetime, or earlier by twice what fetching it took, so that a slow
-        fetch (a long member list) is done before the value expires."""
+        last fifth of its lifetime, or earlier by twice what fetching it took (so that a slow
+        fetch, a long member list, is done before the value expires), but never in the first
+        half, so that a value slower to fetch than its TTL is not fetched back to back."""
         now = time.time()
         lifetime = ttl - 1  # cachelib's file cache rounds expiry down to the second
-        lead = max(lifetime * (1 - REFRESH_AHEAD_AT), 2 * fetch_seconds)
+        lead = min(max(lifetime * (1 - REFRESH_AHEAD_AT), 2 * fetch_seconds), lifetime / 2)
         entry = (value, now + max(lifetime - lead, 0), now)  # value, refresh at, stored at
         self.set(key, entry, ttl)
         self._remember(key, entry)
@@ -226,6 +235,10 @@ class SharedCache:
         def refresh() -> None:
             started = time.monotonic()
             try:
+                latest = self.reread(key)
+                if latest is not None and latest[2] != current[2]:
+                    self.delete(marker)  # refreshed meanwhile, by a worker that saw it sooner
+                    return
                 value, ttl = create()
                 latest = self.get(key)
                 if latest is None or latest[2] == current[2]:
@@ -239,7 +252,12 @@ class SharedCache:
             finally:
                 self._refresh_slots.release()
 
-        threading.Thread(target=refresh, name=f"refresh {key}", daemon=True).start()
+        try:
+            threading.Thread(target=refresh, name=f"refresh {key}", daemon=True).start()
+        except RuntimeError as error:  # no thread to be had: the value serves until it expires
+            log.warning("refreshing %s ahead of expiry failed: %r", key, error)
+            self.delete(marker)
+            self._refresh_slots.release()
 
     @contextmanager
     def lock(

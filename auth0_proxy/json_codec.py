@@ -8,6 +8,7 @@ warm request spends a good part of its time encoding. Keys keep their order, as 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import orjson
@@ -23,7 +24,7 @@ def dumps(value: Any) -> bytes:
     try:
         return orjson.dumps(value, default=str)
     except orjson.JSONEncodeError:
-        return json.dumps(value, default=str, separators=(",", ":")).encode()
+        return json.dumps(_finite(value), default=str, separators=(",", ":")).encode()
 
 
 def ascii_dumps(value: Any) -> str:
@@ -31,6 +32,18 @@ def ascii_dumps(value: Any) -> str:
     not be able to split or disguise with a line separator (U+2028) taken from a caller's path."""
     text = dumps(value).decode()
     return text if text.isascii() else json.dumps(value, default=str, separators=(",", ":"))
+
+
+def _finite(value: Any) -> Any:
+    """The value with NaN and infinities as null, as orjson writes them (json writes NaN, which
+    is not JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 class FastJSONProvider(JSONProvider):

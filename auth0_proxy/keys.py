@@ -52,11 +52,8 @@ class KeyStore:
         """The keys just refetched, by this worker or another: from the shared cache, not this
         process's memory of it; with the cache down, this process's own latest keys (fetching
         again would let a flood of unknown kids fetch the JWKS once per request)."""
-        entry = self.cache.get(CACHE_KEY)
-        if entry is None:
-            return self.key_set()
-        self.cache.forget_local(CACHE_KEY)  # so the next requests read these keys, not the old
-        return self._parse(entry[0])
+        entry = self.cache.reread(CACHE_KEY)
+        return self._parse(entry[0]) if entry is not None else self.key_set()
 
     def _parse(self, jwks: dict) -> KeySet:
         """Parse RSA keys once per JWKS document, not once per request."""

@@ -43,3 +43,8 @@ def test_a_member_with_a_lone_surrogate_in_a_name_is_served(call, make_token, te
     [member] = [m for m in listed.json() if m["user_id"] == user_id]
     assert member["name"] == "Odd \ud83d"
     assert profile.json()["name"] == "Odd \ud83d"
+
+
+def test_not_a_number_is_null_in_either_encoder():
+    assert json.loads(dumps({"x": float("nan")})) == {"x": None}
+    assert json.loads(dumps({"x": float("inf"), "big": 2**70})) == {"x": None, "big": 2**70}

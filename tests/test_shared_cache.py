@@ -98,9 +98,9 @@ def join_refreshes() -> None:
 def test_a_value_slow_to_fetch_is_refreshed_earlier():
     cache = shared_cache()
     _, quick_refresh_at, stored_at = cache.put("quick", 1, 31)
-    _, slow_refresh_at, slow_stored_at = cache.put("slow", 1, 31, fetch_seconds=10)
+    _, slow_refresh_at, slow_stored_at = cache.put("slow", 1, 31, fetch_seconds=5)
     assert quick_refresh_at - stored_at == pytest.approx(24)  # the last fifth of 30 s
-    assert slow_refresh_at - slow_stored_at == pytest.approx(10)  # twice the fetch, before 30 s
+    assert slow_refresh_at - slow_stored_at == pytest.approx(20)  # twice the fetch, before 30 s
 
 
 def test_a_refresh_never_replaces_a_value_stored_meanwhile_whatever_its_clock():
@@ -141,6 +141,46 @@ def test_a_long_refresh_is_not_started_twice():
         cache.refresh_in_background("list", blocked_refresh(release), entry, seconds=30)
         running = [t for t in threading.enumerate() if t.name == "refresh list"]
         assert len(running) == 1
+    finally:
+        release.set()
+        join_refreshes()
+
+
+def test_a_value_slower_to_fetch_than_its_ttl_is_not_refreshed_in_its_first_half():
+    cache = shared_cache()
+    _, refresh_at, stored_at = cache.put("slow", 1, 31, fetch_seconds=20)
+    assert refresh_at - stored_at == pytest.approx(15)
+
+
+def test_a_worker_with_an_old_memory_does_not_refresh_what_another_already_did():
+    cache = shared_cache()
+    old = cache.put("token", "old", 60)
+    cache.set("token", ("new", time.time() + 50, time.time()), 60)  # another worker's refresh
+    calls = []
+    cache.refresh_in_background("token", lambda: calls.append(1) or ("mine", 60), old)
+    join_refreshes()
+    assert calls == [] and cache.get("token")[0] == "new"
+    assert cache.get_or_create("token", lambda: ("unused", 60)) == "new"  # memory updated
+
+
+def test_a_refresh_without_a_thread_gives_back_its_slot_and_marker(monkeypatch):
+    cache = shared_cache()
+    entry = cache.put("list", "old", 60)
+
+    def no_thread(self):
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", no_thread)
+        for _ in range(MAX_REFRESHES + 1):
+            cache.refresh_in_background("list", lambda: ("new", 60), entry)  # does not raise
+    assert cache.get("list:refreshing") is None
+    release = threading.Event()
+    try:
+        for n in range(MAX_REFRESHES):
+            cache.refresh_in_background(f"other-{n}", blocked_refresh(release), entry)
+        running = [t for t in threading.enumerate() if t.name.startswith("refresh other-")]
+        assert len(running) == MAX_REFRESHES
     finally:
         release.set()
         join_refreshes()

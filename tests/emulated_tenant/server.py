@@ -74,6 +74,7 @@ class TenantServer:
             str(self._certificates.cert), str(self._certificates.key)
         )
         server.stats["Enabled"] = True  # counts accepted connections
+        server.keep_alive_conn_limit = None  # cheroot closes connections beyond 10 idle ones
         server.prepare()  # binds: the port is known from here on
         self.tenant.domain = f"localhost:{self._bound_port(server)}"
         self._server = server
