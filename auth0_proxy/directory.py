@@ -125,13 +125,13 @@ class Directory:
     def _fetch_member_pages(self, org_id: str, key: str) -> Iterator[str]:
         """Fetch and store the list while yielding its pages; store its listing last."""
         started = time.monotonic()
-        listing = {"generation": uuid.uuid4().hex, "pages": 0}
+        listing = _new_listing()
         yield from self._store_pages(org_id, key, listing)
         self.cache.put(key, listing, self.ttl, fetch_seconds=time.monotonic() - started)
 
     def _refetch_listing(self, org_id: str, key: str) -> tuple[dict, int]:
         """Fetch and store the whole list again, for a refresh ahead of expiry."""
-        listing = {"generation": uuid.uuid4().hex, "pages": 0}
+        listing = _new_listing()
         for _ in self._store_pages(org_id, key, listing):
             pass
         return listing, self.ttl
@@ -154,6 +154,11 @@ class Directory:
                     reason=f"{key}: page {number} missing",
                 )
             yield fragment
+
+
+def _new_listing() -> dict:
+    """A listing about to be fetched: its pages are stored under a generation of its own."""
+    return {"generation": uuid.uuid4().hex, "pages": 0}
 
 
 def _page_key(key: str, listing: dict, number: int) -> str:

@@ -75,10 +75,19 @@ def peak_rss_mib(pids: list[int]) -> float:
     return max(peaks)
 
 
+def edge_client(org: str) -> str:
+    """The edge client of a bench organization: edge-sync for org_sync."""
+    return org.replace("org_", "edge-")
+
+
+def edge_token(tenant, org: str) -> str:
+    return tenant.issue_token(edge_client(org), API_AUDIENCE, scope="read:users")
+
+
 def build_tenant():
     tenant = demo_tenant()
     for org, size in ORGS.items():
-        client = org.replace("org_", "edge-")
+        client = edge_client(org)
         tenant.add_organization(org, org[4:], org[4:].title())
         tenant.seed_organization(org, size, prefix=org[4:])
         tenant.add_client(
@@ -140,11 +149,11 @@ def main() -> int:
     rows = []
     with TenantServer(tenant) as tenant_server:
         config = proxy_config(tenant)
-        config["clients"] = {org.replace("org_", "edge-"): org for org in ORGS}
+        config["clients"] = {edge_client(org): org for org in ORGS}
         # A TTL longer than the run keeps the warm rows warm (the default, 30 s, reads each list
         # again every 30 s; that cost shows in the cold rows).
         config["proxy"] = {"page_size": PAGE_SIZE, "cache_ttl_seconds": 600}
-        token = tenant.issue_token("edge-bench", API_AUDIENCE, scope="read:users")
+        token = edge_token(tenant, "org_bench")
         member = sorted(tenant.member_ids("org_bench"))[0]
         member_path = f"/users/{quote(member, safe='')}"
 
@@ -293,7 +302,7 @@ def interleaved(measurements: dict, rounds: int) -> dict:
 
 
 def cold_sync(tenant, proxy: ProxyServer, org: str) -> dict:
-    token = tenant.issue_token(org.replace("org_", "edge-"), API_AUDIENCE, scope="read:users")
+    token = edge_token(tenant, org)
     before = len(tenant.requests)
     started = time.perf_counter()
     response = requests.get(
@@ -312,7 +321,7 @@ def cold_sync(tenant, proxy: ProxyServer, org: str) -> dict:
 
 
 def cold_herd(tenant, proxy: ProxyServer, org: str) -> dict:
-    token = tenant.issue_token(org.replace("org_", "edge-"), API_AUDIENCE, scope="read:users")
+    token = edge_token(tenant, org)
     before = tenant.counts[MEMBERS]
 
     def get(_):
@@ -333,7 +342,7 @@ def streaming_memory(tenant, tenant_server, config: dict, org: str) -> dict:
     latency, tenant.latency = tenant.latency, 0.0
     proxy = start_proxy(tenant_server, config, workers=1, threads=8)
     try:
-        token = tenant.issue_token(org.replace("org_", "edge-"), API_AUDIENCE, scope="read:users")
+        token = edge_token(tenant, org)
         headers = {"Authorization": f"Bearer {token}"}
         requests.get(f"{proxy.url}/users/unknown", headers=headers, timeout=60)  # warm up
         before = peak_rss_mib(worker_pids(proxy))

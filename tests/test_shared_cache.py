@@ -95,6 +95,21 @@ def join_refreshes() -> None:
             thread.join(10)
 
 
+@contextlib.contextmanager
+def held_refreshes():
+    """An event that holds every blocked_refresh started in the block until the block ends."""
+    release = threading.Event()
+    try:
+        yield release
+    finally:
+        release.set()
+        join_refreshes()
+
+
+def running_refreshes(prefix: str) -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name.startswith(prefix))
+
+
 def test_a_value_slow_to_fetch_is_refreshed_earlier():
     cache = shared_cache()
     _, quick_refresh_at, stored_at = cache.put("quick", 1, 31)
@@ -107,43 +122,31 @@ def test_a_refresh_never_replaces_a_value_stored_meanwhile_whatever_its_clock():
     """Another host's no-cache read stored a value with a clock behind ours: it stays."""
     cache = shared_cache()
     current = cache.put("members", "old", 60)
-    release = threading.Event()
-    cache.refresh_in_background("members", blocked_refresh(release), current)
     newer = ("newer", current[1], current[2] - 5)
-    cache.set("members", newer, 60)
-    release.set()
-    join_refreshes()
+    with held_refreshes() as release:
+        cache.refresh_in_background("members", blocked_refresh(release), current)
+        cache.set("members", newer, 60)
     assert cache.get("members") == newer
 
 
 def test_background_refreshes_are_bounded_per_process():
     cache = shared_cache()
-    release = threading.Event()
-    try:
+    with held_refreshes() as release:
         for n in range(MAX_REFRESHES + 3):
             entry = cache.put(f"list-{n}", "old", 60)
             cache.refresh_in_background(f"list-{n}", blocked_refresh(release), entry)
-        running = [t for t in threading.enumerate() if t.name.startswith("refresh list-")]
-        assert len(running) == MAX_REFRESHES
-    finally:
-        release.set()
-        join_refreshes()
+        assert running_refreshes("refresh list-") == MAX_REFRESHES
 
 
 def test_a_long_refresh_is_not_started_twice():
     """A refresh that may take ``seconds`` keeps others off for that long, not lock_seconds."""
     cache = SharedCache(SimpleCache(), lock_seconds=1, failure_seconds=1)
     entry = cache.put("list", "old", 60)
-    release = threading.Event()
-    try:
+    with held_refreshes() as release:
         cache.refresh_in_background("list", blocked_refresh(release), entry, seconds=30)
         time.sleep(1.5)  # past lock_seconds
         cache.refresh_in_background("list", blocked_refresh(release), entry, seconds=30)
-        running = [t for t in threading.enumerate() if t.name == "refresh list"]
-        assert len(running) == 1
-    finally:
-        release.set()
-        join_refreshes()
+        assert running_refreshes("refresh list") == 1
 
 
 def test_a_value_slower_to_fetch_than_its_ttl_is_not_refreshed_in_its_first_half():
@@ -175,12 +178,7 @@ def test_a_refresh_without_a_thread_gives_back_its_slot_and_marker(monkeypatch):
         for _ in range(MAX_REFRESHES + 1):
             cache.refresh_in_background("list", lambda: ("new", 60), entry)  # does not raise
     assert cache.get("list:refreshing") is None
-    release = threading.Event()
-    try:
+    with held_refreshes() as release:
         for n in range(MAX_REFRESHES):
             cache.refresh_in_background(f"other-{n}", blocked_refresh(release), entry)
-        running = [t for t in threading.enumerate() if t.name.startswith("refresh other-")]
-        assert len(running) == MAX_REFRESHES
-    finally:
-        release.set()
-        join_refreshes()
+        assert running_refreshes("refresh other-") == MAX_REFRESHES
