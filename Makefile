@@ -17,20 +17,20 @@ $(STAMP): requirements.txt requirements-dev.txt setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: install  ## the proxy under gunicorn against the emulated Auth0 tenant
-	$(PY) scripts/demo.py
+	$(PY) -m scripts.demo
 
 test: install  ## the whole test suite (end-to-end through gunicorn)
 	$(PY) -m pytest
 
 soak: install  ## mixed traffic under injected Auth0 faults for SOAK_SECONDS; fails on any leak or 500
-	$(PY) bench/soak.py --seconds $(SOAK_SECONDS)
+	$(PY) -m bench.soak --seconds $(SOAK_SECONDS)
 
 bench: install  ## throughput, overhead and upstream economy, side by side (needs wrk: installed if missing)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		{ echo "make bench needs wrk (apt-get install wrk)"; exit 1; }
-	$(PY) bench/bench.py
-	$(PY) bench/json_encoders.py
-	$(PY) bench/breakdown.py
+	$(PY) -m bench.bench
+	$(PY) -m bench.json_encoders
+	$(PY) -m bench.breakdown
 
 lint: install  ## ruff lint and format check, hadolint on the Dockerfile
 	$(VENV)/bin/ruff check .

@@ -23,12 +23,9 @@ from urllib.parse import quote
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.emulated_tenant import TenantServer, demo_tenant  # noqa: E402
-from tests.emulated_tenant.demo import API_AUDIENCE, MGMT_CLIENT_ID, proxy_config  # noqa: E402
-from tests.harness import ProxyServer  # noqa: E402
+from emulated_tenant import TenantServer, demo_tenant
+from emulated_tenant.demo import API_AUDIENCE, MGMT_CLIENT_ID, proxy_config
+from scripts.proxy_server import ProxyServer
 
 UPSTREAM_LATENCY_SECONDS = 0.020
 PAGE_SIZE = 50

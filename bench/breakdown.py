@@ -1,6 +1,6 @@
 """Where a warm GET /users/<id> spends its time: the app's layers, peeled off one at a time.
 
-Part of `make bench`; run alone with `python bench/breakdown.py`. The app runs in this process
+Part of `make bench`; run alone with `python -m bench.breakdown`. The app runs in this process
 (no gunicorn, no sockets) against the emulated tenant, with a warm cache; each row replaces one
 more layer with nothing and times what is left, so the differences between rows are the cost
 of each layer. Medians of 5 runs of 4,000 requests, microseconds per request.
@@ -15,20 +15,16 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 from flask import Response
 from werkzeug.test import EnvironBuilder
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from auth0_proxy import create_app  # noqa: E402
-from auth0_proxy.extensions import require_oauth  # noqa: E402
-from auth0_proxy.organization import with_organization  # noqa: E402
-from tests.emulated_tenant import TenantServer, demo_tenant  # noqa: E402
-from tests.emulated_tenant.demo import API_AUDIENCE, proxy_config  # noqa: E402
+from auth0_proxy import create_app
+from auth0_proxy.extensions import require_oauth
+from auth0_proxy.organization import with_organization
+from emulated_tenant import TenantServer, demo_tenant
+from emulated_tenant.demo import API_AUDIENCE, proxy_config
 
 REQUESTS, RUNS = 4_000, 5
 

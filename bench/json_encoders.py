@@ -11,15 +11,11 @@ import json
 import statistics
 import sys
 import timeit
-from pathlib import Path
 
 import msgspec
 import orjson
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.emulated_tenant.records import User  # noqa: E402
+from emulated_tenant.records import User
 
 ROUNDS = 7
 

@@ -30,12 +30,9 @@ from urllib.parse import quote
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.emulated_tenant import TenantServer, demo_tenant  # noqa: E402
-from tests.emulated_tenant.demo import API_AUDIENCE, MGMT_CLIENT_SECRET, proxy_config  # noqa: E402
-from tests.harness import ProxyServer  # noqa: E402
+from emulated_tenant import TenantServer, demo_tenant
+from emulated_tenant.demo import API_AUDIENCE, MGMT_CLIENT_SECRET, proxy_config
+from scripts.proxy_server import ProxyServer
 
 DOCUMENTED = {200, 400, 401, 403, 404, 413, 414, 429, 431, 502, 503, 504}
 ERROR_KEYS = {"statusCode", "error", "message", "errorCode"}

@@ -14,21 +14,17 @@ import os
 import shutil
 import signal
 import sys
-from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.emulated_tenant import TenantServer, demo_tenant  # noqa: E402
-from tests.emulated_tenant.demo import (  # noqa: E402
+from emulated_tenant import TenantServer, demo_tenant
+from emulated_tenant.demo import (
     ACME_CLIENT_ID,
     ACME_CLIENT_SECRET,
     API_AUDIENCE,
     proxy_config,
 )
-from tests.harness import ProxyServer  # noqa: E402
+from scripts.proxy_server import ROOT, ProxyServer
 
 WORKDIR = ROOT / ".demo"
 LOG_FIELDS = ("level", "client_id", "org_id", "path", "status", "upstream_calls", "reason")

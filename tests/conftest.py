@@ -13,10 +13,10 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from tests.emulated_tenant import TenantServer, demo_tenant
-from tests.emulated_tenant.demo import API_AUDIENCE as PROXY_API
-from tests.emulated_tenant.demo import proxy_config
-from tests.harness import ProxyServer
+from emulated_tenant import TenantServer, demo_tenant
+from emulated_tenant.demo import API_AUDIENCE as PROXY_API
+from emulated_tenant.demo import proxy_config
+from scripts.proxy_server import ProxyServer
 
 BIG_ORG = "org_big"
 BIG_ORG_SIZE = 2500

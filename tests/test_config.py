@@ -11,7 +11,7 @@ import tempfile
 import pytest
 
 from auth0_proxy.config import ConfigError, load_config_file, load_settings
-from tests.harness import ROOT
+from scripts.proxy_server import ROOT
 
 VALID = {
     "clients": {"edge-acme": "org_acme", "edge-reseller": ["org_acme", "org_globex"]},

@@ -5,14 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.harness import ROOT, free_port
+from scripts.proxy_server import ROOT, free_port
 
 
 def test_demo_shows_an_organizations_users_and_a_refusal():
     result = subprocess.run(
         [
             sys.executable,
-            "scripts/demo.py",
+            "-m",
+            "scripts.demo",
             "--once",
             "--port",
             str(free_port()),

@@ -21,7 +21,7 @@ import requests
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from tests.emulated_tenant import Tenant, TenantServer, demo, demo_tenant, proxy_config
+from emulated_tenant import Tenant, TenantServer, demo, demo_tenant, proxy_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIG_ORG_ID = "org_big"
@@ -598,7 +598,7 @@ def test_command_line_serves_demo_tenant_and_exits_cleanly_on_ctrl_c(tmp_path: P
     command = [
         sys.executable,
         "-m",
-        "tests.emulated_tenant",
+        "emulated_tenant",
         "--port",
         "0",
         "--cert-dir",

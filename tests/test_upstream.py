@@ -9,9 +9,9 @@ from pathlib import Path
 
 import requests
 
+from emulated_tenant import TenantServer, demo_tenant
+from scripts.proxy_server import ProxyServer
 from tests.conftest import PROXY_API, proxy_config_for, user_path
-from tests.emulated_tenant import TenantServer, demo_tenant
-from tests.harness import ProxyServer
 
 MEMBERS = "GET /api/v2/organizations/{id}/members"
 TOKEN = "POST /oauth/token"

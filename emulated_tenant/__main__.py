@@ -1,4 +1,4 @@
-"""Run the demo tenant in the foreground: ``python -m tests.emulated_tenant --port 8443 ...``."""
+"""Run the demo tenant in the foreground: ``python -m emulated_tenant --port 8443 ...``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .server import TenantServer
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.emulated_tenant",
+        prog="python -m emulated_tenant",
         description="Serve the demo Auth0 tenant over HTTPS on loopback until Ctrl-C.",
     )
     parser.add_argument("--port", type=int, default=8443, help="0 picks a free port")
