@@ -1,13 +1,12 @@
 """The tenant's HTTP face: one dispatcher in front of Flask's router, and Auth0-shaped errors.
 
-Every request walks one way: raw URI → endpoint → latency → rate limit (/api/v2) → injected
-fault → bearer token and scope → path and query validation → operation → JSON.
+Every request walks one way: raw URI → route (routes.ROUTES) → latency → rate limit (/api/v2)
+→ injected fault → bearer token and scope → path and query validation (/api/v2) → handler → JSON.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -15,24 +14,16 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import http_date
 
-from . import management, routing
+from . import routing
 from .errors import Auth0Error, OAuthError, insufficient_scope, invalid_token, not_found
-from .oauth import client_credentials_grant
 from .query import Operation, operations, validate_path, validate_query
 from .ratelimit import throttled_decision, unlimited_decision
-from .routing import RouteMatch
+from .routes import ROUTES
+from .routing import Call, RouteMatch
 from .tenant import Tenant
 from .tokens import TokenRejected
 
 EXTENSION_KEY = "emulated_tenant"
-ManagementOperation = Callable[[Tenant, dict[str, str], dict[str, Any]], Any]
-
-MANAGEMENT_OPERATIONS: dict[str, ManagementOperation] = {
-    routing.ORGANIZATION_MEMBERS: management.organization_members,
-    routing.USER: management.user,
-    routing.USER_ORGANIZATIONS: management.user_organizations,
-    routing.USERS: management.users,
-}
 
 
 def create_app(tenant: Tenant) -> Flask:
@@ -69,23 +60,25 @@ def dispatch() -> Response:
     tenant = _tenant()
     raw_uri = routing.raw_request_uri(request.environ)
     raw_path, raw_query = routing.split_raw_uri(raw_uri)
-    route = routing.match_endpoint(request.method, raw_path)
+    match = ROUTES.match(request.method, raw_path)
     g.raw_uri = raw_uri
-    g.endpoint = route.endpoint if route else None
+    g.endpoint = match.endpoint if match else None
     if tenant.latency > 0:
         time.sleep(tenant.latency)
     if routing.is_management_path(raw_path):
         g.rate_limit = tenant.take_rate_limit_token()
         if not g.rate_limit.allowed:
             raise Auth0Error(429, "Global limit has been reached", "too_many_requests")
-    if route is None:
+    if match is None:
         raise not_found()
-    fault_response = _injected_fault(tenant, route.endpoint)
+    fault_response = _injected_fault(tenant, match.endpoint)
     if fault_response is not None:
         return fault_response
-    if route.endpoint in MANAGEMENT_OPERATIONS:
-        return _management_response(tenant, route, raw_query)
-    return _public_response(tenant, route.endpoint)
+    if match.route.is_management:
+        call = _management_call(tenant, match, raw_query)
+    else:
+        call = Call(match.params, dict(parse_qsl(raw_query)), _body_params())
+    return jsonify(match.route.handler(tenant, call))
 
 
 def finish_response(response: Response) -> Response:
@@ -100,13 +93,13 @@ def finish_response(response: Response) -> Response:
     return response
 
 
-def _management_response(tenant: Tenant, route: RouteMatch, raw_query: str) -> Response:
-    operation = operations()[route.endpoint]
+def _management_call(tenant: Tenant, match: RouteMatch, raw_query: str) -> Call:
+    """The call a Management handler gets, once token, path and query satisfy its operation."""
+    operation = operations()[match.endpoint]
     _authorize(tenant, operation)
-    validate_path(operation, route.params)
+    validate_path(operation, match.params)
     pairs = parse_qsl(raw_query, keep_blank_values=True, errors="replace")
-    query = validate_query(operation, pairs)
-    return jsonify(MANAGEMENT_OPERATIONS[route.endpoint](tenant, route.params, query))
+    return Call(match.params, validate_query(operation, pairs))
 
 
 def _authorize(tenant: Tenant, operation: Operation) -> None:
@@ -126,23 +119,7 @@ def _authorize(tenant: Tenant, operation: Operation) -> None:
         raise insufficient_scope(operation.scopes)
 
 
-def _public_response(tenant: Tenant, endpoint: str) -> Response:
-    if endpoint == routing.OAUTH_TOKEN:
-        return jsonify(client_credentials_grant(tenant, _token_request_params()))
-    if endpoint == routing.JWKS:
-        return jsonify(tenant.jwks())
-    return jsonify(
-        {
-            "issuer": tenant.issuer,
-            "jwks_uri": f"{tenant.issuer}.well-known/jwks.json",
-            "token_endpoint": f"{tenant.issuer}oauth/token",
-            "grant_types_supported": ["client_credentials"],
-            "id_token_signing_alg_values_supported": ["RS256"],
-        }
-    )
-
-
-def _token_request_params() -> dict[str, str]:
+def _body_params() -> dict[str, str]:
     """Form or JSON body; client credentials may also come as HTTP Basic (client_secret_basic)."""
     if request.is_json:
         body = request.get_json(silent=True)

@@ -1,13 +1,13 @@
 """The Management API operations the emulator implements, with Auth0's semantics.
 
-Each function gets the decoded path parameters and the query already validated against the
-spec excerpt, and returns the JSON body (or raises Auth0Error).
+Each function is a route handler: it gets the decoded path parameters and the query already
+validated against the spec excerpt, and returns the JSON body (or raises Auth0Error).
 """
 
 from __future__ import annotations
 
 import bisect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import Auth0Error, query_error
 from .paging import (
@@ -19,8 +19,11 @@ from .paging import (
     select_fields,
 )
 from .records import MEMBER_FIELDS
+from .routing import Call
 from .search import parse_user_query
-from .tenant import Tenant
+
+if TYPE_CHECKING:
+    from .tenant import Tenant
 
 MEMBERS_PAGING_LIMIT_MESSAGE = (
     "Requesting page {page} exceeds the allowed maximum of 1000 records. "
@@ -30,13 +33,14 @@ CHECKPOINT_PARAMETERS = ("from", "take")
 OFFSET_PARAMETERS = ("page", "per_page")
 
 
-def organization_members(tenant: Tenant, params: dict[str, str], query: dict[str, Any]) -> Any:
+def organization_members(tenant: Tenant, call: Call) -> Any:
     """Members in user_id order: a plain array, an offset page, or a checkpoint page.
 
     :raise 404 inexistent_organization: unknown organization id.
     :raise 400: offset paging past 1,000 records, or offset and checkpoint parameters mixed.
     """
-    member_ids = tenant.member_ids(params["id"])
+    query = call.query
+    member_ids = tenant.member_ids(call.path_params["id"])
     if member_ids is None:
         raise Auth0Error(404, "No organization found by that id or name", "inexistent_organization")
     uses_checkpoint = any(name in query for name in CHECKPOINT_PARAMETERS)
@@ -56,23 +60,23 @@ def organization_members(tenant: Tenant, params: dict[str, str], query: dict[str
     }
 
 
-def user(tenant: Tenant, params: dict[str, str], query: dict[str, Any]) -> Any:
+def user(tenant: Tenant, call: Call) -> Any:
     """The full profile, immediately consistent.
 
     :raise 404 inexistent_user: unknown user id.
     """
-    profile = tenant.user_profile(params["id"])
+    profile = tenant.user_profile(call.path_params["id"])
     if profile is None:
         raise Auth0Error(404, "The user does not exist.", "inexistent_user")
-    return select_fields(profile, query)
+    return select_fields(profile, call.query)
 
 
-def user_organizations(tenant: Tenant, params: dict[str, str], query: dict[str, Any]) -> Any:
+def user_organizations(tenant: Tenant, call: Call) -> Any:
     """The user's organizations in id order; an unknown user simply has none."""
-    organizations = tenant.organizations_of(params["id"])
-    window = offset_window(query)
+    organizations = tenant.organizations_of(call.path_params["id"])
+    window = offset_window(call.query)
     page = list(window.of(organizations))
-    if not query.get("include_totals"):
+    if not call.query.get("include_totals"):
         return page
     return {
         "organizations": page,
@@ -82,11 +86,12 @@ def user_organizations(tenant: Tenant, params: dict[str, str], query: dict[str, 
     }
 
 
-def users(tenant: Tenant, params: dict[str, str], query: dict[str, Any]) -> Any:
+def users(tenant: Tenant, call: Call) -> Any:
     """List or search users (search_engine v3 only; offset paging within the first 1,000).
 
     :raise 400: unsupported search engine or query syntax, or paging past 1,000 records.
     """
+    query = call.query
     if query.get("search_engine", "v3") != "v3":
         raise query_error("The emulated tenant only implements search_engine=v3.")
     matched = _matching_profiles(tenant, query)

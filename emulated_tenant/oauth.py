@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import OAuthError
-from .tenant import Tenant
+from .routing import Call
+
+if TYPE_CHECKING:
+    from .tenant import Tenant
 
 CLIENT_GRANTS_DOCS = "https://auth0.com/docs/api/v2#!/Client_Grants/post_client_grants"
 
 
-def client_credentials_grant(tenant: Tenant, params: Mapping[str, str]) -> dict[str, Any]:
+def client_credentials_grant(tenant: Tenant, call: Call) -> dict[str, Any]:
     """Issue an access token to an authenticated client for an audience it has a grant for.
 
     :raise 401 access_denied: unknown client or wrong secret.
@@ -20,6 +22,7 @@ def client_credentials_grant(tenant: Tenant, params: Mapping[str, str]) -> dict[
     :raise 403 access_denied: unknown audience or no client grant for it.
     :raise 400 invalid_request: missing grant_type, or an organization the client may not use.
     """
+    params = call.body
     if not params.get("grant_type"):
         raise OAuthError(400, "invalid_request", "Missing required parameter: grant_type")
     client = tenant.client(params.get("client_id", ""))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Auth0Error, query_error
-from .routing import MANAGEMENT_PREFIX
+from .routing import HTTP_METHODS, MANAGEMENT_PREFIX
 
 SPEC_PATH = Path(__file__).with_name("management_api_spec.json")
 _INTEGER = re.compile(r"-?\d+")
@@ -25,7 +25,7 @@ _NUMBER = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 @dataclass(frozen=True)
 class Operation:
-    """What the spec says about one GET operation: its parameters and accepted scopes."""
+    """What the spec says about one operation: its parameters and accepted scopes."""
 
     endpoint: str
     path_schemas: dict[str, dict[str, Any]]
@@ -39,12 +39,14 @@ class SchemaViolation(Exception):
 
 @cache
 def operations(spec_path: Path = SPEC_PATH) -> dict[str, Operation]:
-    """Every GET operation of the excerpt, keyed like ``"GET /api/v2/users/{id}"``."""
+    """Every operation of the excerpt, keyed like ``"GET /api/v2/users/{id}"``."""
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
     found = {}
     for path, item in spec["paths"].items():
-        operation = _operation(spec, f"GET {MANAGEMENT_PREFIX}{path}", item["get"])
-        found[operation.endpoint] = operation
+        for method in HTTP_METHODS:
+            if method.lower() in item:
+                endpoint = f"{method} {MANAGEMENT_PREFIX}{path}"
+                found[endpoint] = _operation(spec, endpoint, item[method.lower()])
     return found
 
 
@@ -85,13 +87,13 @@ def _violation(name: str, rule: str) -> Auth0Error:
     return query_error(f"Query validation error: '{rule}' on property {name}.")
 
 
-def _operation(spec: dict[str, Any], endpoint: str, get: dict[str, Any]) -> Operation:
+def _operation(spec: dict[str, Any], endpoint: str, details: dict[str, Any]) -> Operation:
     schemas: dict[str, dict[str, dict[str, Any]]] = {"path": {}, "query": {}}
-    for parameter in get.get("parameters", []):
+    for parameter in details.get("parameters", []):
         schemas[parameter["in"]][parameter["name"]] = _resolve(spec, parameter.get("schema", {}))
     scopes = tuple(
         scope
-        for requirement in get.get("security", [])
+        for requirement in details.get("security", [])
         for scope in requirement.get("oAuth2ClientCredentials", [])
     )
     return Operation(endpoint, schemas["path"], schemas["query"], scopes)

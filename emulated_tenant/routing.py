@@ -6,37 +6,104 @@ segments. Here the path is split on literal ``/`` first and each segment decoded
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Container, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
+if TYPE_CHECKING:
+    from .tenant import Tenant
+
 MANAGEMENT_PREFIX = "/api/v2"
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
-OAUTH_TOKEN = "POST /oauth/token"
-JWKS = "GET /.well-known/jwks.json"
-OPENID_CONFIGURATION = "GET /.well-known/openid-configuration"
-ORGANIZATION_MEMBERS = "GET /api/v2/organizations/{id}/members"
-USER = "GET /api/v2/users/{id}"
-USER_ORGANIZATIONS = "GET /api/v2/users/{id}/organizations"
-USERS = "GET /api/v2/users"
 
-ENDPOINTS = (
-    OAUTH_TOKEN,
-    JWKS,
-    OPENID_CONFIGURATION,
-    ORGANIZATION_MEMBERS,
-    USER,
-    USER_ORGANIZATIONS,
-    USERS,
-)
+@dataclass(frozen=True)
+class Call:
+    """What a handler gets from one request, already decoded and (for /api/v2) validated."""
+
+    path_params: dict[str, str]
+    #: typed and validated against the spec for Management routes; as sent for the others
+    query: dict[str, Any] = field(default_factory=dict)
+    #: form or JSON body parameters (only /oauth/token reads them)
+    body: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[["Tenant", Call], Any]
+
+
+class MissingOperation(Exception):
+    """A Management route has no operation in the spec excerpt, so it could not be validated."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """One row of the route table: ``"GET /api/v2/users/{id}"`` answered by ``handler``.
+
+    The endpoint string is also the key tests use for faults, counts and the request log.
+    """
+
+    endpoint: str
+    handler: Handler
+
+    def __post_init__(self) -> None:
+        method, _, template = self.endpoint.partition(" ")
+        if method not in HTTP_METHODS or not template.startswith("/"):
+            raise ValueError(f"route {self.endpoint!r} is not 'METHOD /path/{{param}}'")
+
+    @property
+    def method(self) -> str:
+        return self.endpoint.partition(" ")[0]
+
+    @property
+    def template(self) -> str:
+        return self.endpoint.partition(" ")[2]
+
+    @property
+    def is_management(self) -> bool:
+        """Management API routes are bearer-protected, rate limited and spec-validated."""
+        return is_management_path(self.template)
 
 
 @dataclass(frozen=True)
 class RouteMatch:
-    """An endpoint key such as ``"GET /api/v2/users/{id}"`` and its decoded path parameters."""
+    """The route a request addresses and its decoded path parameters."""
 
-    endpoint: str
+    route: Route
     params: dict[str, str]
+
+    @property
+    def endpoint(self) -> str:
+        return self.route.endpoint
+
+
+class RouteTable:
+    """Routes tried in order; the first whose method and template fit the raw path answers."""
+
+    def __init__(self, routes: Iterable[Route], spec_operations: Container[str]) -> None:
+        """:raise MissingOperation: a Management route without its operation in the excerpt."""
+        self.routes = tuple(routes)
+        for route in self.routes:
+            if route.is_management and route.endpoint not in spec_operations:
+                raise MissingOperation(
+                    f"Management route {route.endpoint!r} has no operation in the spec excerpt "
+                    "management_api_spec.json: copy it there from Auth0's published spec"
+                )
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return tuple(route.endpoint for route in self.routes)
+
+    def match(self, method: str, raw_path: str) -> RouteMatch | None:
+        """The route this request addresses exactly, or None (answered 404)."""
+        segments = raw_path.split("/")
+        for route in self.routes:
+            if route.method != method:
+                continue
+            params = _match_template(route.template.split("/"), segments)
+            if params is not None:
+                return RouteMatch(route, params)
+        return None
 
 
 def raw_request_uri(environ: Mapping[str, object]) -> str:
@@ -63,19 +130,6 @@ def split_raw_uri(raw_uri: str) -> tuple[str, str]:
 def is_management_path(raw_path: str) -> bool:
     """Whether the request falls under the Management API (rate limited, bearer protected)."""
     return raw_path == MANAGEMENT_PREFIX or raw_path.startswith(MANAGEMENT_PREFIX + "/")
-
-
-def match_endpoint(method: str, raw_path: str) -> RouteMatch | None:
-    """The endpoint this request addresses exactly, or None (answered 404)."""
-    segments = raw_path.split("/")
-    for endpoint in ENDPOINTS:
-        endpoint_method, template = endpoint.split(" ", 1)
-        if endpoint_method != method:
-            continue
-        params = _match_template(template.split("/"), segments)
-        if params is not None:
-            return RouteMatch(endpoint, params)
-    return None
 
 
 def _match_template(template: list[str], segments: list[str]) -> dict[str, str] | None:

@@ -28,7 +28,7 @@ from .records import (
     Organization,
     User,
 )
-from .routing import ENDPOINTS
+from .routes import ENDPOINTS
 
 
 @dataclass

@@ -21,7 +21,10 @@ import requests
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from emulated_tenant import Tenant, TenantServer, demo, demo_tenant, proxy_config
+from emulated_tenant import Tenant, TenantServer, demo, demo_tenant, management, proxy_config
+from emulated_tenant.query import operations
+from emulated_tenant.routes import ROUTES
+from emulated_tenant.routing import MissingOperation, Route, RouteTable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIG_ORG_ID = "org_big"
@@ -33,6 +36,16 @@ MANAGEMENT_ENDPOINTS = {
     "user": "/api/v2/users/auth0%7Calice-acme",
     "user organizations": "/api/v2/users/auth0%7Calice-acme/organizations",
     "users": "/api/v2/users",
+}
+# A request the demo tenant answers 200, for each row of the route table.
+ROUTE_EXAMPLES = {
+    "POST /oauth/token": "/oauth/token",
+    "GET /.well-known/jwks.json": "/.well-known/jwks.json",
+    "GET /.well-known/openid-configuration": "/.well-known/openid-configuration",
+    "GET /api/v2/organizations/{id}/members": MANAGEMENT_ENDPOINTS["members"],
+    "GET /api/v2/users/{id}": MANAGEMENT_ENDPOINTS["user"],
+    "GET /api/v2/users/{id}/organizations": MANAGEMENT_ENDPOINTS["user organizations"],
+    "GET /api/v2/users": MANAGEMENT_ENDPOINTS["users"],
 }
 SCOPE_FOR_ENDPOINT = {
     "members": "read:organization_members",
@@ -554,14 +567,54 @@ def test_counts_and_request_log(
     assert not tenant.counts and not tenant.requests
 
 
-def test_unmatched_requests_get_json_404(server: TenantServer, http: requests.Session) -> None:
-    for response in (
-        http.post(f"{server.url}/api/v2/users", json={}),
-        http.get(f"{server.url}/"),
-        http.get(f"{server.url}/api/v2/users/"),
-    ):
-        assert response.status_code == 404
-        assert response.json()["errorCode"] == "not_found"
+@pytest.mark.parametrize("route", ROUTES.routes, ids=lambda route: route.endpoint)
+def test_every_route_in_the_table_is_served(
+    server: TenantServer, http: requests.Session, tenant: Tenant, mgmt_token: str, route: Route
+) -> None:
+    token_request = {
+        "grant_type": "client_credentials",
+        "client_id": demo.MGMT_CLIENT_ID,
+        "client_secret": demo.MGMT_CLIENT_SECRET,
+        "audience": tenant.management_audience,
+    }
+    response = http.request(
+        route.method,
+        server.url + ROUTE_EXAMPLES[route.endpoint],
+        headers={"Authorization": f"Bearer {mgmt_token}"} if route.is_management else None,
+        data=token_request if route.method == "POST" else None,
+    )
+    assert response.status_code == 200
+    assert tenant.requests[-1]["endpoint"] == route.endpoint
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/v2/users"),
+        ("DELETE", "/api/v2/users/auth0%7Calice-acme"),
+        ("GET", "/api/v2/clients"),
+        ("GET", "/api/v2/users/"),
+        ("GET", "/"),
+    ],
+)
+def test_unmatched_requests_get_json_404(
+    server: TenantServer, http: requests.Session, tenant: Tenant, method: str, path: str
+) -> None:
+    response = http.request(method, server.url + path, json={})
+    assert response.status_code == 404
+    assert response.json() == {
+        "statusCode": 404,
+        "error": "Not Found",
+        "message": "Not Found",
+        "errorCode": "not_found",
+    }
+    assert tenant.requests[-1]["endpoint"] is None
+
+
+def test_management_route_without_a_spec_operation_fails_loudly() -> None:
+    unspecified = Route("GET /api/v2/clients", management.users)
+    with pytest.raises(MissingOperation, match=r"'GET /api/v2/clients'.*management_api_spec"):
+        RouteTable([*ROUTES.routes, unspecified], spec_operations=operations())
 
 
 def test_latency_delays_every_answer(
