@@ -56,6 +56,11 @@ def not_found() -> Auth0Error:
     return Auth0Error(404, "Not Found", "not_found")
 
 
+def inexistent_user() -> Auth0Error:
+    """404 for a user id the tenant does not have."""
+    return Auth0Error(404, "The user does not exist.", "inexistent_user")
+
+
 def invalid_token(message: str = "Invalid token") -> Auth0Error:
     """401 for a bearer token the Management API will not accept."""
     return Auth0Error(401, message, attributes={"error": message})

@@ -30,6 +30,9 @@ from .records import (
 )
 from .routes import ENDPOINTS
 
+#: How ``GET /users/{id}/organizations`` answers for a user that does not exist.
+UNKNOWN_USER_ORGANIZATIONS_MODES = ("empty", "404")
+
 
 @dataclass
 class Fault:
@@ -70,6 +73,7 @@ class Tenant:
         self.counts: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []
         self.latency = 0.0
+        self._unknown_user_organizations = "empty"
 
     @property
     def domain(self) -> str:
@@ -90,6 +94,18 @@ class Tenant:
     @property
     def management_audience(self) -> str:
         return f"https://{self.domain}/api/v2/"
+
+    @property
+    def unknown_user_organizations(self) -> str:
+        """``"empty"`` (an unknown user has no organizations) or ``"404"`` (inexistent_user):
+        Auth0 does not document which, so a client must cope with both."""
+        return self._unknown_user_organizations
+
+    @unknown_user_organizations.setter
+    def unknown_user_organizations(self, mode: str) -> None:
+        if mode not in UNKNOWN_USER_ORGANIZATIONS_MODES:
+            raise ValueError(f"expected one of {UNKNOWN_USER_ORGANIZATIONS_MODES}, not {mode!r}")
+        self._unknown_user_organizations = mode
 
     def add_api(
         self,
@@ -146,6 +162,18 @@ class Tenant:
             for org_id in organizations:
                 self.add_member(org_id, user_id)
         return user
+
+    def delete_user(self, user_id: str) -> None:
+        """Remove a user and their memberships, as deleting them in Auth0 does.
+
+        :raise KeyError: no such user.
+        """
+        with self._lock:
+            self._require_user(user_id)
+            del self._users[user_id]
+            for organization in self._organizations.values():
+                if user_id in organization.member_ids:
+                    organization.remove_member(user_id)
 
     def add_member(self, org_id: str, user_id: str) -> None:
         with self._lock:

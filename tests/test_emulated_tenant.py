@@ -414,6 +414,51 @@ def test_user_organizations(api: Any) -> None:
     assert api("/api/v2/users/auth0%7Cnobody/organizations").json() == []
 
 
+def test_deleted_user_is_gone_from_profile_listing_and_search(api: Any, tenant: Tenant) -> None:
+    listed = [member["user_id"] for member in api(MEMBERS.format(demo.ACME_ORG_ID)).json()]
+    assert "auth0|bob-acme" in listed
+    tenant.delete_user("auth0|bob-acme")
+    assert api("/api/v2/users/auth0%7Cbob-acme").json()["errorCode"] == "inexistent_user"
+    listed = [member["user_id"] for member in api(MEMBERS.format(demo.ACME_ORG_ID)).json()]
+    assert "auth0|bob-acme" not in listed
+    assert "auth0|bob-acme" not in tenant.member_ids(demo.ACME_ORG_ID)
+    assert api("/api/v2/users", q='user_id:"auth0|bob-acme"').json() == []
+
+
+def test_deleting_an_unknown_user_is_a_key_error(tenant: Tenant) -> None:
+    with pytest.raises(KeyError):
+        tenant.delete_user("auth0|nobody")
+
+
+def test_deleted_user_has_no_organizations_by_default(api: Any, tenant: Tenant) -> None:
+    assert tenant.unknown_user_organizations == "empty"
+    tenant.delete_user(demo.SHARED_USER_ID)
+    response = api("/api/v2/users/auth0%7Cshared-consultant/organizations")
+    assert response.status_code == 200
+    assert response.json() == []
+
+
+def test_deleted_user_organizations_answer_404_in_that_mode(api: Any, tenant: Tenant) -> None:
+    tenant.unknown_user_organizations = "404"
+    assert len(api("/api/v2/users/auth0%7Cshared-consultant/organizations").json()) == 2
+    assert api("/api/v2/users/auth0%7Corphan-olga/organizations").json() == []
+    tenant.delete_user(demo.SHARED_USER_ID)
+    response = api("/api/v2/users/auth0%7Cshared-consultant/organizations")
+    assert response.status_code == 404
+    assert response.json() == {
+        "statusCode": 404,
+        "error": "Not Found",
+        "message": "The user does not exist.",
+        "errorCode": "inexistent_user",
+    }
+
+
+def test_unknown_user_organizations_mode_is_empty_or_404(tenant: Tenant) -> None:
+    with pytest.raises(ValueError, match="not 'error'"):
+        tenant.unknown_user_organizations = "error"
+    assert tenant.unknown_user_organizations == "empty"
+
+
 def test_users_search_by_user_id(api: Any) -> None:
     one = api("/api/v2/users", q='user_id:"auth0|alice-acme"', search_engine="v3").json()
     assert [user["user_id"] for user in one] == ["auth0|alice-acme"]
