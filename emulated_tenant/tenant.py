@@ -74,6 +74,9 @@ class Tenant:
         self.requests: list[dict[str, Any]] = []
         self.latency = 0.0
         self._unknown_user_organizations = "empty"
+        #: False publishes JWKS keys without ``"alg"``, so only a verifier's own allow-list
+        #: can refuse a token signed with the tenant's key under another RSA algorithm
+        self.jwks_names_algorithm = True
 
     @property
     def domain(self) -> str:
@@ -254,8 +257,9 @@ class Tenant:
             return self._keys[-1]
 
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
+        """The published key set; its keys name RS256 unless ``jwks_names_algorithm`` is off."""
         with self._lock:
-            return tokens.public_jwks(self._keys)
+            return tokens.public_jwks(self._keys, self.jwks_names_algorithm)
 
     def rotate_key(self) -> str:
         """Publish a new key and sign with it from now on; old keys stay published."""
@@ -288,7 +292,9 @@ class Tenant:
         """Sign a token as /oauth/token would, without checking secrets or grants.
 
         ``scope`` defaults to the client's grant for ``audience``; ``claims``/``header`` add or
-        override entries (None deletes); ``key`` signs with a foreign key. Used to forge tokens.
+        override entries (None deletes); ``key`` signs with a foreign key. Used to forge tokens:
+        ``header={"alg": "RS512"}`` (or RS384, PS256, PS384, PS512) signs with the tenant's
+        current key under that algorithm.
         """
         with self._lock:
             api = self.api(audience)

@@ -26,14 +26,21 @@ class TokenRejected(Exception):
 
 
 def generate_signing_key() -> RSAKey:
-    """A fresh RSA key with a random kid, as Auth0 publishes in its JWKS."""
+    """A fresh RSA key with a random kid and no ``alg``: joserfc signs only under the ``alg`` a
+    key names, and tests sign RS512 or PS256 tokens with it too. Publishing adds the ``alg``."""
     kid = secrets.token_urlsafe(16)
-    return RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig", "alg": ALGORITHM})
+    return RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig"})
 
 
-def public_jwks(keys: Iterable[RSAKey]) -> dict[str, list[dict[str, Any]]]:
-    """The ``/.well-known/jwks.json`` document: public halves only."""
-    return {"keys": [key.as_dict(private=False) for key in keys]}
+def public_jwks(
+    keys: Iterable[RSAKey], names_algorithm: bool = True
+) -> dict[str, list[dict[str, Any]]]:
+    """The ``/.well-known/jwks.json`` document: public halves only, naming RS256 as Auth0's do
+    unless ``names_algorithm`` is False (then a verifier cannot lean on the key's ``alg``)."""
+    published = [key.as_dict(private=False) for key in keys]
+    if names_algorithm:
+        published = [{**key, "alg": ALGORITHM} for key in published]
+    return {"keys": published}
 
 
 def token_header(profile: str, kid: str) -> dict[str, Any]:
@@ -85,7 +92,7 @@ def with_overrides(base: dict[str, Any], overrides: Mapping[str, Any] | None) ->
 
 
 def sign(header: dict[str, Any], claims: dict[str, Any], key: RSAKey) -> str:
-    """A compact JWS; the algorithm is whatever the header names, so tests can forge oddities."""
+    """A compact JWS under whatever algorithm the header names, so tests can forge oddities."""
     algorithm = header.get("alg", ALGORITHM)
     return jwt.encode(header, claims, key, algorithms=[algorithm], default_type=None)
 

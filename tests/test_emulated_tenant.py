@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 from joserfc import jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, RSAKey
 
 from emulated_tenant import Tenant, TenantServer, demo, demo_tenant, management, proxy_config
@@ -103,9 +104,12 @@ def request_token(http: requests.Session, server: TenantServer, **params: str) -
     )
 
 
+def published_keys(server: TenantServer, http: requests.Session) -> KeySet:
+    return KeySet.import_key_set(http.get(f"{server.url}/.well-known/jwks.json").json())
+
+
 def decode(server: TenantServer, http: requests.Session, token: str) -> jwt.Token:
-    keys = KeySet.import_key_set(http.get(f"{server.url}/.well-known/jwks.json").json())
-    return jwt.decode(token, keys, algorithms=["RS256"])
+    return jwt.decode(token, published_keys(server, http), algorithms=["RS256"])
 
 
 def test_edge_client_token_uses_auth0_profile_and_carries_org_id(
@@ -230,6 +234,30 @@ def test_jwks_publishes_only_public_signing_keys(
     assert {"kty": "RSA", "use": "sig", "alg": "RS256"}.items() <= keys[0].items()
     assert not {"d", "p", "q", "dp", "dq", "qi"} & keys[0].keys()
     assert keys == tenant.jwks()["keys"]
+
+
+def test_jwks_can_leave_out_the_key_algorithm(
+    server: TenantServer, http: requests.Session, tenant: Tenant
+) -> None:
+    tenant.jwks_names_algorithm = False
+    tenant.rotate_key()
+    keys = http.get(f"{server.url}/.well-known/jwks.json").json()["keys"]
+    assert len(keys) == 2
+    assert all("alg" not in key for key in keys)
+    assert {"kty": "RSA", "use": "sig", "kid": tenant.signing_key.kid}.items() <= keys[1].items()
+
+
+@pytest.mark.parametrize("algorithm", ["RS384", "RS512", "PS256", "PS384", "PS512"])
+def test_tokens_under_other_rsa_algorithms_are_signed_with_the_tenant_key(
+    server: TenantServer, http: requests.Session, tenant: Tenant, algorithm: str
+) -> None:
+    token = tenant.issue_token(demo.ACME_CLIENT_ID, demo.API_AUDIENCE, header={"alg": algorithm})
+    with pytest.raises(JoseError):  # the published key names RS256
+        jwt.decode(token, published_keys(server, http), algorithms=[algorithm])
+    tenant.jwks_names_algorithm = False
+    verified = jwt.decode(token, published_keys(server, http), algorithms=[algorithm])
+    assert verified.header == {"alg": algorithm, "typ": "JWT", "kid": tenant.signing_key.kid}
+    assert verified.claims["azp"] == demo.ACME_CLIENT_ID
 
 
 def test_rotated_key_signs_new_tokens_and_old_key_stays_published(
