@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import threading
 from pathlib import Path
+from types import FrameType
 
 from .demo import demo_tenant, proxy_config
 from .server import TenantServer
+
+
+class StopRequested(Exception):
+    """Raised in the main thread by Ctrl-C (SIGINT) or SIGTERM: shut the server down cleanly."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -24,8 +30,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def stop_on_signals() -> None:
+    """Make SIGINT and SIGTERM stop the server, whatever the parent left them as.
+
+    A background job of a script (``make test &``) inherits SIGINT ignored (POSIX Shell Command
+    Language 2.11, "Signals and Error Handling"), and Python then installs no KeyboardInterrupt
+    handler ("if the parent process has not changed it", docs of the ``signal`` module).
+    """
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _request_stop)
+
+
+def _request_stop(signum: int, frame: FrameType | None) -> None:
+    raise StopRequested(signal.Signals(signum).name)
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Serve the demo tenant until a stop signal arrives."""
     tenant = demo_tenant()
     tenant.latency = args.latency_ms / 1000
     tenant.set_rate_limit(args.rate_limit)
@@ -35,10 +56,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Emulated Auth0 tenant at {server.url} (CA: {server.ca_bundle})", flush=True)
         if args.config_out:
             print(f"Proxy config written to {args.config_out}", flush=True)
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            print("Stopping emulated tenant.", flush=True)
+        threading.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop_on_signals()
+    try:
+        serve(args)
+    except StopRequested:
+        print("Emulated tenant stopped.", flush=True)
     return 0
 
 

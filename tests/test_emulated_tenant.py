@@ -719,7 +719,15 @@ def test_proxy_config_points_at_the_running_tenant(server: TenantServer, tenant:
     }
 
 
-def test_command_line_serves_demo_tenant_and_exits_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+def ignore_sigint() -> None:
+    """What a shell does to a background job of a script (``make test &``, nohup)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def serve_from_command_line_then_send(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m emulated_tenant`` with SIGINT ignored, check it serves, send a signal."""
     config_path = tmp_path / "config.json"
     command = [
         sys.executable,
@@ -739,6 +747,7 @@ def test_command_line_serves_demo_tenant_and_exits_cleanly_on_ctrl_c(tmp_path: P
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=ignore_sigint,
     )
     try:
         banner = process.stdout.readline() if process.stdout else ""
@@ -750,10 +759,24 @@ def test_command_line_serves_demo_tenant_and_exits_cleanly_on_ctrl_c(tmp_path: P
             timeout=5,
         )
         assert jwks.status_code == 200
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=10)
+        process.send_signal(stop_signal)
+        stdout, stderr = process.communicate(timeout=10)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 0
-    assert "Traceback" not in stderr
+            process.communicate()
+    return subprocess.CompletedProcess(command, process.returncode, banner + stdout, stderr)
+
+
+def test_command_line_serves_demo_tenant_and_exits_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    stopped = serve_from_command_line_then_send(tmp_path, signal.SIGINT)
+    assert stopped.returncode == 0
+    assert "Emulated tenant stopped." in stopped.stdout
+    assert "Traceback" not in stopped.stderr
+
+
+def test_command_line_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    stopped = serve_from_command_line_then_send(tmp_path, signal.SIGTERM)
+    assert stopped.returncode == 0
+    assert "Emulated tenant stopped." in stopped.stdout
+    assert "Traceback" not in stopped.stderr
