@@ -1,7 +1,8 @@
-"""Match requests on the raw URI, because Auth0 user ids carry ``|`` and may carry an encoded ``/``.
+"""The route table's parts (Route, RouteTable, the Call a handler gets) and raw-URI matching.
 
-Flask's router decodes ``%2F`` before matching, which would split ``auth0|a%2Fb`` into two path
-segments. Here the path is split on literal ``/`` first and each segment decoded afterwards.
+Requests are matched on the raw URI because Auth0 user ids carry ``|`` and may carry an encoded
+``/``: Flask's router decodes ``%2F`` before matching, which would split ``auth0|a%2Fb`` into two
+path segments. Here the path is split on literal ``/`` first and each segment decoded afterwards.
 """
 
 from __future__ import annotations
