@@ -30,6 +30,10 @@ class _QuietServer(wsgi.Server):
     """cheroot's threaded HTTP/1.1 server, quiet: clients that hang up or refuse the
     certificate are not worth a traceback on stderr."""
 
+    # How long the serving loop waits on idle kept-alive connections between checks, and so
+    # how long stop() takes while a client keeps one open (cheroot's default is 0.5 s).
+    expiration_interval = 0.05
+
     def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
         pass
 
