@@ -11,19 +11,24 @@ from flask import Flask
 from . import errors, health, limits, request_log, users
 from .auth import Auth0TokenValidator
 from .cache import SharedCache
-from .config import Settings, config_path, load_config_file, load_settings
+from .config import ProxySettings, Settings, config_path, load_config_file, load_settings
 from .directory import Directory
 from .extensions import cache, require_oauth
 from .json_codec import FastJSONProvider
 from .keys import KeyStore
 from .management import ManagementClient
+from .policy import ClientPolicy
+from .store import Store, store_for
 from .upstream import Upstream
 
 CACHE_TYPES = {
-    "filesystem": "auth0_proxy.cache.LockingFileSystemCache",
-    "redis": "RedisCache",
+    "filesystem": "FileSystemCache",
+    "redis": "auth0_proxy.store.RedisBackend",
     "simple": "SimpleCache",
 }
+# Part of every cache key: changed whenever what is stored changes shape, so that a proxy never
+# reads entries another version left in a shared or persistent cache.
+STORAGE_FORMAT = "v2"
 
 
 def create_app(test_config: Mapping | None = None) -> Flask:
@@ -35,6 +40,9 @@ def create_app(test_config: Mapping | None = None) -> Flask:
         load_settings(test_config) if test_config is not None else load_config_file(config_path())
     )
     app = Flask(__name__)
+    # A user id may hold slashes ("%2F0" arrives as "/users//0"): it is the id, not a path to
+    # tidy up with a redirect (an HTML 308 that would drop the slash).
+    app.url_map.merge_slashes = False
     app.config["SETTINGS"] = settings
     app.json = FastJSONProvider(app)
     configure_logger()
@@ -52,24 +60,12 @@ def configure_logger() -> None:
 
 
 def register_extensions(app: Flask, settings: Settings) -> None:
-    """Bind the cache, the Auth0 connection pool, the key store and the token validator."""
+    """Bind the cache, the Auth0 connection pool, the key store, the Management client, the
+    directory, the client policy and the token validator."""
     proxy = settings.proxy
-    cache.init_app(
-        app,
-        config={
-            "CACHE_TYPE": CACHE_TYPES[proxy.cache_type],
-            "CACHE_DIR": proxy.cache_dir,
-            "CACHE_REDIS_URL": proxy.cache_redis_url,
-            # Per tenant, so proxies for different tenants can share one cache safely.
-            "CACHE_KEY_PREFIX": f"{proxy.cache_key_prefix}{settings.auth0.domain}:",
-            "CACHE_DEFAULT_TIMEOUT": 300,
-            # Files a filesystem cache keeps before pruning the expired ones: member lists are
-            # stored page by page, one set of pages per listing (a few hundred MB at most).
-            "CACHE_THRESHOLD": 20_000,
-        },
-    )
+    store = bind_cache(app, settings)
     shared_cache = SharedCache(
-        cache,
+        store,
         # Outlast the slowest fetch: the retry budget, then one more connect and read timeout.
         lock_seconds=math.ceil(
             proxy.retry_budget_seconds + proxy.connect_timeout_seconds + proxy.read_timeout_seconds
@@ -79,21 +75,19 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     )
     upstream = Upstream(
         settings.auth0.base_url,
-        shared_cache,
+        store,
         connect_timeout=proxy.connect_timeout_seconds,
         read_timeout=proxy.read_timeout_seconds,
         retry_budget=proxy.retry_budget_seconds,
         on_call=request_log.count_upstream_call,
     )
     keys = KeyStore(upstream, shared_cache, refetch_interval=proxy.jwks_refetch_interval_seconds)
-    app.extensions["keys"] = keys
     management = ManagementClient(upstream, shared_cache, settings.auth0, page_size=proxy.page_size)
+    app.extensions["keys"] = keys
     app.extensions["management"] = management
-    app.extensions["directory"] = Directory(
-        management,
-        shared_cache,
-        ttl=proxy.cache_ttl_seconds,
-        fresh_interval=proxy.fresh_read_interval_seconds,
+    app.extensions["directory"] = Directory(management, shared_cache, ttl=proxy.cache_ttl_seconds)
+    app.extensions["policy"] = ClientPolicy(
+        store, fresh_read_interval=proxy.fresh_read_interval_seconds
     )
     require_oauth.init_app(
         app,
@@ -105,6 +99,28 @@ def register_extensions(app: Flask, settings: Settings) -> None:
             accept_user_tokens=proxy.accept_user_tokens,
         ),
     )
+
+
+def bind_cache(app: Flask, settings: Settings) -> Store:
+    """Flask-Caching's backend for ``proxy.cache_type``, in a Store whose keys are this tenant's
+    (proxies of different tenants can share a cache directory or a Redis)."""
+    proxy: ProxySettings = settings.proxy
+    cache.init_app(
+        app,
+        config={
+            "CACHE_TYPE": CACHE_TYPES[proxy.cache_type],
+            "CACHE_DIR": proxy.cache_dir,
+            "CACHE_REDIS_URL": proxy.cache_redis_url,
+            "CACHE_KEY_PREFIX": "",  # the Store prefixes every key, for every backend
+            "CACHE_DEFAULT_TIMEOUT": 300,
+            # Files a filesystem cache keeps before pruning the expired ones: member lists are
+            # stored page by page, one set of pages per listing (a few hundred MB at most).
+            "CACHE_THRESHOLD": 20_000,
+        },
+    )
+    prefix = f"{proxy.cache_key_prefix}{settings.auth0.domain}:{STORAGE_FORMAT}:"
+    with app.app_context():  # the backend is the app's; the Store keeps it for every thread
+        return store_for(cache.cache, prefix, proxy.cache_dir)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -17,7 +17,7 @@ from authlib.integrations.flask_oauth2 import ResourceProtector
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import MissingAuthorizationError, UnsupportedTokenTypeError
 from authlib.oauth2.rfc6750 import BearerTokenValidator
-from flask import Flask, current_app, g
+from flask import Flask, current_app
 from flask import request as flask_request
 from joserfc import jwt
 from joserfc.errors import (
@@ -77,15 +77,13 @@ def client_id_of(claims: dict) -> str | None:
 
 
 class AccessToken(dict):
-    """The verified claims of a caller's token."""
+    """The verified claims of a caller's token, with what the proxy reads of them."""
 
-    @property
-    def client_id(self) -> str:
-        return client_id_of(self)
-
-    @property
-    def org_id(self) -> str | None:
-        return self.get("org_id")
+    def __init__(self, claims: dict):
+        super().__init__(claims)
+        self.client_id: str = client_id_of(claims)
+        self.org_id: str | None = claims.get("org_id")
+        self.scopes = frozenset(self.get_scope().split())
 
     def get_scope(self) -> str:
         """Granted scopes: ``scope`` and, with Auth0 RBAC, ``permissions``."""
@@ -121,18 +119,23 @@ class Auth0TokenValidator(BearerTokenValidator):
         )
 
     def authenticate_token(self, token_string: str) -> AccessToken:
-        """:raise TokenRejected: any reason the token is not a valid token for this API (401)."""
+        """:raise TokenRejected: any reason the token is not a valid token for this API (401).
+        :raise UpstreamUnavailable: the signing keys cannot be had, for a token that may be
+            fine (503; a malformed one is still 401).
+        """
+        unreachable = None
         try:
             key_set = self.keys.key_set()
-        except APIError:
-            key_set = None  # the JWKS is unreachable: _verify answers 401 or 503 as it should
-        claims = self.verified.recall(token_string, key_set, int(time.time()))
-        if claims is None:
-            claims = self._verify(token_string)
+        except APIError as error:
+            key_set, unreachable = None, error
+        token = self.verified.recall(token_string, key_set, time.time())
+        if token is None:
+            claims = self._verify(token_string, unreachable)
             self._check_claims(claims)
             self._check_client(claims)
-            self.verified.remember(token_string, key_set, claims, self._valid_between(claims))
-        return AccessToken(claims)
+            token = AccessToken(claims)
+            self.verified.remember(token_string, key_set, token, self._valid_between(claims))
+        return token
 
     def _valid_between(self, claims: dict) -> tuple[float, float]:
         """When checked claims pass ``_check_claims`` (first second, first second past): only
@@ -142,10 +145,13 @@ class Auth0TokenValidator(BearerTokenValidator):
         not_before = max(claims["iat"], claims.get("nbf", claims["iat"]))
         return not_before - leeway, claims["exp"] + leeway
 
-    def _verify(self, token_string: str) -> dict:
-        """Signature and header; the token's claims if both are right."""
+    def _verify(self, token_string: str, unreachable: APIError | None = None) -> dict:
+        """Signature and header; the token's claims if both are right. Should the keys be
+        needed and still unreachable, the error is the one the first attempt met."""
         try:
             token = jwt.decode(token_string, self._key_for, algorithms=ALGORITHMS)
+        except APIError as error:
+            raise unreachable or error from None
         except InvalidKeyIdError:
             raise TokenRejected(UNKNOWN_KEY, reason="unknown signing key") from None
         except BadSignatureError:
@@ -162,7 +168,7 @@ class Auth0TokenValidator(BearerTokenValidator):
 
         :raise InsufficientScope: the token lacks a required scope (403).
         """
-        if self.scope_insufficient(token.get_scope(), scopes):
+        if scopes and not any(token.scopes.issuperset(scope.split()) for scope in scopes):
             raise InsufficientScope(" ".join(scopes), reason="insufficient scope")
 
     def _key_for(self, guest):
@@ -219,27 +225,27 @@ class VerifiedTokens:
 
     def __init__(self, size: int = 10_000):
         self.size = size
-        self._claims: OrderedDict[str, tuple[object, dict, float, float]] = OrderedDict()
+        self._tokens: OrderedDict[str, tuple[object, AccessToken, float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def recall(self, token_string: str, key_set: object, now: int) -> dict | None:
+    def recall(self, token_string: str, key_set: object, now: float) -> AccessToken | None:
         with self._lock:
-            entry = self._claims.get(token_string)
+            entry = self._tokens.get(token_string)
             if entry is None:
                 return None
-            verified_by, claims, valid_from, valid_until = entry
-            if verified_by is not key_set or not valid_from <= now < valid_until:
+            verified_by, token, valid_from, valid_until = entry
+            if verified_by is not key_set or not valid_from <= int(now) < valid_until:
                 return None
-            self._claims.move_to_end(token_string)
-            return claims
+            self._tokens.move_to_end(token_string)
+            return token
 
     def remember(
-        self, token_string: str, key_set: object, claims: dict, valid: tuple[float, float]
+        self, token_string: str, key_set: object, token: AccessToken, valid: tuple[float, float]
     ) -> None:
         with self._lock:
-            self._claims[token_string] = (key_set, claims, *valid)
-            if len(self._claims) > self.size:
-                self._claims.popitem(last=False)
+            self._tokens[token_string] = (key_set, token, *valid)
+            if len(self._tokens) > self.size:
+                self._tokens.popitem(last=False)
 
 
 class Auth0ResourceProtector(ResourceProtector):
@@ -253,15 +259,19 @@ class Auth0ResourceProtector(ResourceProtector):
         app.extensions["token_validator"] = validator
 
     def acquire_token(self, scopes=None, **kwargs) -> AccessToken:
-        """Validate the request's token and keep it for the request (``current_token``).
+        """The request's validated token; views get their caller from
+        ``access.require_organization``, so Authlib's ``current_token`` is not set.
 
-        Authlib's version first wraps the request in an OAuth request object that computes the
-        full URL (a third of the time of a cached request); only the headers are needed here.
+        Authlib's version first wraps the request in an OAuth request object, computing its
+        full URL; only the Authorization header is needed here.
+
+        :raise TokenMissing, TokenRejected: no usable bearer token (401).
         """
         scopes = [scopes] if isinstance(scopes, str) else scopes
-        token = self.validate_request(scopes, flask_request)
-        g.authlib_server_oauth2_token = token
-        return token
+        try:
+            return self.validate_request(scopes, flask_request)
+        except OAuth2Error as error:
+            self.raise_error_response(error)
 
     def parse_request_authorization(self, request):
         """The bearer token from the Authorization header, and only from there.

@@ -1,254 +1,278 @@
-"""The shared cache: one fetch per key across threads, workers and (with Redis) hosts.
+"""Fetch once, serve many: the cache every answer the proxy keeps from Auth0 goes through.
 
-Flask-Caching stores the values; this module adds what it lacks: a lock, built on the backend's
-atomic ``add`` so it works for every backend that has one, and a short memory of failures. Locks
-expire, so a worker that dies while holding one blocks the others for at most ``lock_seconds``.
+On top of the Store (which turns a failing backend into misses), this layer gives each key:
+
+- **coalescing**: one caller fetches while the others wait for its result, across threads,
+  workers and (with Redis) hosts. The lock is a key set only if absent, released only by its
+  owner (compare-and-delete), and it expires, so a worker that dies holding it blocks the others
+  for at most ``lock_seconds``;
+- **refresh ahead**: an ``Entry`` carries the time from which a read fetches its successor in the
+  background while the current value is still served, so while clients keep asking none waits;
+- **compare-and-set**: a refresh writes only if the entry it was started for is still the
+  current one, so a late refresh never replaces a newer value (keys fetched for a new kid);
+- **remembered failures**: a failed fetch is answered from memory (503 with Retry-After) for
+  ``failure_seconds``, so while Auth0 fails a flood of requests is no flood of upstream calls;
+- **streaming**: a sequence too long to hold (a member list) is stored and served page by page.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
-import os
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from flask_caching.backends.filesystemcache import FileSystemCache
-
-from .errors import APIError, UpstreamUnavailable
+from .errors import APIError, CachedPageMissing, UpstreamUnavailable
+from .store import Store
 
 log = logging.getLogger(__name__)
 
-OUTAGE_LOG_INTERVAL_SECONDS = 10
-# Share of a value's lifetime after which refresh_ahead fetches its successor (earlier for a
-# value that is slow to fetch: see SharedCache.put).
+# Share of a value's lifetime after which a read refreshes it ahead of expiry (earlier for a
+# value slow to fetch: see refresh_time).
 REFRESH_AHEAD_AT = 0.8
 # Background refreshes a process runs at once; beyond them, values expire and are fetched by
-# the request that next needs them, as without refresh-ahead.
+# the request that next needs them.
 MAX_REFRESHES = 4
-# get_or_create values a process keeps in memory: for at most this long, this many of them.
+# Entries a process keeps in memory: for at most this long, this many of them.
 MEMO_SECONDS = 1.0
 MEMO_ENTRIES = 4096
+# Pages outlive their listing's entry, so a reader that found the entry finds every page.
+PAGE_GRACE_SECONDS = 60
+
+# A fetch: the value, and for how many seconds it may be served.
+Create = Callable[[], tuple[Any, float]]
 
 
-class LockingFileSystemCache(FileSystemCache):
-    """FileSystemCache with an atomic ``add`` and the key prefix applied.
+@dataclass(frozen=True)
+class Entry:
+    """A cached value; from ``refresh_at`` (wall clock) on, reads refresh it in the background."""
 
-    cachelib's ``add`` tests for the file and then writes it, so two workers can both win, and an
-    expired lock file would block forever; a host-local ``flock`` makes test-and-set one step.
-    cachelib also ignores ``CACHE_KEY_PREFIX``, which keeps proxies of different tenants that
-    share a directory apart.
-    """
+    value: Any
+    refresh_at: float
+    stored_at: float
 
-    def __init__(self, cache_dir: str, *args, key_prefix: str = "", **kwargs):
-        self.key_prefix = key_prefix  # before cachelib's __init__, which names its count file
-        super().__init__(cache_dir, *args, **kwargs)
 
-    @classmethod
-    def factory(cls, app, config, args, kwargs):
-        kwargs["key_prefix"] = config["CACHE_KEY_PREFIX"]
-        return super().factory(app, config, args, kwargs)
+@dataclass(frozen=True)
+class Listing:
+    """A sequence stored page by page under a generation of its own, so two fetches of one
+    sequence never mix their pages: the last listing stored wins, whole."""
 
-    def _get_filename(self, key: str) -> str:
-        return super()._get_filename(self.key_prefix + key)
+    generation: str
+    pages: int
 
-    def add(self, key: str, value: Any, timeout: int | None = None) -> bool:
-        with open(os.path.join(self._path, ".add.lock"), "a") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            if self.has(key):
-                return False
-            return self.set(key, value, timeout)
+
+class Memo:
+    """What this process read lately, kept for ``seconds`` from the read: a burst of requests
+    for one key costs one read of the shared store (a file or a Redis round trip, unpickling).
+    Recalling an entry does not extend it, so a change elsewhere is seen within ``seconds``."""
+
+    def __init__(self, seconds: float = MEMO_SECONDS, size: int = MEMO_ENTRIES):
+        self.seconds = seconds
+        self.size = size
+        self._entries: OrderedDict[str, tuple[Entry, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def recall(self, key: str) -> Entry | None:
+        with self._lock:
+            memo = self._entries.get(key)
+            if memo is None or memo[1] < time.monotonic():
+                return None
+            self._entries.move_to_end(key)
+            return memo[0]
+
+    def remember(self, key: str, entry: Entry) -> None:
+        with self._lock:
+            self._entries[key] = (entry, time.monotonic() + self.seconds)
+            self._entries.move_to_end(key)
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
 
 
 class SharedCache:
-    """The proxy's view of the shared cache: one fetch per key, and failures remembered briefly.
+    """Get-or-create over the Store, one fetch per key for everyone who shares it.
 
     ``lock_seconds`` must outlast the slowest fetch (the upstream timeouts), or a second caller
-    would start fetching while the first still waits. ``failure_seconds`` is how long a failed
-    fetch is answered from memory (503 with Retry-After), so that while Auth0 fails, a flood of
-    requests does not become a flood of upstream calls.
+    would start fetching while the first still waits.
     """
 
-    def __init__(self, backend, *, lock_seconds: int, failure_seconds: int):
-        self.backend = backend
+    def __init__(self, store: Store, *, lock_seconds: int, failure_seconds: int):
+        self.store = store
         self.lock_seconds = lock_seconds
         self.failure_seconds = failure_seconds
-        self._last_outage_log = -OUTAGE_LOG_INTERVAL_SECONDS
-        # What this process read lately, so a burst of requests does not re-read the shared
-        # cache (a file or a Redis round trip, and unpickling) for the same key every time.
-        self._memo: OrderedDict[str, tuple[Any, float]] = OrderedDict()
-        self._memo_lock = threading.Lock()
+        self.memo = Memo()
         self._refresh_slots = threading.BoundedSemaphore(MAX_REFRESHES)
 
-    # A cache outage must cost speed, not answers: every operation that fails is logged and
-    # taken as a miss (get), a no-op (set, delete) or a granted lock (add), so requests go
-    # straight to Auth0 until the cache is back.
-
-    def get(self, key: str) -> Any:
-        return self._safely("get", None, key)
-
-    def set(self, key: str, value: Any, ttl: int) -> None:
-        self._safely("set", None, key, value, timeout=max(int(ttl), 1))
-
-    def add(self, key: str, value: Any, ttl: int) -> bool:
-        """Set the key only if absent; atomic, so usable as a lock or a rate guard."""
-        return bool(self._safely("add", True, key, value, timeout=max(int(ttl), 1)))
-
-    def delete(self, key: str) -> None:
-        self.forget_local(key)
-        self._safely("delete", None, key)
-
-    def reread(self, key: str) -> tuple[Any, float, float] | None:
-        """The get_or_create entry in the shared cache now (another worker may have replaced
-        it), and remembered so by this process."""
-        entry = self.get(key)
-        if entry is not None:
-            self._remember(key, entry)
-        return entry
-
-    def forget_local(self, key: str) -> None:
-        """Drop this process's memory of a get_or_create value: the next read sees the cache."""
-        with self._memo_lock:
-            self._memo.pop(key, None)
-
-    def discard(self, key: str, value: Any) -> None:
-        """Delete a get_or_create value if it is still ``value`` (e.g. a token Auth0 refused),
-        not a successor another worker already stored."""
-        self.forget_local(key)
-        entry = self.get(key)
-        if entry is not None and entry[0] == value:
-            self.delete(key)
-
-    def _safely(self, operation: str, fallback: Any, *args, **kwargs) -> Any:
-        try:
-            return getattr(self.backend, operation)(*args, **kwargs)
-        except Exception as error:  # any backend failure: Redis down, disk full, ...
-            now = time.monotonic()
-            if now - self._last_outage_log > OUTAGE_LOG_INTERVAL_SECONDS:
-                self._last_outage_log = now
-                log.warning(
-                    "cache unavailable (%s); serving from Auth0 directly", type(error).__name__
-                )
-            return fallback
-
-    def get_or_create(
-        self, key: str, create: Callable[[], tuple[Any, int]], *, refresh_ahead: bool = False
-    ) -> Any:
+    def get_or_create(self, key: str, create: Create, *, refresh_ahead: bool = False) -> Any:
         """The cached value, or one caller creates it while the others wait for it.
 
-        ``create`` returns ``(value, ttl_seconds)``. Its exception reaches the caller that ran it
-        and is remembered for ``failure_seconds``. With ``refresh_ahead``, a value past
-        ``REFRESH_AHEAD_AT`` of its lifetime is still served while one background thread fetches
-        its successor, so no request waits for it.
+        ``create``'s exception reaches the caller that ran it, and a 5xx is remembered for
+        ``failure_seconds``. With ``refresh_ahead``, a value past its ``refresh_at`` is still
+        served while one background thread fetches its successor.
 
         :raise UpstreamUnavailable: a fetch of this key failed moments ago (503).
         """
-        entry = self._recall(key)
-        if entry is None:  # remembered for MEMO_SECONDS from this read, however often recalled
-            entry = self.get(key) or self._create_once(key, create)
-            self._remember(key, entry)
-        value, refresh_at, _ = entry
-        if refresh_ahead and time.time() >= refresh_at:
-            self.refresh_in_background(key, create, entry)
-        return value
+        entry = self._read(key) or self._create_once(key, create)
+        if refresh_ahead and time.time() >= entry.refresh_at:
+            self._refresh_in_background(key, entry, create)
+        return entry.value
 
-    def _create_once(
-        self, key: str, create: Callable[[], tuple[Any, int]]
-    ) -> tuple[Any, float, float]:
-        settled = lambda: self.get(key) is not None or self.get(f"{key}:failed") is not None  # noqa: E731
-        with self.lock(key, done=settled):
-            entry = self.get(key)
+    def replace(self, key: str, create: Create) -> Any:
+        """Fetch the value now and store it, whatever is cached (a client's fresh read, the
+        keys after an unknown kid); others keep reading the current value meanwhile."""
+        with self._lock(key):
+            started = time.monotonic()
+            value, ttl = create()
+            return self._write(key, value, ttl, time.monotonic() - started).value
+
+    def latest(self, key: str) -> Any:
+        """The value in the shared store now (another worker may have replaced it), or None."""
+        entry = self._read_shared(key)
+        return entry.value if entry is not None else None
+
+    def discard(self, key: str, value: Any) -> None:
+        """Delete the entry if it still holds ``value`` (a token Auth0 refused), not a successor
+        another worker stored meanwhile."""
+        self.memo.forget(key)
+        with self._lock_if_free(key) as held:
+            entry = self.store.get(key) if held else None
+            if entry is not None and entry.value == value:
+                self.store.delete(key)
+
+    def stream_or_create(
+        self,
+        key: str,
+        fetch_pages: Callable[[], Iterator[str]],
+        *,
+        ttl: float,
+        fresh: bool = False,
+    ) -> Iterator[str]:
+        """The pages of a long sequence, from the cache or fetched once while the others wait;
+        stored page by page as they are yielded, so a worker holds one page at a time. ``fresh``
+        fetches anew while others keep reading the current listing.
+
+        :raise CachedPageMissing: a page of the cached listing was gone before it was read.
+        """
+        # A listing is read from the store, not this process's memo: its pages are only there.
+        entry = None if fresh else self.store.get(key)
+        if entry is None:
+            settled = lambda: not fresh and self.store.get(key) is not None  # noqa: E731
+            with self._lock(key, done=settled):
+                entry = None if fresh else self.store.get(key)
+                if entry is None:
+                    yield from self._fetch_listing(key, fetch_pages(), ttl)
+                    return
+        if time.time() >= entry.refresh_at:
+            refetch = lambda: (self._stored_listing(key, fetch_pages(), ttl), ttl)  # noqa: E731
+            self._refresh_in_background(key, entry, refetch, seconds=ttl)
+        yield from self._cached_pages(key, entry.value)
+
+    def _read(self, key: str) -> Entry | None:
+        return self.memo.recall(key) or self._read_shared(key)
+
+    def _read_shared(self, key: str) -> Entry | None:
+        entry = self.store.get(key)
+        if entry is not None:
+            self.memo.remember(key, entry)
+        return entry
+
+    def _write(self, key: str, value: Any, ttl: float, fetch_seconds: float = 0.0) -> Entry:
+        now = time.time()
+        entry = Entry(value, now + refresh_time(ttl, fetch_seconds), now)
+        self.store.set(key, entry, ttl)
+        self.memo.remember(key, entry)
+        return entry
+
+    def _write_if_current(
+        self, key: str, expected: Entry, value: Any, ttl: float, fetch_seconds: float
+    ) -> None:
+        """Compare-and-set: write only if ``expected`` is still the entry under ``key``. Every
+        write happens under the key's lock, so one held by another means a newer value is on
+        its way."""
+        with self._lock_if_free(key) as held:
+            if held and self.store.get(key) == expected:
+                self._write(key, value, ttl, fetch_seconds)
+
+    def _create_once(self, key: str, create: Create) -> Entry:
+        failed = f"{key}:failed"
+        settled = lambda: self.store.get(key) is not None or self.store.get(failed) is not None  # noqa: E731
+        with self._lock(key, done=settled):
+            entry = self._read_shared(key)
             if entry is not None:
                 return entry
-            self._raise_recent_failure(key)
+            self._raise_recent_failure(key, failed)
             started = time.monotonic()
             try:
                 value, ttl = create()
-                return self.put(key, value, ttl, fetch_seconds=time.monotonic() - started)
             except APIError as error:
-                # Remember Auth0's failures, not its answers (a 404 is an answer).
-                if self.failure_seconds > 0 and error.status_code >= 500:
-                    failure = (error.message, time.time() + self.failure_seconds)
-                    self.set(f"{key}:failed", failure, self.failure_seconds)
-                    error.headers.setdefault("Retry-After", str(self.failure_seconds))
+                self._remember_failure(failed, error)
                 raise
+            return self._write(key, value, ttl, time.monotonic() - started)
 
-    def put(
-        self, key: str, value: Any, ttl: int, *, fetch_seconds: float = 0.0
-    ) -> tuple[Any, float, float]:
-        """Store a value for get_or_create, with the time to refresh it ahead of expiry: the
-        last fifth of its lifetime, or earlier by twice what fetching it took (so that a slow
-        fetch, a long member list, is done before the value expires), but never in the first
-        half, so that a value slower to fetch than its TTL is not fetched back to back."""
-        now = time.time()
-        lifetime = ttl - 1  # cachelib's file cache rounds expiry down to the second
-        lead = min(max(lifetime * (1 - REFRESH_AHEAD_AT), 2 * fetch_seconds), lifetime / 2)
-        entry = (value, now + max(lifetime - lead, 0), now)  # value, refresh at, stored at
-        self.set(key, entry, ttl)
-        self._remember(key, entry)
-        return entry
+    def _fetch_listing(self, key: str, pages: Iterator[str], ttl: float) -> Iterator[str]:
+        """Yield each page as it is fetched and stored; store the listing after the last."""
+        started, generation, count = time.monotonic(), uuid.uuid4().hex, 0
+        for page in self._store_pages(key, generation, pages, ttl):
+            count += 1
+            yield page
+        self._write(key, Listing(generation, count), ttl, time.monotonic() - started)
 
-    def _recall(self, key: str) -> tuple[Any, float, float] | None:
-        with self._memo_lock:
-            memo = self._memo.get(key)
-            if memo is None or memo[1] < time.monotonic():
-                return None
-            self._memo.move_to_end(key)
-            return memo[0]
+    def _stored_listing(self, key: str, pages: Iterator[str], ttl: float) -> Listing:
+        """Fetch and store every page; the listing that names them (for a refresh)."""
+        generation = uuid.uuid4().hex
+        return Listing(generation, sum(1 for _ in self._store_pages(key, generation, pages, ttl)))
 
-    def _remember(self, key: str, entry: tuple[Any, float, float]) -> None:
-        with self._memo_lock:
-            self._memo[key] = (entry, time.monotonic() + MEMO_SECONDS)
-            self._memo.move_to_end(key)
-            if len(self._memo) > MEMO_ENTRIES:
-                self._memo.popitem(last=False)
+    def _store_pages(
+        self, key: str, generation: str, pages: Iterator[str], ttl: float
+    ) -> Iterator[str]:
+        for number, page in enumerate(pages, start=1):
+            self.store.set(_page_key(key, generation, number), page, ttl + PAGE_GRACE_SECONDS)
+            yield page
 
-    def refresh_in_background(
-        self,
-        key: str,
-        create: Callable[[], tuple[Any, int]],
-        current: tuple[Any, float, float],
-        *,
-        seconds: int = 0,
+    def _cached_pages(self, key: str, listing: Listing) -> Iterator[str]:
+        for number in range(1, listing.pages + 1):
+            page = self.store.get(_page_key(key, listing.generation, number))
+            if page is None:  # evicted, or the cache failed: the sequence cannot be completed
+                raise CachedPageMissing(reason=f"{key}: page {number} missing")
+            yield page
+
+    def _refresh_in_background(
+        self, key: str, current: Entry, create: Create, *, seconds: float = 0
     ) -> None:
-        """Store a successor to ``current`` (the entry under ``key``) from ``create``, in a
-        background thread: nobody waits for it.
+        """Store a successor to ``current`` from ``create``, in a thread nobody waits for.
 
         One refresh of a key runs at a time across threads, workers and hosts (for at most
         ``seconds``, or ``lock_seconds`` if longer: how long one may take), and at most
-        ``MAX_REFRESHES`` in a process. A refresh replaces only the entry it was started for,
-        never one stored meanwhile (keys fetched for a new kid, a no-cache read).
+        ``MAX_REFRESHES`` in a process.
         """
         if not self._refresh_slots.acquire(blocking=False):
             return
         marker = f"{key}:refreshing"
-        if not self.add(marker, 1, max(seconds, self.lock_seconds)):
+        if not self.store.add(marker, 1, max(seconds, self.lock_seconds)):
             self._refresh_slots.release()
             return  # another thread, worker or host is on it
 
         def refresh() -> None:
             started = time.monotonic()
             try:
-                latest = self.reread(key)
-                if latest is not None and latest[2] != current[2]:
-                    self.delete(marker)  # refreshed meanwhile, by a worker that saw it sooner
-                    return
-                value, ttl = create()
-                latest = self.get(key)
-                if latest is None or latest[2] == current[2]:
-                    self.put(key, value, ttl, fetch_seconds=time.monotonic() - started)
-                self.delete(marker)
+                if self._read_shared(key) == current:  # else refreshed by one who saw it sooner
+                    value, ttl = create()
+                    self._write_if_current(key, current, value, ttl, time.monotonic() - started)
+                self.store.delete(marker)
             except Exception as error:  # logged here, redacted, not by the thread's excepthook
                 reason = error.reason if isinstance(error, APIError) else repr(error)
                 log.warning("refreshing %s ahead of expiry failed: %s", key, reason)
-                # Do not try again at once: the current value serves until it expires.
-                self.set(marker, 1, max(self.failure_seconds, 1))
+                # Not again at once: the current value serves until it expires.
+                self.store.set(marker, 1, self.failure_seconds)
             finally:
                 self._refresh_slots.release()
 
@@ -256,22 +280,22 @@ class SharedCache:
             threading.Thread(target=refresh, name=f"refresh {key}", daemon=True).start()
         except RuntimeError as error:  # no thread to be had: the value serves until it expires
             log.warning("refreshing %s ahead of expiry failed: %r", key, error)
-            self.delete(marker)
+            self.store.delete(marker)
             self._refresh_slots.release()
 
     @contextmanager
-    def lock(
+    def _lock(
         self, name: str, *, done: Callable[[], bool] = lambda: False, poll_seconds: float = 0.05
     ) -> Iterator[None]:
-        """Run the block while holding the lock ``name``, across all users of the cache.
+        """Run the block holding the lock ``name``, across everyone who shares the store.
 
-        A waiter stops waiting as soon as ``done()`` says the holder did the work (and then
-        runs the block without the lock, which re-checks and finds it done), or when the lock
-        has been held for ``lock_seconds`` (the holder is stuck or dead).
+        A waiter stops waiting as soon as ``done()`` says the holder did the work (it then runs
+        the block without the lock, re-checks and finds it done), or once the lock has been held
+        for ``lock_seconds`` (the holder is stuck or dead).
         """
         lock_key, owner = f"{name}:lock", uuid.uuid4().hex
         deadline = time.monotonic() + self.lock_seconds
-        while not self.add(lock_key, owner, self.lock_seconds):
+        while not self.store.add(lock_key, owner, self.lock_seconds):
             time.sleep(poll_seconds)
             if done() or time.monotonic() > deadline:
                 owner = None
@@ -279,11 +303,29 @@ class SharedCache:
         try:
             yield
         finally:
-            if owner is not None and self.get(lock_key) == owner:
-                self.delete(lock_key)
+            if owner is not None:
+                self.store.delete_if(lock_key, owner)
 
-    def _raise_recent_failure(self, key: str) -> None:
-        failure = self.get(f"{key}:failed")
+    @contextmanager
+    def _lock_if_free(self, name: str) -> Iterator[bool]:
+        """Take the lock ``name`` if nobody holds it; whether it was taken."""
+        lock_key, owner = f"{name}:lock", uuid.uuid4().hex
+        held = self.store.add(lock_key, owner, self.lock_seconds)
+        try:
+            yield held
+        finally:
+            if held:
+                self.store.delete_if(lock_key, owner)
+
+    def _remember_failure(self, failed: str, error: APIError) -> None:
+        """Remember Auth0's failures, not its answers (a 404 is an answer)."""
+        if self.failure_seconds > 0 and error.status_code >= 500:
+            until = time.time() + self.failure_seconds
+            self.store.set(failed, (error.message, until), self.failure_seconds)
+            error.headers.setdefault("Retry-After", str(self.failure_seconds))
+
+    def _raise_recent_failure(self, key: str, failed: str) -> None:
+        failure = self.store.get(failed)
         if failure is not None:
             message, until = failure
             raise UpstreamUnavailable(
@@ -291,3 +333,17 @@ class SharedCache:
                 reason=f"{key}: failed moments ago, not asking Auth0 again yet",
                 headers={"Retry-After": str(max(1, math.ceil(until - time.time())))},
             )
+
+
+def refresh_time(ttl: float, fetch_seconds: float = 0.0) -> float:
+    """Seconds after storing when a value is refreshed ahead of expiry: in the last fifth of its
+    lifetime, or earlier by twice what fetching it took (so a slow fetch, a long member list, is
+    done before the value expires), but never in the first half, so a value slower to fetch than
+    its TTL is not fetched back to back."""
+    lifetime = ttl - 1  # cachelib's file cache rounds expiry down to the second
+    lead = min(max(lifetime * (1 - REFRESH_AHEAD_AT), 2 * fetch_seconds), lifetime / 2)
+    return max(lifetime - lead, 0)
+
+
+def _page_key(key: str, generation: str, number: int) -> str:
+    return f"{key}:{generation}:{number}"

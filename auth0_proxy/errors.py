@@ -108,6 +108,10 @@ class UpstreamFailed(APIError):
     message = "Auth0 answered the proxy with an error."
 
 
+class CachedPageMissing(UpstreamFailed):
+    message = "The list expired while it was being read; ask again."
+
+
 class UpstreamUnavailable(APIError):
     status_code = 503
     error_code = "temporarily_unavailable"

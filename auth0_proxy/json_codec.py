@@ -27,6 +27,11 @@ def dumps(value: Any) -> bytes:
         return json.dumps(_finite(value), default=str, separators=(",", ":")).encode()
 
 
+def json_fragment(items: list) -> str:
+    """Items as JSON joined by commas: a slice of an array, to be streamed page by page."""
+    return dumps(items)[1:-1].decode()
+
+
 def ascii_dumps(value: Any) -> str:
     """JSON as plain ASCII, every other character escaped: for log lines, which a reader must
     not be able to split or disguise with a line separator (U+2028) taken from a caller's path."""

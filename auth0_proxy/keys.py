@@ -52,14 +52,15 @@ class KeyStore:
         """The keys just refetched, by this worker or another: from the shared cache, not this
         process's memory of it; with the cache down, this process's own latest keys (fetching
         again would let a flood of unknown kids fetch the JWKS once per request)."""
-        entry = self.cache.reread(CACHE_KEY)
-        return self._parse(entry[0]) if entry is not None else self.key_set()
+        jwks = self.cache.latest(CACHE_KEY)
+        return self._parse(jwks) if jwks is not None else self.key_set()
 
     def _parse(self, jwks: dict) -> KeySet:
         """Parse RSA keys once per JWKS document, not once per request."""
-        if jwks != self._parsed[0]:
-            self._parsed = (jwks, KeySet.import_key_set(jwks))
-        return self._parsed[1]
+        parsed = self._parsed
+        if jwks is not parsed[0] and jwks != parsed[0]:
+            parsed = self._parsed = (jwks, KeySet.import_key_set(jwks))
+        return parsed[1]
 
     def _refetch(self) -> None:
         """Fetch the JWKS again, at most once per refetch interval across all workers.
@@ -76,8 +77,7 @@ class KeyStore:
     def _fetch_and_store(self) -> tuple[int, int]:
         """Store the fresh JWKS; the marker it returns spends this refetch interval."""
         log.info("unknown key id; fetching the JWKS again")
-        jwks, ttl = self._fetch()
-        self.cache.put(CACHE_KEY, jwks, ttl)
+        self.cache.replace(CACHE_KEY, self._fetch)
         return 1, self.refetch_interval
 
     def _fetch(self) -> tuple[dict, int]:

@@ -18,6 +18,7 @@ from marshmallow import ValidationError
 from .cache import SharedCache
 from .config import Auth0Settings
 from .errors import APIError, TooManyRequests, UpstreamFailed, UpstreamUnavailable, UserNotFound
+from .paging import OFFSET_PAGING_LIMIT, CheckpointPaging, OffsetPaging
 from .schemas import members_offset_page, members_page, user_organizations_page, users_page
 from .upstream import Upstream, retry_after_seconds
 
@@ -42,40 +43,36 @@ class ManagementClient:
         self.page_size = page_size
         self.token_cache_key = TOKEN_CACHE_KEY.format(client_id=auth0.mgmt_client_id)
 
-    def member_pages(self, org_id: str) -> Iterator[list[dict]]:
-        """Every page of the organization's members, following checkpoint pagination to the end.
+    def list_members(self, org_id: str) -> Iterator[list[dict]]:
+        """Every page of the organization's members, following checkpoint paging to the end.
 
         Offset paging stops at 1,000 records; ``from``/``take`` does not. A page may hold fewer
         than ``take`` members before the end, so only an absent ``next`` ends the loop.
 
         :raise UpstreamFailed: a page of an unexpected shape, or paging that does not advance.
         """
-        path = f"/api/v2/organizations/{_segment(org_id)}/members"
-        params = {"take": self.page_size}
+        paging = CheckpointPaging(self.page_size)
         for _ in range(MAX_PAGES):
-            page = _load(members_page, self.get_json(path, params), path)
+            page = self.member_page(org_id, paging)
             yield page["members"]
-            if not page["next"]:
+            if not page.get("next"):
                 return
-            if page["next"] == params.get("from"):
-                raise UpstreamFailed(reason=f"{path}: checkpoint paging did not advance")
-            params = {"take": self.page_size, "from": page["next"]}
-        raise UpstreamFailed(reason=f"{path}: more than {MAX_PAGES} pages")
+            if page["next"] == paging.checkpoint:
+                raise UpstreamFailed(reason=f"{org_id}: checkpoint paging did not advance")
+            paging = CheckpointPaging(self.page_size, page["next"])
+        raise UpstreamFailed(reason=f"{org_id}: more than {MAX_PAGES} pages")
 
-    def member_page(self, org_id: str, params: dict) -> dict:
-        """One page of members as the client asked for it (see paging.py): offset paging
-        with totals, or a checkpoint page with ``next``. Members carry the member fields only.
+    def member_page(self, org_id: str, paging: OffsetPaging | CheckpointPaging) -> dict:
+        """One page of members, as Auth0 pages them: ``{"members", "next"}`` for a checkpoint,
+        ``{"members", "start", "limit", "total"}`` by number. Members carry the member fields.
 
         :raise UpstreamFailed: a page of an unexpected shape (502).
         """
         path = f"/api/v2/organizations/{_segment(org_id)}/members"
-        if "take" in params:
-            return _load(members_page, self.get_json(path, params), path)
-        # Totals are always asked for: without them Auth0 answers a bare array.
-        query = {**params, "include_totals": "true"}
-        return _load(members_offset_page, self.get_json(path, query), path)
+        schema = members_page if isinstance(paging, CheckpointPaging) else members_offset_page
+        return _load(schema, self.get_json(path, paging.params()), path)
 
-    def search_users(self, user_ids: list[str], fields: list[str]) -> list[dict]:
+    def search_users(self, user_ids: list[str], fields: tuple[str, ...]) -> list[dict]:
         """The profiles of these users (at most 100, the search's page size), in one call.
 
         Users search (``q=user_id:("a" OR "b")``) answers many users per call where
@@ -100,7 +97,9 @@ class ManagementClient:
         return self.get_json(f"/api/v2/users/{_segment(user_id)}", missing=UserNotFound)
 
     def user_organization_ids(self, user_id: str) -> list[str]:
-        """The ids of every organization the user belongs to (none for an unknown user).
+        """The ids of every organization the user belongs to; none for an unknown user, whether
+        Auth0 answers it with an empty list or, for a user deleted moments ago, with 404
+        (undocumented: both are seen as none).
 
         The Management API has no single-membership lookup; a user's organizations are few,
         while an organization's members may be many, so membership is read from the user's side.
@@ -108,13 +107,13 @@ class ManagementClient:
         path = f"/api/v2/users/{_segment(user_id)}/organizations"
         org_ids: list[str] = []
         # Offset paging ends at 1,000 records: at most 10 pages of 100.
-        for page_number in range(1000 // USER_ORGANIZATIONS_PAGE):
-            params = {
-                "page": page_number,
-                "per_page": USER_ORGANIZATIONS_PAGE,
-                "include_totals": "true",
-            }
-            page = _load(user_organizations_page, self.get_json(path, params), path)
+        for page_number in range(OFFSET_PAGING_LIMIT // USER_ORGANIZATIONS_PAGE):
+            paging = OffsetPaging(page_number, USER_ORGANIZATIONS_PAGE)
+            try:
+                body = self.get_json(path, paging.params(), missing=UserNotFound)
+            except UserNotFound:
+                return []
+            page = _load(user_organizations_page, body, path)
             org_ids += [organization["id"] for organization in page["organizations"]]
             seen = page["start"] + len(page["organizations"])
             if not page["organizations"] or seen >= page["total"]:

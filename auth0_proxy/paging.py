@@ -1,21 +1,22 @@
-"""The query a client may send to GET /users (paging, fields), checked before any upstream call.
+"""What a client may ask GET /users for, checked before any upstream call: a ``MemberQuery``.
 
-They are the Management API's own (GET /api/v2/organizations/{id}/members), with its limits:
-offset paging with ``page``/``per_page`` (1-100) and ``include_totals`` reaches the first 1,000
-members only; checkpoint paging with ``take`` (1-100) and ``from`` (the previous page's
-``next``) reaches them all. Without either, GET /users returns the whole list.
+The parameters are the Management API's own (GET /api/v2/organizations/{id}/members), with its
+limits: offset paging with ``page``/``per_page`` (1-100) and ``include_totals`` reaches the first
+1,000 members only; checkpoint paging with ``take`` (1-100) and ``from`` (the previous page's
+``next``) reaches them all. Without either, GET /users returns the whole list. The query travels
+unchanged to the Management client, which asks Auth0 for exactly that page.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 from werkzeug.datastructures import MultiDict
 
 from .errors import APIError
 
-# Parameter names as loaded ("from" is a Python keyword, so it loads as "from_").
-OFFSET = ("page", "per_page", "include_totals")
-CHECKPOINT = ("from_", "take")
+DEFAULT_PAGE_SIZE = 50  # Auth0's, for both kinds of paging
 OFFSET_PAGING_LIMIT = 1000  # records reachable by page/per_page (Management API)
 MEMBER_FIELDS = ("user_id", "email", "name", "picture")
 # The profile fields GET /api/v2/users accepts in `fields` (Management API spec, get_users_by_id).
@@ -42,6 +43,8 @@ PROFILE_FIELDS = frozenset(
         "given_name",
     ]
 )
+OFFSET = ("page", "per_page", "include_totals")
+CHECKPOINT = ("from", "take")
 
 
 class InvalidQuery(APIError):
@@ -58,7 +61,52 @@ class InvalidPaging(APIError):
     )
 
 
-class PagingSchema(Schema):
+@dataclass(frozen=True)
+class OffsetPaging:
+    """One page by number; Auth0 answers a bare array unless ``include_totals``."""
+
+    page: int = 0
+    per_page: int = DEFAULT_PAGE_SIZE
+    include_totals: bool = False
+
+    def params(self) -> dict[str, str | int]:
+        """Auth0's query for this page, with totals: the proxy needs them to read the page."""
+        return {"page": self.page, "per_page": self.per_page, "include_totals": "true"}
+
+
+@dataclass(frozen=True)
+class CheckpointPaging:
+    """One page after ``checkpoint`` (the previous page's ``next``; None for the first)."""
+
+    take: int = DEFAULT_PAGE_SIZE
+    checkpoint: str | None = None
+
+    def params(self) -> dict[str, str | int]:
+        """Auth0's query for this page."""
+        if self.checkpoint is None:
+            return {"take": self.take}
+        return {"take": self.take, "from": self.checkpoint}
+
+
+@dataclass(frozen=True)
+class MemberQuery:
+    """A page of members or, with ``paging`` None, all of them; with every member field or,
+    with ``fields``, just those (``user_id`` always among them)."""
+
+    paging: OffsetPaging | CheckpointPaging | None = None
+    fields: tuple[str, ...] | None = None
+
+    @property
+    def needs_profiles(self) -> bool:
+        return self.fields is not None and needs_profiles(self.fields)
+
+
+def needs_profiles(fields: tuple[str, ...]) -> bool:
+    """Whether the fields are more than an organization's member list carries."""
+    return not set(fields) <= set(MEMBER_FIELDS)
+
+
+class MemberQuerySchema(Schema):
     class Meta:
         unknown = RAISE
 
@@ -66,74 +114,65 @@ class PagingSchema(Schema):
     per_page = fields.Integer(validate=validate.Range(1, 100))
     include_totals = fields.Boolean(truthy={"true"}, falsy={"false"})
     take = fields.Integer(validate=validate.Range(1, 100))
-    from_ = fields.String(data_key="from", validate=validate.Length(1, 1024))
+    checkpoint = fields.String(data_key="from", validate=validate.Length(1, 1024))
     fields_ = fields.String(data_key="fields", validate=validate.Length(1, 1000))
     include_fields = fields.Boolean(truthy={"true"}, falsy={"false"})
 
     @validates_schema
     def one_kind_of_paging(self, data, **kwargs):
-        if any(name in data for name in OFFSET) and any(name in data for name in CHECKPOINT):
+        offset = any(name in data for name in OFFSET)
+        if offset and ("take" in data or "checkpoint" in data):
             raise ValidationError("use either page/per_page/include_totals or from/take")
 
 
-PAGING_SCHEMA = PagingSchema()
+MEMBER_QUERY_SCHEMA = MemberQuerySchema()
 
 
-def paging_params(args: MultiDict) -> dict | None:
-    """The Management API query for the page the client asked for; None for the whole list.
+def member_query(args: MultiDict) -> MemberQuery:
+    """The query a client sent GET /users, checked.
 
-    :raise InvalidQuery: an unknown parameter, a value out of range, or mixed paging (400).
+    :raise InvalidQuery: an unknown, repeated or out-of-range parameter, mixed paging, an
+        unknown field, ``include_fields=false``, or profile fields with paging (400).
     :raise InvalidPaging: a page past the first 1,000 records (400).
     """
     if any(len(args.getlist(name)) > 1 for name in args):
         raise InvalidQuery("Query validation error: each parameter may be given once.")
     try:
-        query = PAGING_SCHEMA.load(dict(args))
+        loaded = MEMBER_QUERY_SCHEMA.load(dict(args))
     except ValidationError as error:
         raise InvalidQuery(f"Query validation error: {_describe(error.messages)}") from None
-    query.pop("fields_", None)
-    if query.pop("include_fields", True) is False:
+    if loaded.get("include_fields", True) is False:
         raise InvalidQuery("Query validation error: include_fields=false is not supported.")
-    if any(name in query for name in CHECKPOINT):
-        checkpoint = {"take": query.get("take", 50)}
-        if "from_" in query:
-            checkpoint["from"] = query["from_"]
-        return checkpoint
-    if not query:
+    query = MemberQuery(_paging(loaded), _fields(loaded.get("fields_")))
+    if query.paging is not None and query.needs_profiles:
+        raise InvalidQuery("Query validation error: profile fields need the whole list.")
+    return query
+
+
+def _paging(loaded: dict) -> OffsetPaging | CheckpointPaging | None:
+    if "take" in loaded or "checkpoint" in loaded:
+        return CheckpointPaging(loaded.get("take", DEFAULT_PAGE_SIZE), loaded.get("checkpoint"))
+    if not any(name in loaded for name in OFFSET):
         return None
-    page, per_page = query.get("page", 0), query.get("per_page", 50)
-    if (page + 1) * per_page > OFFSET_PAGING_LIMIT:
+    paging = OffsetPaging(**{name: loaded[name] for name in OFFSET if name in loaded})
+    if (paging.page + 1) * paging.per_page > OFFSET_PAGING_LIMIT:
         raise InvalidPaging()
-    return {
-        "page": page,
-        "per_page": per_page,
-        "include_totals": query.get("include_totals", False),
-    }
+    return paging
 
 
-def requested_fields(args: MultiDict) -> list[str] | None:
-    """The profile fields the client asked for with ``fields`` (``user_id`` always included).
-
-    :raise InvalidQuery: a field the Management API does not know (400).
-    """
-    if not args.get("fields"):
+def _fields(names: str | None) -> tuple[str, ...] | None:
+    """:raise InvalidQuery: a field the Management API does not know (400)."""
+    if not names:
         return None
-    wanted = list(dict.fromkeys(["user_id", *args["fields"].split(",")]))
+    wanted = tuple(dict.fromkeys(["user_id", *names.split(",")]))
     unknown = [name for name in wanted if name not in PROFILE_FIELDS]
     if unknown:
         raise InvalidQuery(f"Query validation error: unknown fields {', '.join(unknown)}.")
     return wanted
 
 
-def beyond_member_fields(wanted: list[str] | None) -> bool:
-    """Whether the fields need full profiles rather than the organization's member list."""
-    return wanted is not None and not set(wanted) <= set(MEMBER_FIELDS)
-
-
 def _describe(messages: dict) -> str:
     return "; ".join(
-        f"{'from' if name == 'from_' else name}: {' '.join(problems)}"
-        if name != "_schema"
-        else " ".join(problems)
+        " ".join(problems) if name == "_schema" else f"{name}: {' '.join(problems)}"
         for name, problems in messages.items()
     )

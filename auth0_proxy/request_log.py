@@ -156,10 +156,11 @@ def _finish(response):
         level = logging.ERROR
     elif status >= 400:
         level = logging.WARNING
+    caller = g.get("caller")
     fields = {
         "request_id": g.request_id,
-        "client_id": _client_id(),
-        "org_id": g.get("org_id"),
+        "client_id": g.get("client_id"),
+        "org_id": caller.org_id if caller is not None else None,
         "method": request.method,
         "path": request.path[:512],
         "status": status,
@@ -170,8 +171,3 @@ def _finish(response):
         fields["reason"] = g.get("denial_reason")
     log.log(level, "request", extra=fields)
     return response
-
-
-def _client_id() -> str | None:
-    token = g.get("authlib_server_oauth2_token")
-    return token.client_id if token is not None else None

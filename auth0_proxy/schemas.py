@@ -2,11 +2,14 @@
 
 Auth0's pages are loaded through these schemas, so an answer of an unexpected shape is a clear
 502 instead of a crash, and a member carries exactly the fields the Management API documents.
+Answers are shaped here too, as Auth0 shapes them, and nowhere else.
 """
 
 from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, fields
+
+from .paging import CheckpointPaging, MemberQuery
 
 # Identity-provider tokens Auth0 adds to identities when the management client holds
 # read:user_idp_tokens; an edge client must never receive them.
@@ -32,7 +35,7 @@ class MembersPageSchema(Schema):
         unknown = EXCLUDE
 
     members = fields.List(fields.Nested(MemberSchema), required=True)
-    next = fields.String(load_default=None, allow_none=True)
+    next = fields.String(allow_none=True)
 
 
 class MembersOffsetPageSchema(Schema):
@@ -80,7 +83,20 @@ users_page = UsersPageSchema()
 user_organizations_page = UserOrganizationsPageSchema()
 
 
-def only_fields(record: dict, fields: list[str]) -> dict:
+def member_page_answer(page: dict, query: MemberQuery) -> dict | list:
+    """A page of members as Auth0 answers it: a bare array unless totals or a checkpoint were
+    asked for; ``next`` only where there is a next page."""
+    members = page["members"]
+    if query.fields is not None:
+        members = [only_fields(member, query.fields) for member in members]
+    if isinstance(query.paging, CheckpointPaging):
+        return {"members": members, **({"next": page["next"]} if page.get("next") else {})}
+    if query.paging.include_totals:
+        return {**page, "members": members}
+    return members
+
+
+def only_fields(record: dict, fields: tuple[str, ...]) -> dict:
     """The record with just the fields asked for, those it has, as Auth0's ``fields`` gives."""
     return {name: record[name] for name in fields if name in record}
 

@@ -22,8 +22,8 @@ from collections.abc import Callable
 import requests
 from requests.adapters import HTTPAdapter
 
-from .cache import SharedCache
 from .errors import TooManyRequests, UpstreamFailed, UpstreamTimeout
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Upstream:
     def __init__(
         self,
         base_url: str,
-        cache: SharedCache,
+        store: Store,
         *,
         connect_timeout: float,
         read_timeout: float,
@@ -54,7 +54,7 @@ class Upstream:
         on_call: Callable[[], None] | None = None,
     ):
         self.base_url = base_url.rstrip("/")
-        self.cache = cache
+        self.store = store
         self.timeout = (connect_timeout, read_timeout)
         self.retry_budget = retry_budget
         self.on_call = on_call or (lambda: None)
@@ -122,12 +122,12 @@ class Upstream:
             )
 
     def _rate_limited_for(self, bucket: str) -> float:
-        until = self.cache.get(f"rate-limited:{bucket}")
+        until = self.store.get(f"rate-limited:{bucket}")
         return max(0.0, until - time.time()) if until else 0.0
 
     def _remember_rate_limit(self, bucket: str, wait: float) -> None:
         log.warning("Auth0 %s API answered 429; backing off %.1fs", bucket, wait)
-        self.cache.set(f"rate-limited:{bucket}", time.time() + wait, math.ceil(wait) + 1)
+        self.store.set(f"rate-limited:{bucket}", time.time() + wait, math.ceil(wait) + 1)
 
 
 def retry_after_seconds(response: requests.Response) -> float:

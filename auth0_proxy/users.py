@@ -3,93 +3,99 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
-from authlib.integrations.flask_oauth2 import current_token
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from werkzeug.routing import BaseConverter
 
+from .access import Caller, require_organization
 from .directory import Directory
 from .errors import APIError
-from .extensions import require_oauth
-from .organization import with_organization
-from .paging import InvalidQuery, beyond_member_fields, paging_params, requested_fields
-from .schemas import only_fields, public_profile
+from .json_codec import json_fragment
+from .paging import member_query
+from .policy import ClientPolicy
+from .schemas import member_page_answer, only_fields
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("users", __name__)
 
 
+class IdConverter(BaseConverter):
+    """An Auth0 id in a path: any non-empty text, slashes included ("%2F0" arrives decoded as
+    "/0", which Werkzeug's ``path`` converter would not take)."""
+
+    regex = ".+"
+    part_isolating = False  # may span path segments
+
+
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("id", IdConverter))
+
+
 @bp.get("/users")
-@require_oauth("read:users")
-@with_organization
-def list_users(org_id: str):
+@require_organization("read:users")
+def list_users(caller: Caller):
     """All members of the caller's organization, streamed as one JSON array (with just the
     fields named in ``fields``, if any); or one page of them, when the client asks with Auth0's
     paging parameters (answered as Auth0 would). The query is checked before Auth0 is asked.
-
-    The first page is read before the answer starts, so the usual failures keep their status.
     """
-    paging, fields = paging_params(request.args), requested_fields(request.args)
-    if paging is not None:
-        if beyond_member_fields(fields):
-            raise InvalidQuery("Query validation error: profile fields need the whole list.")
-        return jsonify(member_page(org_id, paging, fields))
-    if fields is None:
-        pages = directory().member_pages(org_id, fresh=wants_fresh_read())
-    else:
-        pages = directory().member_fields_pages(org_id, fields, fresh=wants_fresh_read())
-    first_page = next(pages, "")
-    body = stream_with_context(json_array([first_page], pages))
-    return Response(body, mimetype="application/json")
+    query = member_query(request.args)
+    if query.paging is not None:
+        page = directory().member_page(caller.org_id, query.paging)
+        return jsonify(member_page_answer(page, query))
+    fresh = wants_fresh_read(caller)
+    if query.fields is None:
+        return json_array_response(directory().member_list_json(caller.org_id, fresh=fresh))
+    pages = directory().member_profiles(caller.org_id, query.fields, fresh=fresh)
+    fields = query.fields
+    return json_array_response(
+        json_fragment([only_fields(member, fields) for member in page]) for page in pages
+    )
 
 
-@bp.get("/users/<path:user_id>")
-@require_oauth("read:users")
-@with_organization
-def get_user(org_id: str, user_id: str):
+@bp.get("/users/<id:user_id>")
+@require_organization("read:users")
+def get_user(caller: Caller, user_id: str):
     """A member's full profile; 404 for anyone else."""
-    profile = directory().member_profile(org_id, user_id, fresh=wants_fresh_read())
-    return jsonify(public_profile(profile))
+    return jsonify(
+        directory().member_profile(caller.org_id, user_id, fresh=wants_fresh_read(caller))
+    )
 
 
-def member_page(org_id: str, paging: dict, fields: list[str] | None) -> dict | list:
-    """One page in Auth0's shape: a bare array unless totals or a checkpoint were asked for."""
-    include_totals = paging.pop("include_totals", False)
-    page = directory().member_page(org_id, paging)
-    if fields is not None:
-        page["members"] = [only_fields(member, fields) for member in page["members"]]
-    if "take" in paging or include_totals:
-        return page
-    return page["members"]
+def json_array_response(pages: Iterator[str]) -> Response:
+    """Pages of JSON text streamed as one array. The first page is read before the answer
+    starts, so that the usual failures keep their status."""
+    first_page = next(pages, "")
+    return Response(stream_with_context(json_array(first_page, pages)), mimetype="application/json")
 
 
-def json_array(*page_sources: Iterable[str]) -> Iterator[str]:
-    """The members as one JSON array, a chunk per page (pages come as JSON fragments).
+def json_array(first_page: str, pages: Iterator[str]) -> Iterator[str]:
+    """The pages (JSON fragments) as one JSON array, a chunk per page.
 
     Should a page fail after the answer started, the stream stops without its closing bracket
     and the server drops the connection: the client cannot take it for a complete list.
     """
-    separator = ""
-    yield "["
+    yield "[" + first_page
+    separator = "," if first_page else ""
     try:
-        for pages in page_sources:
-            for fragment in pages:
-                if fragment:
-                    yield separator + fragment
-                    separator = ","
+        for page in pages:
+            if page:
+                yield separator + page
+                separator = ","
     except APIError as error:
         log.error("member list cut off mid-stream: %s", error.reason)
         raise
     yield "]"
 
 
-def wants_fresh_read() -> bool:
-    """``Cache-Control: no-cache`` asks for a fresh read; honoured once per interval per client."""
-    return bool(request.cache_control.no_cache) and directory().may_read_fresh(
-        current_token.client_id
-    )
+def wants_fresh_read(caller: Caller) -> bool:
+    """``Cache-Control: no-cache`` asks for a fresh read, within the client's allowance."""
+    return bool(request.cache_control.no_cache) and policy().may_read_fresh(caller.client_id)
 
 
 def directory() -> Directory:
     return current_app.extensions["directory"]
+
+
+def policy() -> ClientPolicy:
+    return current_app.extensions["policy"]

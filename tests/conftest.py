@@ -1,25 +1,29 @@
-"""Fixtures: a real emulated tenant over HTTPS, the proxy under gunicorn, and token makers.
+"""Fixtures: a real emulated tenant over HTTPS, the proxy in this process or under gunicorn, and
+a token maker.
 
-The tenant and the proxy live for the whole session (starting gunicorn costs a second); tests that
-change the tenant undo their change, and tests that count upstream calls start their own proxy.
+Most tests run the proxy in this process: ``create_app`` with the test's config and Flask's test
+client, talking real HTTPS to the tenant, a fresh app (and cache) per test. What needs the server
+(streaming and its cut-off, workers sharing a cache, gunicorn's own limits, signals) runs under
+gunicorn, as deployed. ``call`` sends a request either way and returns an ``Answer`` with the
+line the proxy logged for it.
 """
 
 from __future__ import annotations
 
-import copy
+import json
+import logging
 from collections.abc import Callable, Iterator
-from urllib.parse import quote
 
 import pytest
 import requests
+from flask import Flask
 
+from auth0_proxy import create_app
+from auth0_proxy.request_log import JsonFormatter
 from emulated_tenant import TenantServer, demo_tenant
 from emulated_tenant.demo import API_AUDIENCE as PROXY_API
-from emulated_tenant.demo import proxy_config
 from scripts.proxy_server import ProxyServer
-
-BIG_ORG = "org_big"
-BIG_ORG_SIZE = 2500
+from tests.support import BIG_ORG, BIG_ORG_SIZE, CLIENT_ORGS, Answer, proxy_config_for
 
 
 @pytest.fixture(scope="session")
@@ -41,41 +45,70 @@ def tenant_server() -> Iterator[TenantServer]:
 
 @pytest.fixture
 def tenant(tenant_server):
-    """The tenant's state; counters reset for each test, injected faults dropped after it."""
-    tenant_server.tenant.reset_counts()
-    yield tenant_server.tenant
-    tenant_server.tenant.clear_faults()
+    """The tenant's state; counters reset for each test, faults and settings undone after it."""
+    tenant = tenant_server.tenant
+    tenant.reset_counts()
+    yield tenant
+    tenant.clear_faults()
+    tenant.latency = 0.0
+    tenant.set_rate_limit(None)
+    tenant.management_token_lifetime = 86_400
+    tenant.unknown_user_organizations = "empty"
+    tenant.jwks_names_algorithm = True
 
 
-# Which organizations each edge client may reach, in the proxy config used by the tests.
-CLIENT_ORGS = {
-    "edge-acme": ["org_acme"],
-    "edge-globex": ["org_globex"],
-    "edge-big": [BIG_ORG],
-    "edge-reseller": ["org_acme", "org_globex"],
-    "edge-unmapped": ["org_acme"],  # a real client of the tenant, absent from the proxy config
-}
+class LogCapture(logging.Handler):
+    """The proxy's log lines, formatted (and redacted) as deployed, parsed back."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.records: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(json.loads(self.format(record)))
 
 
-def proxy_config_for(tenant_server: TenantServer, **proxy_settings) -> dict:
-    config = copy.deepcopy(proxy_config(tenant_server.tenant))
-    config["clients"] = {
-        client: orgs[0] if len(orgs) == 1 else orgs
-        for client, orgs in CLIENT_ORGS.items()
-        if client != "edge-unmapped"
-    }
-    config["proxy"] = proxy_settings
-    return config
+@pytest.fixture
+def app_log() -> Iterator[LogCapture]:
+    capture = LogCapture()
+    yield capture
+    logging.getLogger("auth0_proxy").removeHandler(capture)
+
+
+@pytest.fixture
+def make_app(tenant_server, tmp_path, monkeypatch, app_log) -> Iterator[Callable[..., Flask]]:
+    """``make_app(**proxy_settings)``: the proxy in this process, with a cache of its own.
+
+    Answers are not cached unless the test sets ``cache_ttl_seconds``, so each test sees the
+    upstream calls it causes.
+    """
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_server.ca_bundle)
+    apps = []
+
+    def make(**proxy_settings) -> Flask:
+        proxy_settings.setdefault("cache_ttl_seconds", 0)
+        proxy_settings.setdefault("cache_dir", str(tmp_path / f"cache{len(apps)}"))
+        app = create_app(proxy_config_for(tenant_server, **proxy_settings))
+        logging.getLogger("auth0_proxy").addHandler(app_log)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["management"].upstream.session.close()
+
+
+@pytest.fixture
+def app(make_app) -> Flask:
+    return make_app()
 
 
 @pytest.fixture(scope="session")
 def proxy(tenant_server, tmp_path_factory) -> Iterator[ProxyServer]:
     """The proxy as deployed: gunicorn, 2 workers, threads, talking HTTPS to the tenant."""
-    # Refetch keys at most every second, so a key rotated by one test is known to the next;
-    # no caching of Auth0's answers, so each test sees the upstream calls it causes (caching has
-    # its own tests, with proxies of their own).
     server = ProxyServer(
-        proxy_config_for(tenant_server, jwks_refetch_interval_seconds=1, cache_ttl_seconds=0),
+        proxy_config_for(tenant_server, cache_ttl_seconds=0),
         ca_bundle=tenant_server.ca_bundle,
         workdir=str(tmp_path_factory.mktemp("proxy")),
     )
@@ -85,11 +118,11 @@ def proxy(tenant_server, tmp_path_factory) -> Iterator[ProxyServer]:
 
 @pytest.fixture
 def start_proxy(tenant_server, tmp_path) -> Iterator[Callable[..., ProxyServer]]:
-    """Start a proxy of the test's own (fresh cache, own settings); stopped after the test."""
+    """Start a proxy under gunicorn of the test's own (fresh cache, own settings)."""
     started = []
 
     def start(workers=2, threads=4, env=None, **proxy_settings) -> ProxyServer:
-        proxy_settings.setdefault("cache_ttl_seconds", 0)  # caching tests turn it on
+        proxy_settings.setdefault("cache_ttl_seconds", 0)
         server = ProxyServer(
             proxy_config_for(tenant_server, **proxy_settings),
             ca_bundle=tenant_server.ca_bundle,
@@ -107,6 +140,53 @@ def start_proxy(tenant_server, tmp_path) -> Iterator[Callable[..., ProxyServer]]
 
 
 @pytest.fixture
+def call(app, app_log) -> Callable[..., Answer]:
+    """``call(path, token, headers=..., via=...)``: a request to the proxy, by default the
+    test's app in this process; ``via`` another app, or a ProxyServer (over HTTP)."""
+
+    def send(
+        path: str,
+        token: str | None = None,
+        headers: dict | None = None,
+        *,
+        via: Flask | ProxyServer = app,
+        method: str = "GET",
+    ) -> Answer:
+        headers = dict(headers or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        if isinstance(via, ProxyServer):
+            return _over_http(via, method, path, headers)
+        response = via.test_client().open(path, method=method, headers=headers)
+        request_id = response.headers.get("X-Request-ID")
+        return Answer(
+            response.status_code,
+            response.headers,
+            response.get_data(),
+            lambda: _line_of(app_log.records, request_id),
+        )
+
+    return send
+
+
+def _over_http(server: ProxyServer, method: str, path: str, headers: dict) -> Answer:
+    response = requests.request(method, f"{server.url}{path}", headers=headers, timeout=60)
+    request_id = response.headers.get("X-Request-ID")
+    return Answer(
+        response.status_code,
+        response.headers,
+        response.content,
+        lambda: _line_of(server.log_records(), request_id),
+    )
+
+
+def _line_of(records: list[dict], request_id: str | None) -> dict | None:
+    lines = [r for r in records if request_id and r.get("request_id") == request_id]
+    assert len(lines) <= 1, f"{len(lines)} log lines for one request"
+    return lines[0] if lines else None
+
+
+@pytest.fixture
 def make_token(tenant_server) -> Callable[..., str]:
     """Sign a token as the tenant would for an edge client; keywords override claims."""
 
@@ -117,20 +197,3 @@ def make_token(tenant_server) -> Callable[..., str]:
         )
 
     return make
-
-
-@pytest.fixture
-def call(proxy) -> Callable[..., requests.Response]:
-    """GET a proxy path with a bearer token (or raw headers)."""
-
-    def get(path: str, token: str | None = None, headers: dict | None = None, server=None):
-        headers = dict(headers or {})
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        return requests.get(f"{(server or proxy).url}{path}", headers=headers, timeout=60)
-
-    return get
-
-
-def user_path(user_id: str) -> str:
-    return f"/users/{quote(user_id, safe='')}"

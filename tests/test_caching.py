@@ -1,4 +1,8 @@
-"""Caching and request coalescing: fewer calls to Auth0, never another organization's data."""
+"""Caching and request coalescing: fewer calls to Auth0, never another organization's data.
+
+In this process where one process shows it (two apps on one Redis are two hosts); under gunicorn
+where it takes workers (one cache shared by processes) or streaming.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,21 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 import requests
 
-from tests.conftest import BIG_ORG, BIG_ORG_SIZE, user_path
+from tests.support import (
+    BIG_ORG,
+    BIG_ORG_SIZE,
+    JWKS,
+    MEMBERS,
+    TOKEN,
+    USER,
+    USER_ORGS,
+    assert_refused,
+    user_path,
+)
 
-MEMBERS = "GET /api/v2/organizations/{id}/members"
-USER = "GET /api/v2/users/{id}"
-USER_ORGS = "GET /api/v2/users/{id}/organizations"
-TOKEN = "POST /oauth/token"
-JWKS = "GET /.well-known/jwks.json"
 NO_CACHE = {"Cache-Control": "no-cache"}
 
 
@@ -28,29 +38,28 @@ def test_member_list_is_read_once_per_ttl_by_all_workers(start_proxy, call, make
     proxy = start_proxy(workers=2, cache_ttl_seconds=60)
     token = make_token("edge-acme")
     for _ in range(20):
-        response = call("/users", token, server=proxy)
+        response = call("/users", token, via=proxy)
         assert ids(response) == set(tenant.member_ids("org_acme"))
     assert tenant.counts[MEMBERS] == 1
 
 
 def test_member_list_near_its_ttl_is_refreshed_while_it_is_served(
-    start_proxy, call, make_token, tenant
+    make_app, call, make_token, tenant
 ):
     """In the last fifth of its TTL a list is served as it is while one background fetch
     replaces it: while clients keep syncing, none of them waits for Auth0."""
-    proxy = start_proxy(workers=1, cache_ttl_seconds=6)  # refreshed from 0.8 * (6 - 1) = 4 s
+    proxy = make_app(cache_ttl_seconds=6)  # refreshed from 0.8 * (6 - 1) = 4 s
     token = make_token("edge-acme")
     started = time.monotonic()
-    assert call("/users", token, server=proxy).status_code == 200
+    assert call("/users", token, via=proxy).status_code == 200
     tenant.add_member("org_acme", "auth0|frank-globex")
     try:
         time.sleep(started + 4.3 - time.monotonic())
-        request_ids = []
+        answers = []
 
         def listed() -> set[str]:
-            request_ids.append(uuid.uuid4().hex)
-            headers = {"X-Request-ID": request_ids[-1]}
-            return ids(call("/users", token, server=proxy, headers=headers))
+            answers.append(call("/users", token, via=proxy))
+            return ids(answers[-1])
 
         while "auth0|frank-globex" not in listed():
             assert time.monotonic() < started + 6, "the list was not refreshed ahead of its TTL"
@@ -60,65 +69,69 @@ def test_member_list_near_its_ttl_is_refreshed_while_it_is_served(
     finally:
         tenant.remove_member("org_acme", "auth0|frank-globex")
     assert tenant.counts[MEMBERS] == 2  # the first listing and its one successor
-    lines = {line["request_id"]: line for line in proxy.log_records() if "request_id" in line}
-    assert {lines[request_id]["upstream_calls"] for request_id in request_ids} == {0}
+    assert {answer.log["upstream_calls"] for answer in answers} == {0}
 
 
-def test_no_cache_reads_fresh_once_per_interval_per_client(start_proxy, call, make_token, tenant):
-    proxy = start_proxy(workers=1, cache_ttl_seconds=60, fresh_read_interval_seconds=60)
+def test_no_cache_reads_fresh_once_per_interval_per_client(make_app, call, make_token, tenant):
+    proxy = make_app(cache_ttl_seconds=60, fresh_read_interval_seconds=60)
     acme, globex = make_token("edge-acme"), make_token("edge-globex")
-    call("/users", acme, server=proxy)
-    call("/users", acme, server=proxy, headers=NO_CACHE)
+    call("/users", acme, via=proxy)
+    call("/users", acme, via=proxy, headers=NO_CACHE)
     assert tenant.counts[MEMBERS] == 2
-    call("/users", acme, server=proxy, headers=NO_CACHE)  # within the interval: from the cache
+    call("/users", acme, via=proxy, headers=NO_CACHE)  # within the interval: from the cache
     assert tenant.counts[MEMBERS] == 2
-    call("/users", globex, server=proxy, headers=NO_CACHE)  # another client has its own allowance
+    call("/users", globex, via=proxy, headers=NO_CACHE)  # another client has its own allowance
     assert tenant.counts[MEMBERS] == 3
 
 
-def test_removed_member_is_refused_within_one_ttl(start_proxy, call, make_token, tenant):
-    proxy = start_proxy(workers=2, cache_ttl_seconds=2)
+def test_removed_member_is_refused_within_one_ttl(make_app, call, make_token, tenant):
+    proxy = make_app(cache_ttl_seconds=2)
     token = make_token("edge-acme")
-    assert call(user_path("auth0|bob-acme"), token, server=proxy).status_code == 200
+    assert call(user_path("auth0|bob-acme"), token, via=proxy).status_code == 200
     tenant.remove_member("org_acme", "auth0|bob-acme")
     try:
         time.sleep(2.5)
-        assert call(user_path("auth0|bob-acme"), token, server=proxy).status_code == 404
-        assert "auth0|bob-acme" not in ids(call("/users", token, server=proxy))
+        assert_refused(
+            call(user_path("auth0|bob-acme"), token, via=proxy),
+            404,
+            "inexistent_user",
+            "user is not a member of the caller's organization",
+        )
+        assert "auth0|bob-acme" not in ids(call("/users", token, via=proxy))
     finally:
         tenant.add_member("org_acme", "auth0|bob-acme")
 
 
 def test_removed_member_is_refused_within_one_ttl_under_steady_traffic(
-    start_proxy, call, make_token, tenant
+    make_app, call, make_token, tenant
 ):
     """A worker's memory of the cache is short, and requests do not keep it alive."""
-    proxy = start_proxy(workers=1, cache_ttl_seconds=2)
+    proxy = make_app(cache_ttl_seconds=2)
     token = make_token("edge-acme")
-    assert call(user_path("auth0|bob-acme"), token, server=proxy).status_code == 200
+    assert call(user_path("auth0|bob-acme"), token, via=proxy).status_code == 200
     tenant.remove_member("org_acme", "auth0|bob-acme")
     try:
         deadline = time.monotonic() + 2 + 1 + 1  # the TTL, the worker's memory, slack
-        while call(user_path("auth0|bob-acme"), token, server=proxy).status_code == 200:
+        while call(user_path("auth0|bob-acme"), token, via=proxy).status_code == 200:
             assert time.monotonic() < deadline, "a removed member was served past one TTL"
             time.sleep(0.1)
     finally:
         tenant.add_member("org_acme", "auth0|bob-acme")
 
 
-def test_cached_answers_never_reach_another_organization(start_proxy, call, make_token, tenant):
-    proxy = start_proxy(workers=2, cache_ttl_seconds=60)
+def test_cached_answers_never_reach_another_organization(make_app, call, make_token, tenant):
+    proxy = make_app(cache_ttl_seconds=60)
     acme, globex = make_token("edge-acme"), make_token("edge-globex")
     # Warm the cache with each organization's list and profiles.
-    assert ids(call("/users", acme, server=proxy)) == set(tenant.member_ids("org_acme"))
-    assert call(user_path("auth0|frank-globex"), globex, server=proxy).status_code == 200
-    assert call(user_path("auth0|alice-acme"), acme, server=proxy).status_code == 200
+    assert ids(call("/users", acme, via=proxy)) == set(tenant.member_ids("org_acme"))
+    assert call(user_path("auth0|frank-globex"), globex, via=proxy).status_code == 200
+    assert call(user_path("auth0|alice-acme"), acme, via=proxy).status_code == 200
     # Now each asks for the other's: lists stay per organization, profiles stay behind membership.
-    assert ids(call("/users", globex, server=proxy)) == set(tenant.member_ids("org_globex"))
-    assert call(user_path("auth0|frank-globex"), acme, server=proxy).status_code == 404
-    assert call(user_path("auth0|alice-acme"), globex, server=proxy).status_code == 404
+    assert ids(call("/users", globex, via=proxy)) == set(tenant.member_ids("org_globex"))
+    assert call(user_path("auth0|frank-globex"), acme, via=proxy).status_code == 404
+    assert call(user_path("auth0|alice-acme"), globex, via=proxy).status_code == 404
     for client in (acme, globex):
-        assert call(user_path("auth0|shared-consultant"), client, server=proxy).status_code == 200
+        assert call(user_path("auth0|shared-consultant"), client, via=proxy).status_code == 200
 
 
 def test_fifty_concurrent_cold_requests_make_one_member_list_fetch(
@@ -129,7 +142,7 @@ def test_fifty_concurrent_cold_requests_make_one_member_list_fetch(
     tenant.latency = 0.01  # the fetch takes a moment: the others arrive while it is in flight
     try:
         with ThreadPoolExecutor(max_workers=50) as pool:
-            responses = list(pool.map(lambda _: call("/users", token, server=proxy), range(50)))
+            responses = list(pool.map(lambda _: call("/users", token, via=proxy), range(50)))
     finally:
         tenant.latency = 0
     assert all(len(response.json()) == BIG_ORG_SIZE for response in responses)
@@ -146,7 +159,7 @@ def test_concurrent_requests_for_one_user_make_one_fetch_each(
         with ThreadPoolExecutor(max_workers=30) as pool:
             statuses = list(
                 pool.map(
-                    lambda _: call(user_path("auth0|carol-acme"), token, server=proxy).status_code,
+                    lambda _: call(user_path("auth0|carol-acme"), token, via=proxy).status_code,
                     range(30),
                 )
             )
@@ -157,7 +170,6 @@ def test_concurrent_requests_for_one_user_make_one_fetch_each(
 
 
 def redis_available() -> bool:
-    redis = pytest.importorskip("redis")
     try:
         return bool(redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1).ping())
     except redis.RedisError:
@@ -169,8 +181,6 @@ def redis_prefix():
     """A key prefix of this test's own in the local Redis; its keys are deleted afterwards."""
     if not redis_available():
         pytest.skip("no Redis answers at 127.0.0.1:6379 (start one to run the shared-cache tests)")
-    import redis
-
     prefix = f"auth0-m2m-proxy-test-{uuid.uuid4().hex}:"
     yield prefix
     client = redis.Redis(host="127.0.0.1", port=6379)
@@ -179,43 +189,47 @@ def redis_prefix():
 
 
 def test_hosts_sharing_redis_fetch_tokens_and_lists_once(
-    start_proxy, call, make_token, tenant, redis_prefix
+    make_app, call, make_token, tenant, redis_prefix
 ):
+    """Two apps, each with its own Store and memory, on one Redis: two hosts."""
     shared = {"cache_type": "redis", "cache_key_prefix": redis_prefix, "cache_ttl_seconds": 60}
-    hosts = [start_proxy(workers=2, **shared), start_proxy(workers=2, **shared)]
+    hosts = [make_app(**shared), make_app(**shared)]
     token = make_token("edge-acme")
     for _ in range(5):
         for host in hosts:
-            assert ids(call("/users", token, server=host)) == set(tenant.member_ids("org_acme"))
+            assert ids(call("/users", token, via=host)) == set(tenant.member_ids("org_acme"))
     assert (tenant.counts[TOKEN], tenant.counts[MEMBERS]) == (1, 1)
 
 
-def test_cache_outage_degrades_to_direct_upstream_calls(start_proxy, call, make_token, tenant):
-    pytest.importorskip("redis")
-    proxy = start_proxy(
-        workers=1, cache_type="redis", cache_redis_url="redis://127.0.0.1:1/0", cache_ttl_seconds=60
+def test_cache_outage_degrades_to_direct_upstream_calls(
+    make_app, call, make_token, tenant, app_log
+):
+    proxy = make_app(
+        cache_type="redis", cache_redis_url="redis://127.0.0.1:1/0", cache_ttl_seconds=60
     )
     token = make_token("edge-acme")
     for _ in range(3):
-        assert ids(call("/users", token, server=proxy)) == set(tenant.member_ids("org_acme"))
-        assert call(user_path("auth0|alice-acme"), token, server=proxy).status_code == 200
+        assert ids(call("/users", token, via=proxy)) == set(tenant.member_ids("org_acme"))
+        assert call(user_path("auth0|alice-acme"), token, via=proxy).status_code == 200
     assert tenant.counts[MEMBERS] == 3  # no cache: every request went to Auth0, none failed
-    assert "cache unavailable (ConnectionError); serving from Auth0 directly" in proxy.log_text()
+    warnings = [r["message"] for r in app_log.records if r["logger"] == "auth0_proxy.store"]
+    assert warnings == ["cache unavailable (ConnectionError); serving from Auth0 directly"]
 
 
 def test_cache_outage_does_not_let_unknown_key_ids_fetch_the_jwks_per_request(
-    start_proxy, call, make_token, tenant
+    make_app, call, make_token, tenant
 ):
     """Without the shared cache a worker still keeps what it fetched for a second, so a flood of
     made-up kids costs at most a couple of JWKS fetches a second, not one a request."""
-    pytest.importorskip("redis")
-    proxy = start_proxy(workers=1, cache_type="redis", cache_redis_url="redis://127.0.0.1:1/0")
-    assert call("/users", make_token(), server=proxy).status_code == 200
+    proxy = make_app(cache_type="redis", cache_redis_url="redis://127.0.0.1:1/0")
+    assert call("/users", make_token(), via=proxy).status_code == 200
     tenant.reset_counts()
     started = time.monotonic()
     for n in range(40):
         token = make_token(header={"kid": f"made-up-{n}"})
-        assert call("/users", token, server=proxy).status_code == 401
+        assert_refused(
+            call("/users", token, via=proxy), 401, "invalid_token", "unknown signing key"
+        )
     seconds = time.monotonic() - started
     assert tenant.counts[JWKS] <= 2 * math.ceil(seconds + 1)
 

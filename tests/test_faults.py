@@ -1,7 +1,8 @@
 """Auth0's faults: 429s and 5xx retried within a budget, timeouts, failing token and key endpoints.
 
-Each fault is injected in the emulated tenant; the proxy under gunicorn must answer with the
-documented status and an Auth0-style body, never a 500, and must not multiply upstream calls.
+Each fault is injected in the emulated tenant; the proxy must answer with the documented status
+and an Auth0-style body, never a 500, and must not multiply upstream calls. In this process,
+but where it takes gunicorn: workers sharing a back-off, threads freed by timeouts, a stream cut.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.conftest import user_path
-from tests.test_tokens import assert_auth0_error
+from tests.support import (
+    JWKS,
+    MEMBERS,
+    TOKEN,
+    USER,
+    USER_ORGS,
+    assert_refused,
+    user_path,
+)
 
-MEMBERS = "GET /api/v2/organizations/{id}/members"
-TOKEN = "POST /oauth/token"
-JWKS = "GET /.well-known/jwks.json"
-USER = "GET /api/v2/users/{id}"
-USER_ORGS = "GET /api/v2/users/{id}/organizations"
+ACME_MEMBERS = "/api/v2/organizations/org_acme/members"
+ACME_ORGS_OF_ALICE = "/api/v2/users/auth0%7Calice-acme/organizations"
 PERSISTENT = 1000  # times: a fault that lasts the whole test
 
 
@@ -36,11 +41,12 @@ def test_one_server_error_is_retried_unseen(call, make_token, tenant):
 
 
 def test_lasting_server_errors_are_502_after_a_bounded_number_of_retries(
-    start_proxy, call, make_token, tenant
+    make_app, call, make_token, tenant
 ):
-    proxy = start_proxy(workers=1, retry_budget_seconds=1)
+    proxy = make_app(retry_budget_seconds=1)
     tenant.inject_fault(MEMBERS, status=503, times=PERSISTENT)
-    assert_auth0_error(call("/users", make_token(), server=proxy), 502, "bad_gateway")
+    reason = f"Auth0 answered 503 on {ACME_MEMBERS}: service_unavailable: Service Unavailable"
+    assert_refused(call("/users", make_token(), via=proxy), 502, "bad_gateway", reason)
     # Back-off of 0.1, 0.2, 0.4 s (+ jitter up to as much again) within a 1 s budget.
     assert 2 <= tenant.counts[MEMBERS] <= 4
 
@@ -51,13 +57,12 @@ def test_one_rate_limit_answer_is_waited_out_unseen(call, make_token, tenant):
     assert statuses_from_tenant(tenant, MEMBERS) == [429, 200]
 
 
-def test_rate_limit_beyond_the_budget_is_429_with_retry_after(
-    start_proxy, call, make_token, tenant
-):
-    proxy = start_proxy(workers=1, retry_budget_seconds=0)
+def test_rate_limit_beyond_the_budget_is_429_with_retry_after(make_app, call, make_token, tenant):
+    proxy = make_app(retry_budget_seconds=0)
     tenant.inject_fault(MEMBERS, status=429)
-    response = call("/users", make_token(), server=proxy)
-    assert_auth0_error(response, 429, "too_many_requests")
+    response = call("/users", make_token(), via=proxy)
+    reason = f"Auth0 answered 429 on {ACME_MEMBERS}: too_many_requests: Too Many Requests"
+    assert_refused(response, 429, "too_many_requests", reason)
     assert int(response.headers["Retry-After"]) >= 1
 
 
@@ -69,9 +74,9 @@ def test_a_rate_limited_tenant_is_not_called_again_until_it_resets(
     # Retry-After 10 s: the 31 requests below all fall inside it, however slow the machine.
     tenant.inject_fault(MEMBERS, status=429, headers={"Retry-After": "10"})
     tokens = [make_token(client) for client in ("edge-acme", "edge-globex", "edge-big")]
-    assert call("/users", tokens[0], server=proxy).status_code == 429
+    assert call("/users", tokens[0], via=proxy).status_code == 429
     with ThreadPoolExecutor(max_workers=12) as pool:
-        responses = list(pool.map(lambda n: call("/users", tokens[n % 3], server=proxy), range(30)))
+        responses = list(pool.map(lambda n: call("/users", tokens[n % 3], via=proxy), range(30)))
     assert {response.status_code for response in responses} == {429}
     assert all(int(response.headers["Retry-After"]) >= 1 for response in responses)
     assert tenant.counts[MEMBERS] == 1
@@ -87,9 +92,7 @@ def test_many_clients_against_a_rate_limited_tenant_all_get_served(
         with ThreadPoolExecutor(max_workers=16) as pool:
             responses = list(
                 pool.map(
-                    lambda n: call(
-                        user_path("auth0|shared-consultant"), tokens[n % 2], server=proxy
-                    ),
+                    lambda n: call(user_path("auth0|shared-consultant"), tokens[n % 2], via=proxy),
                     range(40),
                 )
             )
@@ -102,74 +105,111 @@ def test_many_clients_against_a_rate_limited_tenant_all_get_served(
     assert refused < 80
 
 
-def test_slow_auth0_is_504_and_not_retried(start_proxy, call, make_token, tenant):
-    proxy = start_proxy(read_timeout_seconds=0.5)
+def test_slow_auth0_is_504_and_not_retried(make_app, call, make_token, tenant):
+    proxy = make_app(read_timeout_seconds=0.5)
     token = make_token()
-    assert call("/users", token, server=proxy).status_code == 200
+    assert call("/users", token, via=proxy).status_code == 200
     tenant.inject_fault(MEMBERS, status=None, delay=2.0, times=PERSISTENT)
-    response = call("/users", token, server=proxy, headers={"X-Request-ID": "slow-auth0"})
-    assert_auth0_error(response, 504, "gateway_timeout")
-    [line] = [r for r in proxy.log_records() if r.get("request_id") == "slow-auth0"]
-    assert line["upstream_calls"] == 1  # the timeout used the time: no retry
+    response = call("/users", token, via=proxy)
+    assert_refused(response, 504, "gateway_timeout", f"timeout on GET {ACME_MEMBERS}")
+    assert response.log["upstream_calls"] == 1  # the timeout used the time: no retry
 
 
-def test_failing_token_endpoint_is_503(start_proxy, call, make_token, tenant):
-    proxy = start_proxy(retry_budget_seconds=0.5)
+def test_failing_token_endpoint_is_503(make_app, call, make_token, tenant):
+    proxy = make_app(retry_budget_seconds=0.5)
     tenant.inject_fault(TOKEN, status=503, times=PERSISTENT)
-    response = call("/users", make_token(), server=proxy)
-    body = assert_auth0_error(response, 503, "temporarily_unavailable")
+    response = call("/users", make_token(), via=proxy)
+    reason = "token endpoint: 503 service_unavailable: Service Unavailable"
+    body = assert_refused(response, 503, "temporarily_unavailable", reason)
     assert "management token" in body["message"]
 
 
-def test_unreachable_jwks_is_503_not_401(start_proxy, call, make_token, tenant):
-    proxy = start_proxy(failure_cooldown_seconds=0, retry_budget_seconds=0.5)
+def test_unreachable_jwks_is_503_not_401(make_app, call, make_token, tenant):
+    proxy = make_app(failure_cooldown_seconds=0, retry_budget_seconds=0.5)
     tenant.inject_fault(JWKS, status=503, times=PERSISTENT)
-    assert_auth0_error(call("/users", make_token(), server=proxy), 503, "temporarily_unavailable")
+    answer = call("/users", make_token(), via=proxy)
+    assert_refused(answer, 503, "temporarily_unavailable", "JWKS answered 503")
     tenant.clear_faults()
     # Once Auth0 answers again, the same token is fine.
-    assert call("/users", make_token(), server=proxy).status_code == 200
+    assert call("/users", make_token(), via=proxy).status_code == 200
 
 
 def test_cached_keys_keep_working_while_the_jwks_is_unreachable(call, make_token, tenant):
     assert call("/users", make_token()).status_code == 200
+    tenant.reset_counts()
     tenant.inject_fault(JWKS, status=503, times=PERSISTENT)
     assert call("/users", make_token()).status_code == 200
     assert tenant.counts[JWKS] == 0
 
 
-@pytest.mark.parametrize("endpoint", [JWKS, TOKEN])
+@pytest.mark.parametrize(
+    ("endpoint", "key", "failure"),
+    [
+        (JWKS, "jwks", "JWKS answered 503"),
+        (
+            TOKEN,
+            "management-token:proxy-mgmt-client",
+            "token endpoint: 503 service_unavailable: Service Unavailable",
+        ),
+    ],
+)
 def test_failing_auth0_is_asked_once_per_cooldown_not_once_per_request(
-    start_proxy, call, make_token, tenant, endpoint
+    make_app, call, make_token, tenant, endpoint, key, failure
 ):
-    proxy = start_proxy(failure_cooldown_seconds=30, retry_budget_seconds=0)
+    proxy = make_app(failure_cooldown_seconds=30, retry_budget_seconds=0)
     tenant.inject_fault(endpoint, status=503, times=PERSISTENT)
     token = make_token()
     with ThreadPoolExecutor(max_workers=8) as pool:
-        responses = list(pool.map(lambda _: call("/users", token, server=proxy), range(40)))
+        responses = list(pool.map(lambda _: call("/users", token, via=proxy), range(40)))
     assert {response.status_code for response in responses} == {503}
     assert tenant.counts[endpoint] == 1
     assert all(1 <= int(response.headers["Retry-After"]) <= 30 for response in responses)
+    remembered = f"{key}: failed moments ago, not asking Auth0 again yet"
+    reasons = sorted(response.log["reason"] for response in responses)
+    assert reasons == sorted([failure] + [remembered] * 39)
+
+
+UNEXPECTED_MEMBERS = f"{ACME_MEMBERS}: unexpected answer shape"
+UNEXPECTED_ORGS = f"{ACME_ORGS_OF_ALICE}: unexpected answer shape"
 
 
 @pytest.mark.parametrize(
-    ("endpoint", "body", "path"),
+    ("endpoint", "body", "path", "reason"),
     [
-        (MEMBERS, ["not", "an", "object"], "/users"),
-        (MEMBERS, {"members": None}, "/users"),
-        (MEMBERS, {"members": ["not-an-object"]}, "/users"),
-        (MEMBERS, {"members": [{"email": "no-user-id@example.com"}]}, "/users"),
+        (
+            MEMBERS,
+            ["not", "an", "object"],
+            "/users",
+            f"GET {ACME_MEMBERS}: body is not a JSON object",
+        ),
+        (MEMBERS, {"members": None}, "/users", UNEXPECTED_MEMBERS),
+        (MEMBERS, {"members": ["not-an-object"]}, "/users", UNEXPECTED_MEMBERS),
+        (MEMBERS, {"members": [{"email": "no-user-id@example.com"}]}, "/users", UNEXPECTED_MEMBERS),
         (
             USER_ORGS,
             {"organizations": ["org_acme"], "start": 0, "total": 1},
             "/users/auth0%7Calice-acme",
+            UNEXPECTED_ORGS,
         ),
-        (USER_ORGS, {"organizations": [], "start": "0", "total": 0}, "/users/auth0%7Calice-acme"),
-        (USER_ORGS, "a string", "/users/auth0%7Calice-acme"),
+        (
+            USER_ORGS,
+            {"organizations": [], "start": "0", "total": 0},
+            "/users/auth0%7Calice-acme",
+            UNEXPECTED_ORGS,
+        ),
+        (
+            USER_ORGS,
+            "a string",
+            "/users/auth0%7Calice-acme",
+            f"GET {ACME_ORGS_OF_ALICE}: body is not a JSON object",
+        ),
     ],
 )
-def test_unexpected_auth0_answer_is_502_not_a_crash(call, make_token, tenant, endpoint, body, path):
+def test_unexpected_auth0_answer_is_502_not_a_crash(
+    call, make_token, tenant, endpoint, body, path, reason
+):
     tenant.inject_fault(endpoint, status=200, body=body, times=2)
-    assert_auth0_error(call(path, make_token()), 502, "bad_gateway")
+    assert_refused(call(path, make_token()), 502, "bad_gateway", reason)
 
 
 def test_profile_with_null_identities_is_returned_as_is(call, make_token, tenant):
@@ -179,38 +219,41 @@ def test_profile_with_null_identities_is_returned_as_is(call, make_token, tenant
     assert response.json() == {"user_id": "auth0|alice-acme", "identities": None}
 
 
-def test_token_answer_without_access_token_is_503(start_proxy, call, make_token, tenant):
-    proxy = start_proxy(workers=1)
+def test_token_answer_without_access_token_is_503(make_app, call, make_token, tenant):
+    proxy = make_app()
     tenant.inject_fault(TOKEN, status=200, body={"token_type": "Bearer"})
-    assert_auth0_error(call("/users", make_token(), server=proxy), 503, "temporarily_unavailable")
+    assert_refused(
+        call("/users", make_token(), via=proxy),
+        503,
+        "temporarily_unavailable",
+        "token endpoint answered without access_token or expires_in",
+    )
 
 
 def test_hung_auth0_frees_every_worker_thread_by_its_timeout(start_proxy, call, make_token, tenant):
     """1 worker x 2 threads, 8 callers, Auth0 hanging 10 s: all get 504 before Auth0 answers any."""
     proxy = start_proxy(workers=1, threads=2, read_timeout_seconds=0.5, retry_budget_seconds=0)
     token = make_token()
-    assert call("/users", token, server=proxy).status_code == 200
+    assert call("/users", token, via=proxy).status_code == 200
     tenant.reset_counts()
     tenant.inject_fault(MEMBERS, status=None, delay=10.0, times=PERSISTENT)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        statuses = list(
-            pool.map(lambda _: call("/users", token, server=proxy).status_code, range(8))
-        )
+        statuses = list(pool.map(lambda _: call("/users", token, via=proxy).status_code, range(8)))
     assert statuses == [504] * 8
-    assert call("/healthz", server=proxy).status_code == 200
+    assert call("/healthz", via=proxy).status_code == 200
     # Auth0 has not finished answering a single one of them: the timeouts freed the threads.
     assert tenant.requests == []
 
 
-def test_expiring_management_tokens_are_renewed_unseen(start_proxy, call, make_token, tenant):
-    proxy = start_proxy(workers=2)
+def test_expiring_management_tokens_are_renewed_unseen(make_app, call, make_token, tenant):
+    proxy = make_app()
     tenant.management_token_lifetime = 3
     try:
         token = make_token()
         deadline = time.monotonic() + 5
         statuses = []
         while time.monotonic() < deadline:
-            statuses.append(call("/users", token, server=proxy).status_code)
+            statuses.append(call("/users", token, via=proxy).status_code)
     finally:
         tenant.management_token_lifetime = 86400
     assert set(statuses) == {200}
@@ -256,18 +299,19 @@ def test_failure_after_the_list_started_cuts_it_off_unparseable(
     ],
 )
 def test_odd_rate_limit_headers_give_a_bounded_retry_after(
-    start_proxy, call, make_token, tenant, headers, expected_retry_after
+    make_app, call, make_token, tenant, headers, expected_retry_after
 ):
-    proxy = start_proxy(workers=1, retry_budget_seconds=0)
+    proxy = make_app(retry_budget_seconds=0)
     tenant.inject_fault(MEMBERS, status=429, headers=headers)
-    response = call("/users", make_token(), server=proxy)
-    assert_auth0_error(response, 429, "too_many_requests")
+    response = call("/users", make_token(), via=proxy)
+    reason = f"Auth0 answered 429 on {ACME_MEMBERS}: too_many_requests: Too Many Requests"
+    assert_refused(response, 429, "too_many_requests", reason)
     assert response.headers["Retry-After"] == str(expected_retry_after)
 
 
-def test_reset_is_read_against_auth0s_clock(start_proxy, call, make_token, tenant):
+def test_reset_is_read_against_auth0s_clock(make_app, call, make_token, tenant):
     """Auth0's Date says it is 10 s before our clock: its reset 15 s after its now is 15 s away."""
-    proxy = start_proxy(workers=1, retry_budget_seconds=0)
+    proxy = make_app(retry_budget_seconds=0)
     auth0_now = time.time() - 10
     headers = {
         "Retry-After": "",
@@ -275,5 +319,5 @@ def test_reset_is_read_against_auth0s_clock(start_proxy, call, make_token, tenan
         "x-ratelimit-reset": str(int(auth0_now) + 15),
     }
     tenant.inject_fault(MEMBERS, status=429, headers=headers)
-    response = call("/users", make_token(), server=proxy)
+    response = call("/users", make_token(), via=proxy)
     assert 14 <= int(response.headers["Retry-After"]) <= 16

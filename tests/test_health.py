@@ -1,10 +1,8 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and the answers for routes and methods the proxy has not."""
 
 from __future__ import annotations
 
-import requests
-
-from tests.test_tokens import assert_auth0_error
+from tests.support import TOKEN, assert_refused
 
 
 def test_healthz_makes_no_upstream_call(call, tenant):
@@ -18,19 +16,21 @@ def test_readyz_is_ready_with_keys_and_management_token(call):
     assert response.status_code == 200 and response.json() == {"status": "ready"}
 
 
-def test_readyz_is_503_while_auth0_refuses_the_management_token(start_proxy, call, tenant):
-    proxy = start_proxy(workers=1, failure_cooldown_seconds=0, retry_budget_seconds=0)
-    tenant.inject_fault("POST /oauth/token", status=500, times=1000)
-    assert_auth0_error(call("/readyz", server=proxy), 503, "temporarily_unavailable")
+def test_readyz_is_503_while_auth0_refuses_the_management_token(make_app, call, tenant):
+    proxy = make_app(failure_cooldown_seconds=0, retry_budget_seconds=0)
+    tenant.inject_fault(TOKEN, status=500, times=1000)
+    reason = "token endpoint: 500 internal_server_error: Internal Server Error"
+    assert_refused(call("/readyz", via=proxy), 503, "temporarily_unavailable", reason)
     tenant.clear_faults()
-    assert call("/readyz", server=proxy).status_code == 200
+    assert call("/readyz", via=proxy).status_code == 200
 
 
 def test_unknown_route_is_auth0_style_404(call):
-    assert_auth0_error(call("/admin"), 404, "not_found")
+    answer = call("/admin")
+    assert_refused(answer, 404, "not_found", answer.json()["message"])
 
 
-def test_wrong_method_is_auth0_style_405(proxy):
-    response = requests.post(f"{proxy.url}/users", timeout=10)
-    assert_auth0_error(response, 405, "method_not_allowed")
-    assert response.headers["Allow"]
+def test_wrong_method_is_auth0_style_405(call):
+    answer = call("/users", method="POST")
+    assert_refused(answer, 405, "method_not_allowed", answer.json()["message"])
+    assert answer.headers["Allow"]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from auth0_proxy.json_codec import ascii_dumps, dumps
-from tests.conftest import user_path
+from tests.support import user_path
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,15 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import BIG_ORG, BIG_ORG_SIZE
-from tests.test_tokens import assert_auth0_error
-
-MEMBERS = "GET /api/v2/organizations/{id}/members"
-MEMBER_FIELDS = {"user_id", "email", "name", "picture"}
+from tests.support import (
+    BIG_ORG,
+    BIG_ORG_SIZE,
+    MEMBER_FIELDS,
+    MEMBERS,
+    USERS_SEARCH,
+    assert_auth0_error,
+    assert_refused,
+)
 
 
 def test_offset_page_with_totals(call, make_token, tenant):
@@ -37,29 +41,43 @@ def test_checkpoint_paging_reaches_every_member(call, make_token, tenant):
             break
     assert seen == sorted(tenant.member_ids(BIG_ORG))
     assert tenant.counts[MEMBERS] == BIG_ORG_SIZE // 100
+    assert "next" not in page  # as Auth0 answers the last page
+
+
+def test_checkpoint_page_without_from_is_the_first(call, make_token, tenant):
+    body = call("/users?take=5", make_token("edge-big")).json()
+    assert set(body) == {"members", "next"}
+    assert [m["user_id"] for m in body["members"]] == sorted(tenant.member_ids(BIG_ORG))[:5]
+
+
+INVALID_PAGING = (
+    "You can only page through the first 1000 records with page and per_page; "
+    "use from and take beyond them."
+)
 
 
 @pytest.mark.parametrize(
-    ("query", "error_code"),
+    ("query", "error_code", "message"),
     [
-        ("per_page=101", "invalid_query_string"),
-        ("per_page=0", "invalid_query_string"),
-        ("page=-1", "invalid_query_string"),
-        ("take=500", "invalid_query_string"),
-        ("page=x", "invalid_query_string"),
-        ("include_totals=yes", "invalid_query_string"),
-        ("page=1&take=10", "invalid_query_string"),
-        ("q=user_id:*", "invalid_query_string"),
-        ("page=1&page=2", "invalid_query_string"),
-        ("page=10&per_page=100", "invalid_paging"),
-        ("page=20&per_page=50", "invalid_paging"),
+        ("per_page=101", "invalid_query_string", "per_page: Must be greater than or equal"),
+        ("per_page=0", "invalid_query_string", "per_page: Must be greater than or equal"),
+        ("page=-1", "invalid_query_string", "page: Must be greater than or equal to 0"),
+        ("take=500", "invalid_query_string", "take: Must be greater than or equal"),
+        ("page=x", "invalid_query_string", "page: Not a valid integer."),
+        ("include_totals=yes", "invalid_query_string", "include_totals: Not a valid boolean."),
+        ("page=1&take=10", "invalid_query_string", "use either page/per_page/include_totals"),
+        ("from=", "invalid_query_string", "from: Length must be between 1 and 1024."),
+        ("q=user_id:*", "invalid_query_string", "q: Unknown field."),
+        ("page=1&page=2", "invalid_query_string", "each parameter may be given once"),
+        ("page=10&per_page=100", "invalid_paging", INVALID_PAGING),
+        ("page=20&per_page=50", "invalid_paging", INVALID_PAGING),
     ],
 )
 def test_bad_paging_is_refused_before_any_upstream_call(
-    call, make_token, tenant, query, error_code
+    call, make_token, tenant, query, error_code, message
 ):
-    response = call(f"/users?{query}", make_token("edge-big"))
-    assert_auth0_error(response, 400, error_code)
+    body = assert_auth0_error(call(f"/users?{query}", make_token("edge-big")), 400, error_code)
+    assert message in body["message"]
     assert tenant.counts[MEMBERS] == 0
 
 
@@ -69,7 +87,6 @@ def test_paging_never_reaches_another_organization(call, make_token, tenant):
     assert body["total"] == len(tenant.member_ids("org_acme"))
 
 
-USERS_SEARCH = "GET /api/v2/users"
 PROFILE_QUERY = "/users?fields=email_verified,app_metadata,last_login"
 
 
@@ -106,18 +123,20 @@ def test_profile_fields_never_include_another_organizations_users(call, make_tok
 
 
 @pytest.mark.parametrize(
-    "query",
+    ("query", "message"),
     [
-        "fields=password",
-        "fields=app_metadata,secret",
-        "fields=email&include_fields=false",
-        "fields=app_metadata&page=0",
+        ("fields=password", "unknown fields password"),
+        ("fields=app_metadata,secret", "unknown fields secret"),
+        ("fields=email&include_fields=false", "include_fields=false is not supported"),
+        ("fields=app_metadata&page=0", "profile fields need the whole list"),
     ],
 )
-def test_bad_fields_are_refused_before_any_upstream_call(call, make_token, tenant, query):
-    assert_auth0_error(
-        call(f"/users?{query}", make_token("edge-acme")), 400, "invalid_query_string"
+def test_bad_fields_are_refused_before_any_upstream_call(call, make_token, tenant, query, message):
+    answer = call(f"/users?{query}", make_token("edge-acme"))
+    body = assert_refused(
+        answer, 400, "invalid_query_string", f"Query validation error: {message}."
     )
+    assert message in body["message"]
     assert tenant.counts[MEMBERS] == tenant.counts[USERS_SEARCH] == 0
 
 
@@ -130,3 +149,15 @@ def test_a_member_id_cannot_widen_the_users_search(call, make_token, tenant):
         tenant.remove_member("org_acme", sneaky)
     assert sneaky in {m["user_id"] for m in members}
     assert "auth0|frank-globex" not in {m["user_id"] for m in members}
+
+
+def test_a_users_search_answering_another_organizations_user_is_filtered(call, make_token, tenant):
+    """Auth0 answers the users search; should it ever answer more than was asked (another
+    organization's user among them), only the members asked for reach the caller."""
+    acme = sorted(tenant.member_ids("org_acme"))
+    profiles = [tenant.user_profile(user_id) for user_id in [*acme, "auth0|frank-globex"]]
+    answer = {"users": profiles, "start": 0, "limit": 50, "length": 7, "total": 7}
+    tenant.inject_fault(USERS_SEARCH, status=200, body=answer)
+    members = call(PROFILE_QUERY + ",email", make_token("edge-acme")).json()
+    assert [m["user_id"] for m in members] == acme
+    assert tenant.counts[USERS_SEARCH] == 1

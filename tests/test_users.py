@@ -9,11 +9,17 @@ from urllib.parse import unquote
 
 import pytest
 
-from tests.conftest import BIG_ORG, BIG_ORG_SIZE, user_path
-from tests.test_tokens import assert_auth0_error
+from tests.support import (
+    BIG_ORG,
+    BIG_ORG_SIZE,
+    MEMBER_FIELDS,
+    MEMBERS,
+    USER_ORGS,
+    assert_refused,
+    user_path,
+)
 
-MEMBER_FIELDS = {"user_id", "email", "name", "picture"}
-MEMBERS_ENDPOINT = "GET /api/v2/organizations/{id}/members"
+NOT_A_MEMBER = "user is not a member of the caller's organization"
 
 
 def ids(members: list[dict]) -> set[str]:
@@ -40,7 +46,7 @@ def test_organization_of_2500_members_is_complete(call, make_token, tenant):
     assert len(members) == BIG_ORG_SIZE
     assert ids(members) == set(tenant.member_ids(BIG_ORG))
     # Checkpoint paging at the default page size of 50: one upstream call per page, no more.
-    assert tenant.counts[MEMBERS_ENDPOINT] == math.ceil(BIG_ORG_SIZE / 50)
+    assert tenant.counts[MEMBERS] == math.ceil(BIG_ORG_SIZE / 50)
 
 
 def test_member_gets_full_profile(call, make_token):
@@ -53,7 +59,7 @@ def test_member_gets_full_profile(call, make_token):
 
 def test_unknown_user_gets_404(call, make_token):
     response = call(user_path("auth0|nobody"), make_token("edge-acme"))
-    body = assert_auth0_error(response, 404, "inexistent_user")
+    body = assert_refused(response, 404, "inexistent_user", NOT_A_MEMBER)
     assert body["message"] == "The user does not exist."
 
 
@@ -62,17 +68,36 @@ def test_member_of_other_org_gets_the_same_404_as_an_unknown_user(call, make_tok
     token = make_token("edge-acme")
     unknown = call(user_path("auth0|nobody"), token)
     other_org = call(user_path("auth0|frank-globex"), token)
+    assert_refused(other_org, 404, "inexistent_user", NOT_A_MEMBER)
     assert other_org.status_code == unknown.status_code == 404
     assert other_org.json() == unknown.json()
     assert "frank" not in other_org.text
     assert call(user_path("auth0|frank-globex"), make_token("edge-globex")).status_code == 200
 
 
+@pytest.mark.parametrize("unknown_user_organizations", ["empty", "404"])
+def test_user_deleted_after_the_listing_gets_the_same_404_as_a_non_member(
+    call, make_token, tenant, unknown_user_organizations
+):
+    """A sync lists the members, then fetches each profile; a user deleted in between is an
+    everyday event. Auth0 may answer such a user's organizations with an empty list or a 404."""
+    tenant.unknown_user_organizations = unknown_user_organizations
+    tenant.add_user("auth0|leaving-acme", "leaving@acme.example", organizations=["org_acme"])
+    token = make_token("edge-acme")
+    assert "auth0|leaving-acme" in ids(call("/users", token).json())
+    tenant.delete_user("auth0|leaving-acme")
+    deleted = call(user_path("auth0|leaving-acme"), token)
+    assert_refused(deleted, 404, "inexistent_user", NOT_A_MEMBER)
+    assert deleted.json() == call(user_path("auth0|frank-globex"), token).json()
+
+
 def test_user_in_no_organization_gets_404(call, make_token, tenant):
     loner = next(
         p["user_id"] for p in tenant.user_profiles() if not tenant.organizations_of(p["user_id"])
     )
-    assert call(user_path(loner), make_token("edge-acme")).status_code == 404
+    assert_refused(
+        call(user_path(loner), make_token("edge-acme")), 404, "inexistent_user", NOT_A_MEMBER
+    )
 
 
 @pytest.mark.parametrize("client_id", ["edge-acme", "edge-globex"])
@@ -85,31 +110,39 @@ def test_user_in_two_organizations_is_visible_to_both(call, make_token, client_i
 def test_member_of_a_large_organization_is_found(call, make_token, tenant):
     last = sorted(tenant.member_ids(BIG_ORG))[-1]
     assert call(user_path(last), make_token("edge-big")).status_code == 200
-    assert call(user_path(last), make_token("edge-acme")).status_code == 404
+    assert_refused(
+        call(user_path(last), make_token("edge-acme")), 404, "inexistent_user", NOT_A_MEMBER
+    )
 
 
 def test_org_id_claim_selects_one_of_the_clients_organizations(call, make_token, tenant):
     token = make_token("edge-reseller", organization="org_globex")
     assert ids(call("/users", token).json()) == set(tenant.member_ids("org_globex"))
-    assert call(user_path("auth0|alice-acme"), token).status_code == 404
+    assert_refused(call(user_path("auth0|alice-acme"), token), 404, "inexistent_user", NOT_A_MEMBER)
 
 
 def test_client_of_several_orgs_without_org_claim_gets_403(call, make_token):
     response = call("/users", make_token("edge-reseller"))
-    body = assert_auth0_error(response, 403, "access_denied")
+    body = assert_refused(
+        response,
+        403,
+        "access_denied",
+        "client maps to several organizations and the token names none",
+    )
     assert "organization" in body["message"]
 
 
 def test_org_id_claim_outside_the_clients_organizations_gets_403(call, make_token):
     token = make_token("edge-acme", claims={"org_id": "org_globex"})
-    assert_auth0_error(call("/users", token), 403, "access_denied")
-    assert_auth0_error(call(user_path("auth0|frank-globex"), token), 403, "access_denied")
+    reason = "org_id claim not allowed for client"
+    assert_refused(call("/users", token), 403, "access_denied", reason)
+    assert_refused(call(user_path("auth0|frank-globex"), token), 403, "access_denied", reason)
 
 
 def test_unmapped_client_gets_403(call, make_token, tenant):
     response = call("/users", make_token("edge-unmapped"))
-    assert_auth0_error(response, 403, "access_denied")
-    assert tenant.counts[MEMBERS_ENDPOINT] == 0
+    assert_refused(response, 403, "access_denied", "client is not in the clients map")
+    assert tenant.counts[MEMBERS] == 0
 
 
 @pytest.mark.parametrize(
@@ -123,8 +156,8 @@ def test_unmapped_client_gets_403(call, make_token, tenant):
 )
 def test_ids_cannot_reach_another_upstream_endpoint(call, make_token, tenant, user_id):
     response = call(user_path(user_id), make_token("edge-acme"))
-    assert response.status_code == 404
-    assert tenant.counts[MEMBERS_ENDPOINT] == 0
+    assert_refused(response, 404, "inexistent_user", NOT_A_MEMBER)
+    assert tenant.counts[MEMBERS] == 0
     for record in tenant.requests:
         assert record["endpoint"] in {
             "GET /api/v2/users/{id}/organizations",
@@ -194,7 +227,7 @@ HOSTILE_IDS = [
 @pytest.mark.parametrize("user_id", HOSTILE_IDS)
 def test_hostile_ids_are_one_path_segment_upstream(call, make_token, tenant, user_id):
     response = call(user_path(user_id), make_token("edge-acme"))
-    assert_auth0_error(response, 404, "inexistent_user")
+    assert_refused(response, 404, "inexistent_user", NOT_A_MEMBER)
     for record in tenant.requests:
         if record["endpoint"] in {"POST /oauth/token", "GET /.well-known/jwks.json"}:
             continue
@@ -206,9 +239,18 @@ def test_hostile_ids_are_one_path_segment_upstream(call, make_token, tenant, use
         assert unquote(segments[4]) == user_id
 
 
+@pytest.mark.parametrize(("path", "user_id"), [("/users/%2F0", "/0"), ("/users//0", "/0")])
+def test_ids_with_slashes_are_ids_never_redirects(call, make_token, tenant, path, user_id):
+    answer = call(path, make_token("edge-acme"))
+    assert_refused(answer, 404, "inexistent_user", NOT_A_MEMBER)
+    [lookup] = [r["raw_uri"] for r in tenant.requests if r["endpoint"] == USER_ORGS]
+    assert unquote(lookup.split("/")[4]) == user_id
+
+
 def test_fields_parameter_cannot_reach_beyond_the_organization(call, make_token, tenant):
     token = make_token("edge-acme")
     members = call("/users?fields=user_id,app_metadata,identities&include_fields=true", token)
     assert {member["user_id"] for member in members.json()} == set(tenant.member_ids("org_acme"))
     response = call(user_path("auth0|frank-globex") + "?fields=user_id,email", token)
-    assert response.status_code == 404 and "frank" not in response.text
+    assert_refused(response, 404, "inexistent_user", NOT_A_MEMBER)
+    assert "frank" not in response.text

@@ -1,0 +1,160 @@
+"""Where the shared cache keeps its values, and the two atomic steps coordination needs.
+
+Values go through Flask-Caching's backend (cachelib): files shared by the workers of one host,
+Redis shared by hosts, or the memory of one process. This module adds what cachelib lacks:
+
+- a failing backend (Redis down, a full disk) is a miss or a no-op, logged once per interval:
+  a cache outage costs speed, never answers;
+- ``add`` (set if absent) and ``delete_if`` (delete if it still holds this value) are atomic,
+  so locks and markers can be built on them: on Redis with ``SET NX`` and a script, in the file
+  cache under a host-wide ``flock``, in memory under a lock;
+- every key carries one prefix (tenant and storage format), applied here for every backend.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from cachelib import BaseCache, FileSystemCache
+from flask_caching.backends.rediscache import RedisCache
+
+log = logging.getLogger(__name__)
+
+OUTAGE_LOG_INTERVAL_SECONDS = 10
+REDIS_TIMEOUT_SECONDS = 1.0
+# KEYS[1] still holds ARGV[1]: delete it; else leave it (it is someone else's now).
+DELETE_IF_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+class Store:
+    """Values by key in one backend, whose failures are misses and no-ops.
+
+    ``add`` and ``delete_if`` are atomic for the threads of this process; the subclasses make
+    them atomic for whoever shares their backend.
+    """
+
+    def __init__(self, backend: BaseCache, prefix: str):
+        self.backend = backend
+        self.prefix = prefix
+        self._last_outage_log = -float(OUTAGE_LOG_INTERVAL_SECONDS)
+        self._mutex = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        return self._safely(self.backend.get, None, self.prefix + key)
+
+    def set(self, key: str, value: Any, ttl: float) -> None:
+        self._safely(self.backend.set, None, self.prefix + key, value, timeout=_seconds(ttl))
+
+    def delete(self, key: str) -> None:
+        self._safely(self.backend.delete, None, self.prefix + key)
+
+    def add(self, key: str, value: str | int, ttl: float) -> bool:
+        """Set ``key`` only if it is absent; whether it was. A failing backend says yes, so a
+        lock built on it is granted and the caller goes to Auth0 directly."""
+        return self._safely(self._add, True, self.prefix + key, value, _seconds(ttl))
+
+    def delete_if(self, key: str, value: str | int) -> bool:
+        """Delete ``key`` only if it still holds ``value`` (a lock released by its owner)."""
+        return self._safely(self._delete_if, False, self.prefix + key, value)
+
+    def _add(self, key: str, value: str | int, ttl: int) -> bool:
+        with self._exclusive():
+            return not self.backend.has(key) and bool(self.backend.set(key, value, timeout=ttl))
+
+    def _delete_if(self, key: str, value: str | int) -> bool:
+        with self._exclusive():
+            return self.backend.get(key) == value and bool(self.backend.delete(key))
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        with self._mutex:
+            yield
+
+    def _safely(self, operation, fallback: Any, *args, **kwargs) -> Any:
+        try:
+            return operation(*args, **kwargs)
+        except Exception as error:  # any backend failure: Redis down, disk full, ...
+            now = time.monotonic()
+            if now - self._last_outage_log > OUTAGE_LOG_INTERVAL_SECONDS:
+                self._last_outage_log = now
+                log.warning(
+                    "cache unavailable (%s); serving from Auth0 directly", type(error).__name__
+                )
+            return fallback
+
+
+class FileStore(Store):
+    """The file cache of one host: atomic steps hold an ``flock`` on a file in its directory,
+    which excludes every thread of every worker (cachelib's own ``add`` tests, then writes)."""
+
+    def __init__(self, backend: BaseCache, prefix: str, directory: str):
+        super().__init__(backend, prefix)
+        self.lock_path = os.path.join(directory, ".store.lock")
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        with open(self.lock_path, "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            yield
+
+
+class RedisStore(Store):
+    """Redis, shared by hosts: atomic steps are single Redis commands (``SET NX``, a script).
+
+    Keys written by ``add`` hold plain strings or integers, read back only by ``delete_if``.
+    """
+
+    def __init__(self, backend: RedisBackend, prefix: str):
+        super().__init__(backend, prefix)
+        self.client = backend.client
+        self._delete_if_script = self.client.register_script(DELETE_IF_SCRIPT)
+
+    def _add(self, key: str, value: str | int, ttl: int) -> bool:
+        return bool(self.client.set(key, value, nx=True, ex=ttl))
+
+    def _delete_if(self, key: str, value: str | int) -> bool:
+        return bool(self._delete_if_script(keys=[key], args=[value]))
+
+
+class RedisBackend(RedisCache):
+    """Flask-Caching's Redis backend on a client made here and kept as ``client``, so that
+    ``RedisStore`` runs its atomic steps on the same connections; with timeouts, so a Redis that
+    hangs is an outage (a miss), not a hung request."""
+
+    client: redis.Redis
+
+    @classmethod
+    def factory(cls, app, config, args, kwargs) -> RedisBackend:
+        client = redis.Redis.from_url(
+            config["CACHE_REDIS_URL"],
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        )
+        backend = cls(host=client, default_timeout=config["CACHE_DEFAULT_TIMEOUT"])
+        backend.client = client
+        return backend
+
+
+def store_for(backend: BaseCache, prefix: str, directory: str) -> Store:
+    """The Store that makes ``backend``'s atomic steps hold for everyone who shares it."""
+    if isinstance(backend, RedisBackend):
+        return RedisStore(backend, prefix)
+    if isinstance(backend, FileSystemCache):
+        return FileStore(backend, prefix, directory)
+    return Store(backend, prefix)
+
+
+def _seconds(ttl: float) -> int:
+    """cachelib counts whole seconds, and 0 means forever: at least one."""
+    return max(int(ttl), 1)

@@ -1,0 +1,127 @@
+"""What the tests share besides fixtures: the proxy's config for the tests' tenant, one answer
+type for both ways of calling the proxy, token forgery, and the assertions every refusal uses."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from emulated_tenant import TenantServer
+from emulated_tenant.demo import proxy_config
+
+# Endpoints of the emulated tenant, as it counts them.
+MEMBERS = "GET /api/v2/organizations/{id}/members"
+USER = "GET /api/v2/users/{id}"
+USER_ORGS = "GET /api/v2/users/{id}/organizations"
+USERS_SEARCH = "GET /api/v2/users"
+TOKEN = "POST /oauth/token"
+JWKS = "GET /.well-known/jwks.json"
+
+BIG_ORG = "org_big"
+BIG_ORG_SIZE = 2500
+MEMBER_FIELDS = {"user_id", "email", "name", "picture"}
+ERROR_KEYS = {"statusCode", "error", "message", "errorCode"}
+
+# Which organizations each edge client may reach, in the proxy config used by the tests.
+CLIENT_ORGS = {
+    "edge-acme": ["org_acme"],
+    "edge-globex": ["org_globex"],
+    "edge-big": [BIG_ORG],
+    "edge-reseller": ["org_acme", "org_globex"],
+    "edge-unmapped": ["org_acme"],  # a real client of the tenant, absent from the proxy config
+}
+
+
+def proxy_config_for(tenant_server: TenantServer, **proxy_settings) -> dict:
+    """The proxy's config.json for the tests' tenant, with ``proxy_settings`` as its proxy block."""
+    config = copy.deepcopy(proxy_config(tenant_server.tenant))
+    config["clients"] = {
+        client: orgs[0] if len(orgs) == 1 else orgs
+        for client, orgs in CLIENT_ORGS.items()
+        if client != "edge-unmapped"
+    }
+    config["proxy"] = proxy_settings
+    return config
+
+
+@dataclass
+class Answer:
+    """The proxy's answer to one request, however it was sent, and the line it logged for it."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    body: bytes
+    read_log: Callable[[], dict | None] = field(repr=False)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def log(self) -> dict:
+        """The request's log line (found by its X-Request-ID)."""
+        line = self.read_log()
+        assert line is not None, "the proxy logged no line for this request"
+        return line
+
+
+def user_path(user_id: str) -> str:
+    return f"/users/{quote(user_id, safe='')}"
+
+
+def ids(answer: Answer) -> set[str]:
+    return {member["user_id"] for member in answer.json()}
+
+
+def assert_auth0_error(answer: Answer, status: int, error_code: str) -> dict:
+    """An error in the Management API's shape, with this status and errorCode."""
+    assert answer.status_code == status, answer.text
+    assert answer.headers["Content-Type"] == "application/json"
+    body = answer.json()
+    assert set(body) == ERROR_KEYS
+    assert body["statusCode"] == status
+    assert body["errorCode"] == error_code
+    return body
+
+
+def assert_refused(answer: Answer, status: int, error_code: str, reason: str) -> dict:
+    """A refusal for exactly this reason (the log line's ``reason``, which the caller never
+    sees): a refusal for another reason fails, though its status be the same."""
+    body = assert_auth0_error(answer, status, error_code)
+    assert answer.log["reason"] == reason, answer.log
+    return body
+
+
+def assert_invalid_token(answer: Answer, reason: str) -> dict:
+    """401 invalid_token with an RFC 6750 challenge, refused for ``reason``."""
+    body = assert_refused(answer, 401, "invalid_token", reason)
+    assert body["error"] == "Unauthorized"
+    challenge = answer.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer ")
+    assert 'error="invalid_token"' in challenge
+    return body
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forge(header: dict, claims: dict, sign=lambda signing_input: b"") -> str:
+    """A compact JWS of any header and claims, signed by ``sign`` (no signature by default)."""
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    return f"{signing_input}.{b64(sign(signing_input.encode()))}"
+
+
+def parts(token: str) -> tuple[dict, dict]:
+    """A token's header and claims, decoded without any check."""
+    header, claims, _ = token.split(".")
+    pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
+    decode = lambda s: json.loads(base64.urlsafe_b64decode(pad(s)))  # noqa: E731
+    return decode(header), decode(claims)

@@ -1,0 +1,354 @@
+"""The cache's layers in this process, with real parts: races that HTTP tests cannot time.
+
+The Store runs on each backend the proxy supports (memory, files, and Redis where one answers);
+the SharedCache and Directory above it on the memory and file stores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+from cachelib import SimpleCache
+from flask_caching.backends import FileSystemCache
+
+from auth0_proxy.cache import MAX_REFRESHES, Entry, SharedCache, refresh_time
+from auth0_proxy.config import load_settings
+from auth0_proxy.directory import Directory
+from auth0_proxy.errors import UserNotFound
+from auth0_proxy.management import ManagementClient
+from auth0_proxy.store import RedisBackend, Store, store_for
+from auth0_proxy.upstream import Upstream
+from tests.support import BIG_ORG, BIG_ORG_SIZE, proxy_config_for
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_store() -> Store:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis answers at 127.0.0.1:6379 (start one to run the Redis store tests)")
+    backend = RedisBackend.factory(
+        None, {"CACHE_REDIS_URL": REDIS_URL, "CACHE_DEFAULT_TIMEOUT": 300}, [], {}
+    )
+    return store_for(backend, f"auth0-m2m-proxy-test-{uuid.uuid4().hex}:", "")
+
+
+@pytest.fixture(params=["memory", "filesystem", "redis"])
+def store(request, tmp_path):
+    """A Store on each backend; the Redis one under a prefix of its own, deleted afterwards."""
+    if request.param == "memory":
+        yield store_for(SimpleCache(), "test:", "")
+    elif request.param == "filesystem":
+        yield store_for(FileSystemCache(str(tmp_path)), "test:", str(tmp_path))
+    else:
+        store = redis_store()
+        yield store
+        for key in store.client.scan_iter(match=f"{store.prefix}*"):
+            store.client.delete(key)
+
+
+def test_add_sets_only_what_is_absent(store):
+    assert store.add("lock", "mine", 5)
+    assert not store.add("lock", "theirs", 5)
+    assert store.delete_if("lock", "mine")
+    assert store.add("lock", "theirs", 5)
+
+
+def test_a_lock_taken_over_after_it_expired_is_not_released_by_its_first_owner(store):
+    assert store.add("lock", "first", 1)
+    time.sleep(2.1)  # expired (the file cache counts whole seconds)
+    assert store.add("lock", "second", 5)
+    assert not store.delete_if("lock", "first")
+    assert not store.add("lock", "third", 5), "the second owner's lock was released"
+
+
+def test_add_is_atomic_across_threads(store):
+    winners = []
+    start = threading.Barrier(8)
+
+    def contend(n: int) -> None:
+        start.wait()
+        if store.add("contended", f"owner-{n}", 5):
+            winners.append(n)
+
+    threads = [threading.Thread(target=contend, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(winners) == 1
+
+
+def test_values_round_trip_under_the_prefix(store):
+    store.set("entry", {"value": [1, "two"]}, 5)
+    assert store.get("entry") == {"value": [1, "two"]}
+    store.delete("entry")
+    assert store.get("entry") is None
+
+
+class FailingBackend(SimpleCache):
+    """A backend whose every operation fails, as Redis does while it is down."""
+
+    def get(self, key):
+        raise ConnectionError("down")
+
+    set = has = delete = get
+
+
+def test_a_failing_backend_is_a_miss_logged_once_per_interval():
+    store = Store(FailingBackend(), "test:")
+    logger, records = logging.getLogger("auth0_proxy.store"), []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        assert store.get("x") is None
+        store.set("x", 1, 5)
+        store.delete("x")
+        assert store.add("lock", "me", 5)  # granted: the caller goes to Auth0 directly
+        assert not store.delete_if("lock", "me")
+    finally:
+        logger.removeHandler(handler)
+    assert [record.getMessage() for record in records] == [
+        "cache unavailable (ConnectionError); serving from Auth0 directly"
+    ]
+
+
+def shared_cache(lock_seconds: int = 5) -> SharedCache:
+    return SharedCache(
+        store_for(SimpleCache(), "test:", ""), lock_seconds=lock_seconds, failure_seconds=1
+    )
+
+
+def test_a_late_refresh_does_not_overwrite_a_newer_value():
+    cache = shared_cache()
+    cache.replace("jwks", lambda: ("old", 2))  # refreshed ahead from 0.8 s
+    release = threading.Event()
+
+    def slow_fetch():
+        release.wait(10)
+        return "stale", 60
+
+    time.sleep(0.9)
+    assert cache.get_or_create("jwks", slow_fetch, refresh_ahead=True) == "old"
+    cache.replace("jwks", lambda: ("new", 60))  # keys fetched for a new kid meanwhile
+    release.set()
+    join_refreshes()
+    cache.memo.forget("jwks")
+    assert cache.get_or_create("jwks", slow_fetch) == "new"
+
+
+def test_a_refresh_never_replaces_a_value_stored_meanwhile_whatever_its_clock():
+    """Another host's fresh read stored a value with a clock behind ours: it stays."""
+    cache = shared_cache()
+    cache.replace("members", lambda: ("old", 60))
+    current = cache.store.get("members")
+    with held_refreshes() as release:
+        cache._refresh_in_background("members", current, blocked_refresh(release))
+        cache.store.set(
+            "members", type(current)("newer", current.refresh_at, current.stored_at - 5), 60
+        )
+    assert cache.store.get("members").value == "newer"
+
+
+def test_a_value_slow_to_fetch_is_refreshed_earlier():
+    assert refresh_time(31) == pytest.approx(24)  # the last fifth of 30 s
+    assert refresh_time(31, fetch_seconds=5) == pytest.approx(20)  # twice the fetch, earlier
+
+
+def test_a_value_slower_to_fetch_than_its_ttl_is_not_refreshed_in_its_first_half():
+    assert refresh_time(31, fetch_seconds=20) == pytest.approx(15)
+
+
+def test_concurrent_callers_share_one_fetch():
+    cache = shared_cache()
+    fetches = []
+
+    def fetch():
+        fetches.append(1)
+        time.sleep(0.2)
+        return "value", 60
+
+    with contextlib.ExitStack():
+        threads = [
+            threading.Thread(target=cache.get_or_create, args=("key", fetch)) for _ in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert fetches == [1]
+
+
+def test_a_failed_fetch_is_remembered_for_the_cooldown():
+    from auth0_proxy.errors import UpstreamUnavailable
+
+    cache = shared_cache()
+    calls = []
+
+    def failing():
+        calls.append(1)
+        raise UpstreamUnavailable(reason="down")
+
+    for _ in range(3):
+        with pytest.raises(UpstreamUnavailable) as raised:
+            cache.get_or_create("key", failing)
+    assert calls == [1]
+    assert raised.value.headers["Retry-After"] == "1"
+    time.sleep(1.1)
+    with pytest.raises(UpstreamUnavailable):
+        cache.get_or_create("key", failing)
+    assert calls == [1, 1]
+
+
+def test_a_discarded_value_is_fetched_again_but_not_its_successor():
+    cache = shared_cache()
+    cache.replace("token", lambda: ("refused", 60))
+    cache.discard("token", "other")  # not what is stored: kept
+    assert cache.get_or_create("token", lambda: ("unused", 60)) == "refused"
+    cache.discard("token", "refused")
+    assert cache.get_or_create("token", lambda: ("renewed", 60)) == "renewed"
+
+
+def blocked_refresh(release: threading.Event, value="refreshed"):
+    def create():
+        release.wait(10)
+        return value, 60
+
+    return create
+
+
+def join_refreshes() -> None:
+    for thread in threading.enumerate():
+        if thread.name.startswith("refresh "):
+            thread.join(10)
+
+
+@contextlib.contextmanager
+def held_refreshes():
+    """An event that holds every blocked_refresh started in the block until the block ends."""
+    release = threading.Event()
+    try:
+        yield release
+    finally:
+        release.set()
+        join_refreshes()
+
+
+def running_refreshes(prefix: str) -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name.startswith(prefix))
+
+
+def stale(cache: SharedCache, key: str) -> Entry:
+    """An entry stored under ``key``, already due for a refresh."""
+    entry = Entry("old", time.time() - 1, time.time())
+    cache.store.set(key, entry, 60)
+    return entry
+
+
+def test_background_refreshes_are_bounded_per_process():
+    cache = shared_cache()
+    with held_refreshes() as release:
+        for n in range(MAX_REFRESHES + 3):
+            cache._refresh_in_background(
+                f"list-{n}", stale(cache, f"list-{n}"), blocked_refresh(release)
+            )
+        assert running_refreshes("refresh list-") == MAX_REFRESHES
+
+
+def test_a_long_refresh_is_not_started_twice():
+    """A refresh that may take ``seconds`` keeps others off for that long, not lock_seconds."""
+    cache = shared_cache(lock_seconds=1)
+    entry = stale(cache, "list")
+    with held_refreshes() as release:
+        cache._refresh_in_background("list", entry, blocked_refresh(release), seconds=30)
+        time.sleep(1.5)  # past lock_seconds
+        cache._refresh_in_background("list", entry, blocked_refresh(release), seconds=30)
+        assert running_refreshes("refresh list") == 1
+
+
+def test_a_worker_with_an_old_memory_does_not_refresh_what_another_already_did():
+    cache = shared_cache()
+    old = stale(cache, "token")
+    cache.replace("token", lambda: ("new", 60))  # another worker's refresh
+    calls = []
+    cache._refresh_in_background("token", old, lambda: calls.append(1) or ("mine", 60))
+    join_refreshes()
+    assert calls == [] and cache.store.get("token").value == "new"
+
+
+def test_a_refresh_without_a_thread_gives_back_its_slot_and_marker(monkeypatch):
+    cache = shared_cache()
+    entry = stale(cache, "list")
+
+    def no_thread(self):
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", no_thread)
+        for _ in range(MAX_REFRESHES + 1):
+            cache._refresh_in_background("list", entry, lambda: ("new", 60))  # does not raise
+    assert cache.store.add("list:refreshing", 1, 5), "the refresh marker was left behind"
+    with held_refreshes() as release:
+        for n in range(MAX_REFRESHES):
+            other = stale(cache, f"other-{n}")
+            cache._refresh_in_background(f"other-{n}", other, blocked_refresh(release))
+        assert running_refreshes("refresh other-") == MAX_REFRESHES
+
+
+def real_directory(tenant_server, tmp_path, backend=None) -> Directory:
+    """The proxy's Directory over HTTPS to the emulated tenant, with an in-process cache."""
+    settings = load_settings(proxy_config_for(tenant_server, cache_dir=str(tmp_path)), environ={})
+    store = store_for(backend or SimpleCache(), "test:", "")
+    cache = SharedCache(store, lock_seconds=5, failure_seconds=1)
+    upstream = Upstream(
+        settings.auth0.base_url, store, connect_timeout=5, read_timeout=10, retry_budget=0
+    )
+    management = ManagementClient(upstream, cache, settings.auth0, page_size=50)
+    return Directory(management, cache, ttl=60)
+
+
+def test_a_fresh_listing_does_not_break_a_reader_of_the_previous_one(
+    tenant_server, tmp_path, monkeypatch
+):
+    """A reader streams the cached list while a fresh read stores a new one: both complete."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_server.ca_bundle)  # as the proxy is run
+    directory = real_directory(tenant_server, tmp_path)
+    list(directory.member_list_json(BIG_ORG))  # cached
+
+    reader = directory.member_list_json(BIG_ORG)
+    first = next(reader)
+    fresh = list(directory.member_list_json(BIG_ORG, fresh=True))
+    rest = list(reader)
+    assert len([first, *rest]) == len(fresh) == BIG_ORG_SIZE // 50
+
+
+class RecordingCache(SimpleCache):
+    """A memory backend that remembers every key it was asked to store."""
+
+    def __init__(self):
+        super().__init__()
+        self.keys_set: list[str] = []
+
+    def set(self, key, value, timeout=None):
+        self.keys_set.append(key)
+        return super().set(key, value, timeout)
+
+
+def test_user_ids_never_appear_in_cache_keys(tenant_server, tmp_path, monkeypatch):
+    """Hashed, so an id such as '<someone>:lock' cannot name another entry (its lock, say)."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_server.ca_bundle)
+    backend = RecordingCache()
+    directory = real_directory(tenant_server, tmp_path, backend)
+    for user_id in ["auth0|alice-acme", "auth0|alice-acme:lock", "x:failed"]:
+        with contextlib.suppress(UserNotFound):
+            directory.member_profile("org_acme", user_id)
+    assert backend.keys_set, "the directory should have cached something"
+    assert not [key for key in backend.keys_set if "alice" in key or "x:failed" in key]
