@@ -53,11 +53,13 @@ def register_error_handlers(app: Flask) -> None:
 def register_request_log(app: Flask) -> None:
     """Rate-limit headers on /api/v2 answers, and the tenant's request counters."""
     app.after_request(finish_response)
+    app.teardown_request(lambda error: _tenant().request_ended())
 
 
 def dispatch() -> Response:
     """Answer any request; unknown routes are a JSON 404, never Flask's HTML one."""
     tenant = _tenant()
+    tenant.request_started()
     raw_uri = routing.raw_request_uri(request.environ)
     raw_path, raw_query = routing.split_raw_uri(raw_uri)
     match = ROUTES.match(request.method, raw_path)

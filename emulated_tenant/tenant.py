@@ -72,6 +72,8 @@ class Tenant:
         self._rate_limiter: TokenBucket | None = None
         self.counts: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []
+        self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
         self.latency = 0.0
         self._unknown_user_organizations = "empty"
         #: False publishes JWKS keys without ``"alg"``, so only a verifier's own allow-list
@@ -414,6 +416,21 @@ class Tenant:
                 self.counts[endpoint] += 1
             entry = {"method": method, "raw_uri": raw_uri, "endpoint": endpoint, "status": status}
             self.requests.append(entry)
+
+    def request_started(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def request_ended(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        """Wait until no request is being answered (a delayed answer still sleeping would be
+        counted in whatever test runs next); whether that happened within ``timeout``."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
     def reset_counts(self) -> None:
         """Forget counted and recorded requests (in place, so held references see it)."""

@@ -50,6 +50,7 @@ def tenant(tenant_server):
     tenant.reset_counts()
     yield tenant
     tenant.clear_faults()
+    assert tenant.wait_until_idle(timeout=30), "the tenant is still answering this test's calls"
     tenant.latency = 0.0
     tenant.set_rate_limit(None)
     tenant.management_token_lifetime = 86_400

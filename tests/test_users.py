@@ -8,6 +8,7 @@ import math
 from urllib.parse import unquote
 
 import pytest
+from werkzeug.exceptions import NotFound
 
 from tests.support import (
     BIG_ORG,
@@ -193,9 +194,16 @@ def test_identity_provider_tokens_are_never_returned(call, make_token, tenant):
 
 
 @pytest.mark.parametrize(
-    "raw_path", ["/users/..", "/users/.", "/users/%2E%2E", "/users/%2e", "/users/"]
+    ("raw_path", "reason"),
+    [
+        ("/users/..", "id '..' is not a path segment"),
+        ("/users/.", "id '.' is not a path segment"),
+        ("/users/%2E%2E", "id '..' is not a path segment"),
+        ("/users/%2e", "id '.' is not a path segment"),
+        ("/users/", NotFound.description),
+    ],
 )
-def test_dot_segment_ids_never_reach_auth0(proxy, make_token, tenant, raw_path):
+def test_dot_segment_ids_never_reach_auth0(proxy, make_token, tenant, raw_path, reason):
     # http.client sends the path as written; requests would resolve the dots before sending.
     connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
     connection.request("GET", raw_path, headers={"Authorization": f"Bearer {make_token()}"})
@@ -204,6 +212,9 @@ def test_dot_segment_ids_never_reach_auth0(proxy, make_token, tenant, raw_path):
     connection.close()
     assert response.status == 404
     assert body["statusCode"] == 404
+    request_id = response.getheader("X-Request-ID")
+    [line] = [r for r in proxy.log_records() if r.get("request_id") == request_id]
+    assert line["reason"] == reason
     assert not [r for r in tenant.requests if r["endpoint"] is None or "/users/" in r["raw_uri"]]
 
 
