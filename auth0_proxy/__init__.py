@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import errors, health, limits, request_log, users
+from . import errors, health, limits, logs, request_log, users
 from .auth import Auth0TokenValidator
 from .cache import SharedCache
 from .config import ProxySettings, Settings, config_path, load_config_file, load_settings
@@ -39,7 +39,7 @@ def create_app(test_config: Mapping | None = None) -> Flask:
     settings = (
         load_settings(test_config) if test_config is not None else load_config_file(config_path())
     )
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # it serves no files
     # A user id may hold slashes ("%2F0" arrives as "/users//0"): it is the id, not a path to
     # tidy up with a redirect (an HTML 308 that would drop the slash).
     app.url_map.merge_slashes = False
@@ -54,7 +54,7 @@ def create_app(test_config: Mapping | None = None) -> Flask:
 
 def configure_logger() -> None:
     """JSON lines by default; ``LOG_FORMAT=text`` for development; level from ``LOG_LEVEL``."""
-    request_log.configure_logging(
+    logs.configure_logging(
         os.environ.get("LOG_LEVEL", "INFO"), os.environ.get("LOG_FORMAT", "json")
     )
 

@@ -15,7 +15,7 @@ from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
 from .errors import error_body
-from .request_log import RedactingFormatter
+from .logs import RedactingFormatter
 
 MESSAGES = {
     400: "The request is not valid HTTP.",

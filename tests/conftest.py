@@ -19,7 +19,7 @@ import requests
 from flask import Flask
 
 from auth0_proxy import create_app
-from auth0_proxy.request_log import JsonFormatter
+from auth0_proxy.logs import JsonFormatter
 from emulated_tenant import TenantServer, demo_tenant
 from emulated_tenant.demo import API_AUDIENCE as PROXY_API
 from scripts.proxy_server import ProxyServer

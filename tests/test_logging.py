@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auth0_proxy.request_log import SECRET_PATTERN, JsonFormatter, redact
+from auth0_proxy.logs import SECRET_PATTERN, JsonFormatter, redact
 from tests.support import assert_refused, user_path
 
 MGMT_SECRET = "proxy-mgmt-secret"
@@ -127,11 +127,12 @@ def test_every_kind_of_secret_is_redacted():
         'x"} {"level": "forged',
         "bearer\u00a0opaque-credential-123",
         "basic\u2028opaque-credential-123",
+        "ba\u017fic opaque-credential-123 \ud800",  # a lone surrogate: orjson refuses the line
     ],
 )
 def test_every_log_line_is_valid_json_and_redacted_whatever_the_path(path):
     record = logging.LogRecord("auth0_proxy.request", logging.WARNING, "", 0, "request", (), None)
-    record.path = f"/users/{path}"
+    record.fields = {"path": f"/users/{path}"}
     line = JsonFormatter().format(record)
     assert line.isascii()
     fields = json.loads(line)

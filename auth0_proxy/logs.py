@@ -1,0 +1,172 @@
+"""How the proxy's log lines are written: JSON (or text for development), redacted, one write each.
+
+Every line passes through ``redact``, so no line can carry a usable token or secret, whoever
+logged it (the proxy, a library, gunicorn). Each line is written with a single ``write`` to the
+file descriptor, so lines of threads and worker processes sharing one log never interleave.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import select
+import sys
+import time
+
+import orjson
+
+from .json_codec import ascii_dumps
+
+# Anything shaped like a JWT or a credential. Separators may be percent-encoded ("%2E" for
+# "."), as they are when a caller's URL is quoted back.
+SECRET_PATTERN = re.compile(
+    r"eyJ[A-Za-z0-9_-]*(?:\.|%2[Ee])[A-Za-z0-9_-]*(?:\.|%2[Ee])[A-Za-z0-9_-]*"  # a JWS or JWT
+    r"|(?i:(?:bearer|basic)\s+)[A-Za-z0-9._~+/=%-]+"  # an Authorization credential
+    r"|(?i:access(?:_|%5F)token|client(?:_|%5F)secret)(?:=|%3D)[^&\s'\"]+"  # in a query or form
+)
+# Every match of SECRET_PATTERN in ASCII text contains one of these, in lower case, so such a
+# text without any (most log lines) needs no regular expression. The pattern's case-insensitive
+# parts also match a few non-ASCII letters (U+017F for "s"), so other text always goes through it.
+SECRET_MARKERS = ("eyj", "bearer", "basic", "token", "secret")
+SECRET_MARKERS_BYTES = tuple(marker.encode() for marker in SECRET_MARKERS)
+
+
+def redact(text: str) -> str:
+    """The text with every secret-shaped part replaced by ``[redacted]``.
+
+    The proxy never logs a token on purpose; this catches the accidents (a library quoting a
+    request line, a traceback quoting a header, a caller's token in a path).
+    """
+    if _plainly_safe(text):
+        return text
+    return SECRET_PATTERN.sub("[redacted]", text)
+
+
+def _plainly_safe(text: str) -> bool:
+    lowered = text.lower()
+    return text.isascii() and not any(marker in lowered for marker in SECRET_MARKERS)
+
+
+class JsonFormatter(logging.Formatter):
+    """A JSON object per line: time, level, logger, pid, message, and the record's ``fields``
+    (the request's, on an access line)."""
+
+    def __init__(self):
+        super().__init__()
+        self._second: tuple[int, str] = (-1, "")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": self._time(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": os.getpid(),
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            line.update(fields)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        encoded = _orjson_or_none(line)
+        if encoded is not None and encoded.isascii() and not _any_marker(encoded.lower()):
+            return encoded.decode()  # plain ASCII, nothing secret-shaped: most lines
+        # Every text is redacted (the path and the reason are caller input too) before it is
+        # encoded: redacting encoded JSON could cut an escape in two, or miss a credential
+        # whose separator the encoding escaped.
+        return ascii_dumps({key: _redacted(value) for key, value in line.items()})
+
+    def _time(self, created: float) -> str:
+        """ISO 8601 in UTC to the millisecond; the part to the second is made once a second."""
+        second, text = self._second
+        if int(created) != second:
+            second = int(created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        return f"{text}.{int((created - second) * 1000):03d}Z"
+
+
+def _orjson_or_none(line: dict) -> bytes | None:
+    """orjson's encoding, which keeps non-ASCII text as it is (so it fails ``isascii``), or None
+    where orjson refuses a value (``ascii_dumps`` then escapes, after redaction)."""
+    try:
+        return orjson.dumps(line, default=str)
+    except orjson.JSONEncodeError:
+        return None
+
+
+def _any_marker(lowered_json: bytes) -> bool:
+    """Whether encoded JSON holds a marker: encoding copies letters as they are, so a field
+    whose text holds one shows it in the JSON too."""
+    return any(marker in lowered_json for marker in SECRET_MARKERS_BYTES)
+
+
+def _redacted(value):
+    if value is None or isinstance(value, int | float):
+        return value
+    return redact(str(value))
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines for ``flask run``: the message, then the record's fields that are set."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None) or {}
+        text = " ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
+        return redact(f"{super().format(record)} {text}".rstrip())
+
+
+class RedactingFormatter(logging.Formatter):
+    """Wraps another formatter (gunicorn's) and redacts its whole output, tracebacks included."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))
+
+
+class LineHandler(logging.Handler):
+    """Writes each formatted record as one line with a single ``write`` to ``fd``.
+
+    A write of at most ``PIPE_BUF`` bytes reaches a pipe or an appended file whole, so such
+    lines need no lock: threads do not queue for one on every request. Longer lines (a
+    traceback) are written under the handler's lock, so they cannot be split by another thread.
+    """
+
+    def __init__(self, fd: int):
+        super().__init__()
+        self.fd = fd
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+            written = os.write(self.fd, data) if len(data) <= select.PIPE_BUF else 0
+            if written < len(data):
+                with self.lock:
+                    data = data[written:]
+                    while data:
+                        data = data[os.write(self.fd, data) :]
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Send the proxy's logs to stderr, one line per record, in the chosen format."""
+    handler = LineHandler(sys.stderr.fileno())
+    if fmt == "text":
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("auth0_proxy")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
