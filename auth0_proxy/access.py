@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from flask import current_app, g
 
@@ -19,8 +19,7 @@ from .errors import OrganizationDenied
 from .extensions import require_oauth
 
 
-@dataclass(frozen=True)
-class Caller:
+class Caller(NamedTuple):
     """The verified caller of a request: its client, the one organization it acts for, and the
     scopes its token grants."""
 
@@ -53,10 +52,11 @@ def require_organization(*scopes: str) -> Callable[[Callable], Callable]:
 def identify_caller(scopes: list[str]) -> Caller:
     """The request's caller, also kept in ``g.caller`` for the request's log line."""
     token = require_oauth.acquire_token(scopes)
-    g.client_id = token.client_id  # logged even when its organization is refused
+    state = g._get_current_object()
+    state.client_id = token.client_id  # logged even when its organization is refused
     org_id = org_for_token(token, current_app.config["SETTINGS"].clients)
-    g.caller = Caller(token.client_id, org_id, token.scopes)
-    return g.caller
+    state.caller = caller = Caller(token.client_id, org_id, token.scopes)
+    return caller
 
 
 def org_for_token(token: AccessToken, client_orgs: Mapping[str, tuple[str, ...]]) -> str:

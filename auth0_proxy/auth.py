@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 
 from authlib.integrations.flask_oauth2 import ResourceProtector
 from authlib.oauth2 import OAuth2Error
@@ -225,27 +224,28 @@ class VerifiedTokens:
 
     def __init__(self, size: int = 10_000):
         self.size = size
-        self._tokens: OrderedDict[str, tuple[object, AccessToken, float, float]] = OrderedDict()
+        self._tokens: dict[str, tuple[object, AccessToken, float, float]] = {}
         self._lock = threading.Lock()
 
     def recall(self, token_string: str, key_set: object, now: float) -> AccessToken | None:
-        with self._lock:
-            entry = self._tokens.get(token_string)
-            if entry is None:
-                return None
-            verified_by, token, valid_from, valid_until = entry
-            if verified_by is not key_set or not valid_from <= int(now) < valid_until:
-                return None
-            self._tokens.move_to_end(token_string)
-            return token
+        """Without a lock: a dict lookup is atomic, and entries are replaced, never changed."""
+        entry = self._tokens.get(token_string)
+        if entry is None:
+            return None
+        verified_by, token, valid_from, valid_until = entry
+        if verified_by is not key_set or not valid_from <= int(now) < valid_until:
+            return None
+        return token
 
     def remember(
         self, token_string: str, key_set: object, token: AccessToken, valid: tuple[float, float]
     ) -> None:
+        """When full, the token remembered first goes: at worst it is verified once more."""
         with self._lock:
+            self._tokens.pop(token_string, None)
             self._tokens[token_string] = (key_set, token, *valid)
             if len(self._tokens) > self.size:
-                self._tokens.popitem(last=False)
+                del self._tokens[next(iter(self._tokens))]
 
 
 class Auth0ResourceProtector(ResourceProtector):
@@ -269,7 +269,7 @@ class Auth0ResourceProtector(ResourceProtector):
         """
         scopes = [scopes] if isinstance(scopes, str) else scopes
         try:
-            return self.validate_request(scopes, flask_request)
+            return self.validate_request(scopes, flask_request._get_current_object())
         except OAuth2Error as error:
             self.raise_error_response(error)
 
@@ -279,7 +279,7 @@ class Auth0ResourceProtector(ResourceProtector):
         :raise TokenInQueryString: an ``access_token`` in the URL (400): RFC 6750 section 2.3
             allows it, but URLs end up in logs and caches (RFC 6750 section 5.3).
         """
-        if "access_token" in request.args:
+        if request.query_string and "access_token" in request.args:
             raise TokenInQueryString(reason="access_token in the query string")
         return super().parse_request_authorization(request)
 

@@ -22,7 +22,6 @@ import math
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,28 +69,29 @@ class Listing:
 class Memo:
     """What this process read lately, kept for ``seconds`` from the read: a burst of requests
     for one key costs one read of the shared store (a file or a Redis round trip, unpickling).
-    Recalling an entry does not extend it, so a change elsewhere is seen within ``seconds``."""
+    Recalling an entry does not extend it, so a change elsewhere is seen within ``seconds``.
+
+    Reads take no lock (a dict lookup is atomic); when full, the oldest write is dropped.
+    """
 
     def __init__(self, seconds: float = MEMO_SECONDS, size: int = MEMO_ENTRIES):
         self.seconds = seconds
         self.size = size
-        self._entries: OrderedDict[str, tuple[Entry, float]] = OrderedDict()
+        self._entries: dict[str, tuple[Entry, float]] = {}
         self._lock = threading.Lock()
 
     def recall(self, key: str) -> Entry | None:
-        with self._lock:
-            memo = self._entries.get(key)
-            if memo is None or memo[1] < time.monotonic():
-                return None
-            self._entries.move_to_end(key)
-            return memo[0]
+        memo = self._entries.get(key)
+        if memo is None or memo[1] < time.monotonic():
+            return None
+        return memo[0]
 
     def remember(self, key: str, entry: Entry) -> None:
         with self._lock:
+            self._entries.pop(key, None)
             self._entries[key] = (entry, time.monotonic() + self.seconds)
-            self._entries.move_to_end(key)
             if len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+                del self._entries[next(iter(self._entries))]
 
     def forget(self, key: str) -> None:
         with self._lock:

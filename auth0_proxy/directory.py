@@ -5,7 +5,8 @@ for ``ttl`` seconds (0: not cached) and fetched once for every caller who asks m
 name exactly what they hold (an organization's member list, a user's organizations, a user's
 profile), and a profile is only ever returned after the membership check for the caller's
 organization, so no cached answer reaches another organization's caller. Member lists are kept
-as JSON text, page by page, so serving a cached list costs no encoding and little memory.
+as JSON text, page by page, and profiles as JSON, so serving a cached answer costs no encoding
+(and a list little memory).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import orjson
 
 from .cache import SharedCache
 from .errors import UserNotFound
-from .json_codec import json_fragment
+from .json_codec import dumps, json_fragment
 from .management import ManagementClient
 from .paging import CheckpointPaging, OffsetPaging, needs_profiles
 from .schemas import public_profile
@@ -32,9 +33,9 @@ class Directory:
         self.cache = cache
         self.ttl = ttl
 
-    def member_profile(self, org_id: str, user_id: str, *, fresh: bool = False) -> dict:
-        """The profile of a user who belongs to the organization, without identity-provider
-        tokens.
+    def member_profile_json(self, org_id: str, user_id: str, *, fresh: bool = False) -> bytes:
+        """The profile of a user who belongs to the organization, as JSON, without
+        identity-provider tokens.
 
         :raise UserNotFound: the user does not exist, or is not a member: the same answer for
             both, so a caller cannot learn that a user exists in another organization (404).
@@ -43,8 +44,10 @@ class Directory:
         organizations = lambda: self.management.user_organization_ids(user_id)  # noqa: E731
         if org_id not in self._cached(f"user-orgs:{user}", organizations, fresh):
             raise UserNotFound(reason="user is not a member of the caller's organization")
-        profile = lambda: self.management.get_user(user_id)  # noqa: E731
-        return public_profile(self._cached(f"profile:{user}", profile, fresh))
+        # Stripped before it is cached, so identity-provider tokens are never stored either;
+        # kept as JSON, so a cached profile costs no encoding.
+        profile = lambda: dumps(public_profile(self.management.get_user(user_id)))  # noqa: E731
+        return self._cached(f"profile-json:{user}", profile, fresh)
 
     def member_list_json(self, org_id: str, *, fresh: bool = False) -> Iterator[str]:
         """The organization's members, a page of JSON text at a time (objects joined by commas):

@@ -19,7 +19,8 @@ def refuse_unwanted_body() -> None:
     :raise 411: a chunked body: its size is unknown until read, and reading it would let a
         client that never finishes hold a thread.
     """
-    if request.headers.get("Transfer-Encoding"):
+    environ = request.environ
+    if environ.get("HTTP_TRANSFER_ENCODING"):
         raise LengthRequired("Send no request body (or one with Content-Length).")
-    if (request.content_length or 0) > MAX_BODY_BYTES:
+    if environ.get("CONTENT_LENGTH") and (request.content_length or 0) > MAX_BODY_BYTES:
         raise RequestEntityTooLarge()

@@ -20,11 +20,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
 from cachelib import BaseCache, FileSystemCache
 from flask_caching.backends.rediscache import RedisCache
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,8 @@ class RedisBackend(RedisCache):
 
     @classmethod
     def factory(cls, app, config, args, kwargs) -> RedisBackend:
+        import redis  # here, not above: it costs every worker 8 MiB, and most use no Redis
+
         client = redis.Redis.from_url(
             config["CACHE_REDIS_URL"],
             socket_timeout=REDIS_TIMEOUT_SECONDS,
