@@ -1,8 +1,9 @@
 """gunicorn settings for auth0-m2m-proxy, read from the environment.
 
 PORT (8000), WEB_CONCURRENCY worker processes (2), GUNICORN_THREADS threads per worker (8),
-GUNICORN_TIMEOUT seconds before a stuck worker is replaced (30). The proxy waits on Auth0, not
-on the CPU, so threaded workers (gthread) serve many slow upstream calls per process.
+GUNICORN_TIMEOUT seconds before a stuck worker is replaced (30), GUNICORN_REUSE_PORT (1: a
+listening socket per worker). The proxy waits on Auth0, not on the CPU, so threaded workers
+(gthread) serve many slow upstream calls per process.
 """
 
 import os
@@ -15,6 +16,10 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # gthread, answering gunicorn's own refusals in JSON and redacting its log lines.
 worker_class = "auth0_proxy.gunicorn_worker.ProxyWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# A socket per worker (SO_REUSEPORT): the kernel spreads new connections over the workers. On
+# one shared socket a gthread worker accepts every connection waiting, so kept-alive clients
+# that connect together can crowd onto a few workers while the others idle.
+reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "1") == "1"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
 keepalive = 5
@@ -34,3 +39,8 @@ def on_starting(server):
     except ConfigError as error:
         print(f"auth0-m2m-proxy: configuration error: {error}", file=sys.stderr)
         sys.exit(1)
+
+
+def post_worker_init(worker):
+    """Say when a worker can take requests (its app is loaded), not only that it is booting."""
+    worker.log.info("Worker ready (pid: %s)", worker.pid)

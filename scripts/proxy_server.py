@@ -42,6 +42,7 @@ class ProxyServer:
         app: str = "wsgi:app",
     ):
         self.app = app
+        self.workers = workers
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="auth0-proxy-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "config.json"
@@ -58,6 +59,9 @@ class ProxyServer:
             "PORT": str(self.port),
             "WEB_CONCURRENCY": str(workers),
             "GUNICORN_THREADS": str(threads),
+            # gunicorn's own lines at INFO whatever the app's LOG_LEVEL: start() waits for its
+            # "Worker ready" lines.
+            "GUNICORN_CMD_ARGS": "--log-level info",
             **(env or {}),
         }
         self.process: subprocess.Popen | None = None
@@ -97,18 +101,21 @@ class ProxyServer:
         return records
 
     def _wait_until_healthy(self, timeout: float) -> None:
+        """Until every worker has loaded the app: clients that connect at once (a benchmark's,
+        kept alive) would otherwise all land on the first worker up."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
                     f"gunicorn exited ({self.process.returncode}):\n{self.log_text()}"
                 )
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
+            if self.log_text().count("Worker ready (pid:") >= self.workers:
+                try:
+                    if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                        return
+                except requests.ConnectionError:
+                    pass
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"gunicorn did not become healthy in {timeout}s:\n{self.log_text()}")
 
