@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
@@ -134,9 +135,9 @@ def measured(server: ProxyServer, path: str, token: str | None, args) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=8, help="length of each wrk run")
+    parser.add_argument("--seconds", type=int, default=6, help="length of each wrk run")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per row; the median counts")
+    parser.add_argument("--rounds", type=int, default=5, help="wrk runs per row; the median counts")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
@@ -183,16 +184,17 @@ def main() -> int:
                     "  the same, LOG_LEVEL=WARNING": lambda: measured(
                         quiet, member_path, token, args
                     ),
-                    "bare Flask hello, same gunicorn": lambda: measured(
-                        hello, "/healthz", None, args
+                    "proxy GET /users, 500 members (warm)": lambda: measured(
+                        proxy, "/users", token, args
+                    ),
+                    "bare Flask, same gunicorn, same request": lambda: measured(
+                        hello, "/healthz", token, args
                     ),
                 },
                 args.rounds,
             )
-            proxy_user, without_log, ceiling = warm.values()
-            rows.extend(list(warm.items())[:2])
-            proxy_list = run("proxy GET /users, 500 members (warm)", proxy.url + "/users", token)
-            rows.append(list(warm.items())[2])
+            proxy_user, without_log, proxy_list, ceiling = warm.values()
+            rows.extend(warm.items())
             upstream_warm = sum(tenant.counts.values()) - before
             warm_requests = sum(r["requests"] for r in (proxy_user, without_log, proxy_list))
             per_thousand = 1000 * upstream_warm / warm_requests
@@ -217,6 +219,7 @@ def main() -> int:
         huge = streaming_memory(tenant, tenant_server, config, "org_huge")
 
         settings_rows = compare_gunicorn_settings(tenant_server, config, member_path, token, args)
+        spread_rows = worker_spread(tenant_server, config, member_path, token, args)
 
     print_table(rows)
     sync_minimum = math.ceil(ORGS["org_sync"] / PAGE_SIZE)
@@ -258,6 +261,8 @@ def main() -> int:
     print()
     print_table(settings_rows)
     print()
+    print_spread(spread_rows, args.connections)
+    print()
     for label, value in summary:
         print(f"{label + ':':<52} {value}")
     return 1 if any(r["errors"] for _, r in rows + settings_rows) else 0
@@ -287,15 +292,58 @@ def compare_gunicorn_settings(tenant_server, config, member_path, token, args) -
 
 
 def interleaved(measurements: dict, rounds: int) -> dict:
-    """The median result (by requests/s) of each measurement, taken in turn, round by round."""
+    """The median result (by requests/s) of each measurement, taken in turn, round by round,
+    with the range of its runs."""
     runs = {label: [] for label in measurements}
     for _ in range(rounds):
         for label, measure in measurements.items():
             runs[label].append(measure())
-    return {
-        label: sorted(results, key=lambda r: r["rps"])[len(results) // 2]
-        for label, results in runs.items()
-    }
+    medians = {}
+    for label, results in runs.items():
+        results.sort(key=lambda r: r["rps"])
+        runs_range = (results[0]["rps"], results[-1]["rps"])
+        medians[label] = {**results[len(results) // 2], "range": runs_range}
+    return medians
+
+
+SPREAD_WORKERS = 4
+
+
+def worker_spread(tenant_server, config, member_path, token, args) -> list:
+    """How the requests of ``args.connections`` kept-alive clients, connecting together, spread
+    over 4 workers: with a listening socket per worker (SO_REUSEPORT, the default) and with one
+    socket shared by all (GUNICORN_REUSE_PORT=0). Counted from each request's log line."""
+    rows = []
+    for reuse_port in ("1", "0"):
+        proxy = ProxyServer(
+            config,
+            ca_bundle=tenant_server.ca_bundle,
+            workers=SPREAD_WORKERS,
+            threads=args.threads,
+            workdir=tempfile.mkdtemp(prefix="bench-"),
+            env={"LOG_LEVEL": "INFO", "GUNICORN_REUSE_PORT": reuse_port},
+        ).start()
+        try:
+            headers = {"Authorization": f"Bearer {token}"}
+            requests.get(proxy.url + member_path, headers=headers, timeout=60).raise_for_status()
+            result = wrk(proxy.url + member_path, token, args.seconds, args.connections)
+            per_worker = Counter(
+                record["pid"] for record in proxy.log_records() if record.get("path")
+            )
+        finally:
+            proxy.stop()
+        counts = sorted(per_worker.values(), reverse=True) + [0] * SPREAD_WORKERS
+        rows.append((reuse_port == "1", result["rps"], counts[:SPREAD_WORKERS]))
+    return rows
+
+
+def print_spread(rows: list, connections: int) -> None:
+    title = f"{connections} kept-alive clients, {SPREAD_WORKERS} workers"
+    print(f"{title:<46} {'req/s':>9}   {'requests per worker, busiest first':<40} idlest/busiest")
+    for reuse_port, rps, counts in rows:
+        label = "a socket per worker (default)" if reuse_port else "one shared socket"
+        share = counts[-1] / counts[0] if counts[0] else 0
+        print(f"{label:<46} {rps:>9.0f}   {counts!s:<40} {share:.2f}")
 
 
 def cold_sync(tenant, proxy: ProxyServer, org: str) -> dict:
@@ -358,10 +406,12 @@ def streaming_memory(tenant, tenant_server, config: dict, org: str) -> dict:
 
 
 def print_table(rows: list[tuple[str, dict]]) -> None:
-    print(f"{'endpoint':<42} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'CPU us/req':>11}")
+    heading = f"{'endpoint':<46} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'CPU us/req':>11}"
+    print(heading + "  runs req/s")
     for label, r in rows:
-        cpu = f"{r['cpu_us']:>11.0f}" if "cpu_us" in r else ""
-        print(f"{label:<42} {r['rps']:>9.0f} {r['p50']:>9.1f} {r['p99']:>9.1f} {cpu}")
+        cpu = f"{r['cpu_us']:>11.0f}" if "cpu_us" in r else " " * 11
+        runs = f"  {r['range'][0]:.0f}-{r['range'][1]:.0f}" if "range" in r else ""
+        print(f"{label:<46} {r['rps']:>9.0f} {r['p50']:>9.1f} {r['p99']:>9.1f} {cpu}{runs}")
 
 
 if __name__ == "__main__":
