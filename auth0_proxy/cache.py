@@ -143,8 +143,8 @@ class SharedCache:
         """Delete the entry if it still holds ``value`` (a token Auth0 refused), not a successor
         another worker stored meanwhile."""
         self.memo.forget(key)
-        with self._lock_if_free(key) as held:
-            entry = self.store.get(key) if held else None
+        with self._lock(key):
+            entry = self.store.get(key)
             if entry is not None and entry.value == value:
                 self.store.delete(key)
 
@@ -195,9 +195,8 @@ class SharedCache:
     def _write_if_current(
         self, key: str, expected: Entry, value: Any, ttl: float, fetch_seconds: float
     ) -> None:
-        """Compare-and-set: write only if ``expected`` is still the entry under ``key``. Every
-        write happens under the key's lock, so one held by another means a newer value is on
-        its way."""
+        """Compare-and-set: write only if ``expected`` is still the entry under ``key``. Writers
+        of an entry hold its lock, so one held by another means a newer value is on its way."""
         with self._lock_if_free(key) as held:
             if held and self.store.get(key) == expected:
                 self._write(key, value, ttl, fetch_seconds)

@@ -23,14 +23,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-import requests
 from flask import Flask, Response
 from werkzeug.test import EnvironBuilder
 
 from auth0_proxy import create_app
 from auth0_proxy.access import require_organization
 from auth0_proxy.extensions import require_oauth
-from emulated_tenant.demo import ACME_CLIENT_ID, ACME_CLIENT_SECRET, API_AUDIENCE
+from emulated_tenant.demo import edge_token
 
 REQUESTS, RUNS = 4_000, 7
 
@@ -88,21 +87,6 @@ def timer(app: Flask, path: str, token: str) -> Callable[[], float]:
     return measure
 
 
-def edge_token(config: dict) -> str:
-    response = requests.post(
-        f"https://{config['auth0']['domain']}/oauth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": ACME_CLIENT_ID,
-            "client_secret": ACME_CLIENT_SECRET,
-            "audience": API_AUDIENCE,
-        },
-        timeout=10,
-    )
-    response.raise_for_status()
-    return response.json()["access_token"]
-
-
 def main() -> int:
     with tenant_process() as (config, ca_bundle):
         os.environ["REQUESTS_CA_BUNDLE"] = ca_bundle
@@ -110,7 +94,8 @@ def main() -> int:
         app = create_app(config)
         logger = logging.getLogger("auth0_proxy")
         logger.handlers[0].fd = os.open(os.devnull, os.O_WRONLY)  # as deployed, but not shown
-        measure = timer(app, "/users/" + quote("auth0|alice-acme", safe=""), edge_token(config))
+        token = edge_token(f"https://{config['auth0']['domain']}", ca_bundle)
+        measure = timer(app, "/users/" + quote("auth0|alice-acme", safe=""), token)
         views, hooks = app.view_functions, (app.before_request_funcs, app.after_request_funcs)
 
         rows = [("the whole request", measure())]

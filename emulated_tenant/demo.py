@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import requests
+
 from .tenant import MANAGEMENT_API, Tenant
 
 API_AUDIENCE = "https://m2m-proxy.example.com"
@@ -76,3 +78,21 @@ def proxy_config(tenant: Tenant) -> dict[str, Any]:
             "api_audience": API_AUDIENCE,
         },
     }
+
+
+def edge_token(base_url: str, ca_bundle: str) -> str:
+    """An M2M token for the proxy's API, as ``edge-acme`` gets one from the tenant at
+    ``base_url`` (client credentials over HTTPS, trusting ``ca_bundle``)."""
+    response = requests.post(
+        f"{base_url}/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": ACME_CLIENT_ID,
+            "client_secret": ACME_CLIENT_SECRET,
+            "audience": API_AUDIENCE,
+        },
+        verify=ca_bundle,
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.json()["access_token"]

@@ -50,14 +50,7 @@ def organization_members(tenant: Tenant, call: Call) -> Any:
         return _checkpoint_page(tenant, member_ids, query)
     window = offset_window(query, MEMBERS_PAGING_LIMIT_MESSAGE)
     members = _project_members(tenant, window.of(member_ids), query)
-    if not query.get("include_totals"):
-        return members
-    return {
-        "members": members,
-        "start": window.start,
-        "limit": window.limit,
-        "total": len(member_ids),
-    }
+    return window.answer("members", members, len(member_ids), query)
 
 
 def user(tenant: Tenant, call: Call) -> Any:
@@ -84,14 +77,7 @@ def user_organizations(tenant: Tenant, call: Call) -> Any:
     organizations = tenant.organizations_of(user_id)
     window = offset_window(call.query)
     page = list(window.of(organizations))
-    if not call.query.get("include_totals"):
-        return page
-    return {
-        "organizations": page,
-        "start": window.start,
-        "limit": window.limit,
-        "total": len(organizations),
-    }
+    return window.answer("organizations", page, len(organizations), call.query)
 
 
 def users(tenant: Tenant, call: Call) -> Any:
@@ -105,15 +91,7 @@ def users(tenant: Tenant, call: Call) -> Any:
     matched = _matching_profiles(tenant, query)
     window = offset_window(query, USERS_PAGING_LIMIT_MESSAGE)
     page = [select_fields(profile, query) for profile in window.of(matched)]
-    if not query.get("include_totals"):
-        return page
-    return {
-        "users": page,
-        "start": window.start,
-        "limit": window.limit,
-        "length": len(page),
-        "total": len(matched),
-    }
+    return window.answer("users", page, len(matched), query, length=len(page))
 
 
 def _checkpoint_page(

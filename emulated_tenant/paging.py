@@ -29,6 +29,13 @@ class OffsetWindow:
     def of(self, records: Sequence[Any]) -> Sequence[Any]:
         return records[self.start : self.start + self.limit]
 
+    def answer(self, name: str, page: list, total: int, query: dict[str, Any], **extra) -> Any:
+        """Auth0's answer with this page: the bare array, or with ``include_totals`` the page
+        under ``name`` with ``start``, ``limit`` (and ``extra``) and ``total``."""
+        if not query.get("include_totals"):
+            return page
+        return {name: page, "start": self.start, "limit": self.limit, **extra, "total": total}
+
 
 def offset_window(query: dict[str, Any], limit_message: str | None = None) -> OffsetWindow:
     """The slice a ``page``/``per_page`` query asks for (defaults: page 0, 50 per page).

@@ -22,6 +22,7 @@ from emulated_tenant.demo import (
     ACME_CLIENT_ID,
     ACME_CLIENT_SECRET,
     API_AUDIENCE,
+    edge_token,
     proxy_config,
 )
 from scripts.proxy_server import ROOT, ProxyServer
@@ -70,7 +71,7 @@ def main() -> int:
 
 def show(tenant: TenantServer, proxy: ProxyServer) -> None:
     heading(f"Emulated Auth0 tenant at {tenant.url}; proxy (gunicorn) at {proxy.url}")
-    token = get_token(tenant)
+    token = edge_token(tenant.url, tenant.ca_bundle)
     heading(f"1. {ACME_CLIENT_ID} got an M2M token for {API_AUDIENCE}; its claims:")
     print(json.dumps(claims_of(token), indent=2))
 
@@ -102,22 +103,6 @@ def show(tenant: TenantServer, proxy: ProxyServer) -> None:
   curl -s -H "Authorization: Bearer $TOKEN" {proxy.url}/users
   curl -s -H "Authorization: Bearer $TOKEN" {proxy.url}/users/auth0%7Calice-acme
 The proxy's JSON log: {proxy.log_path}""")
-
-
-def get_token(tenant: TenantServer) -> str:
-    response = requests.post(
-        f"{tenant.url}/oauth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": ACME_CLIENT_ID,
-            "client_secret": ACME_CLIENT_SECRET,
-            "audience": API_AUDIENCE,
-        },
-        verify=tenant.ca_bundle,
-        timeout=10,
-    )
-    response.raise_for_status()
-    return response.json()["access_token"]
 
 
 def call(method: str, url: str, headers: dict, title: str):

@@ -48,6 +48,12 @@ ROUTE_EXAMPLES = {
     "GET /api/v2/users/{id}/organizations": MANAGEMENT_ENDPOINTS["user organizations"],
     "GET /api/v2/users": MANAGEMENT_ENDPOINTS["users"],
 }
+INEXISTENT_USER = {
+    "statusCode": 404,
+    "error": "Not Found",
+    "message": "The user does not exist.",
+    "errorCode": "inexistent_user",
+}
 SCOPE_FOR_ENDPOINT = {
     "members": "read:organization_members",
     "user": "read:users",
@@ -417,12 +423,7 @@ def test_user_fields_projection(api: Any) -> None:
 def test_unknown_user_is_404(api: Any) -> None:
     response = api("/api/v2/users/auth0%7Cnobody")
     assert response.status_code == 404
-    assert response.json() == {
-        "statusCode": 404,
-        "error": "Not Found",
-        "message": "The user does not exist.",
-        "errorCode": "inexistent_user",
-    }
+    assert response.json() == INEXISTENT_USER
 
 
 def test_user_organizations(api: Any) -> None:
@@ -473,12 +474,7 @@ def test_deleted_user_organizations_answer_404_in_that_mode(api: Any, tenant: Te
     tenant.delete_user(demo.SHARED_USER_ID)
     response = api("/api/v2/users/auth0%7Cshared-consultant/organizations")
     assert response.status_code == 404
-    assert response.json() == {
-        "statusCode": 404,
-        "error": "Not Found",
-        "message": "The user does not exist.",
-        "errorCode": "inexistent_user",
-    }
+    assert response.json() == INEXISTENT_USER
 
 
 def test_unknown_user_organizations_mode_is_empty_or_404(tenant: Tenant) -> None:

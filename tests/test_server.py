@@ -102,31 +102,39 @@ def test_stalled_chunked_bodies_do_not_hold_the_worker(start_proxy, call, make_t
             sock.close()
 
 
-def test_request_line_too_long_is_414_in_json(proxy, tenant):
-    request = f"GET {user_path('a' * 10_000)} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-    status, headers, body = raw_request(proxy, request)
-    assert status == 414 and headers["Content-Type"] == "application/json"
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "error", "error_code", "message"),
+    [
+        (
+            f"GET {user_path('a' * 10_000)} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+            414,
+            "Request URI Too Long",
+            "uri_too_long",
+            "The request line is too long.",
+        ),
+        (
+            b"GET /users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + b"a" * 10_000
+            + b"\r\n\r\n",
+            431,
+            "Request Header Fields Too Large",
+            "request_header_fields_too_large",
+            "The request's header fields are too large.",
+        ),
+    ],
+)
+def test_gunicorns_limits_are_answered_in_json(
+    proxy, tenant, request_bytes, status, error, error_code, message
+):
+    answered, headers, body = raw_request(proxy, request_bytes)
+    assert answered == status and headers["Content-Type"] == "application/json"
     assert json.loads(body) == {
-        "statusCode": 414,
-        "error": "Request URI Too Long",
-        "message": "The request line is too long.",
-        "errorCode": "uri_too_long",
+        "statusCode": status,
+        "error": error,
+        "message": message,
+        "errorCode": error_code,
     }
     assert tenant.requests == []
-
-
-def test_header_too_large_is_431_in_json(proxy):
-    status, headers, body = raw_request(
-        proxy,
-        b"GET /users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"a" * 10_000 + b"\r\n\r\n",
-    )
-    assert status == 431 and headers["Content-Type"] == "application/json"
-    assert json.loads(body) == {
-        "statusCode": 431,
-        "error": "Request Header Fields Too Large",
-        "message": "The request's header fields are too large.",
-        "errorCode": "request_header_fields_too_large",
-    }
 
 
 @pytest.mark.parametrize(
