@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from flask import Flask
 
@@ -31,6 +31,20 @@ CACHE_TYPES = {
 STORAGE_FORMAT = "v2"
 
 
+class ProxyApp(Flask):
+    """Flask, remembering which of its views and hooks are synchronous: Flask asks again for
+    each of them on every request, and the proxy's answer never changes (all are)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._synchronous: dict[Callable, Callable] = {}
+
+    def ensure_sync(self, func: Callable) -> Callable:
+        if func not in self._synchronous:
+            self._synchronous[func] = super().ensure_sync(func)
+        return self._synchronous[func]
+
+
 def create_app(test_config: Mapping | None = None) -> Flask:
     """Build the app from ``test_config`` (same shape as config.json) or the config file.
 
@@ -39,7 +53,7 @@ def create_app(test_config: Mapping | None = None) -> Flask:
     settings = (
         load_settings(test_config) if test_config is not None else load_config_file(config_path())
     )
-    app = Flask(__name__, static_folder=None)  # it serves no files
+    app = ProxyApp(__name__, static_folder=None)  # it serves no files
     # A user id may hold slashes ("%2F0" arrives as "/users//0"): it is the id, not a path to
     # tidy up with a redirect (an HTML 308 that would drop the slash).
     app.url_map.merge_slashes = False

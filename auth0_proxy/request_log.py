@@ -38,7 +38,7 @@ def init_app(app: Flask) -> None:
 
 
 def start() -> None:
-    supplied = request.headers.get("X-Request-ID")
+    supplied = request.environ.get("HTTP_X_REQUEST_ID")
     # A caller's id is kept only if it is harmless in a log line and a header.
     request_id = supplied if supplied and REQUEST_ID.match(supplied) else new_request_id()
     g.request_facts = RequestFacts(request_id)

@@ -60,7 +60,7 @@ def get_user(caller: Caller, user_id: str):
     profile = directory().member_profile_json(
         caller.org_id, user_id, fresh=wants_fresh_read(caller)
     )
-    return Response(profile, mimetype="application/json")
+    return Response(profile, content_type="application/json")
 
 
 def json_array_response(pages: Iterator[str]) -> Response:
