@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import quote
 
@@ -165,10 +166,17 @@ def main() -> int:
             rows.append((label, result))
             return result
 
-        proxy = start_proxy(tenant_server, config, args.workers, args.threads)
-        quiet = start_proxy(tenant_server, config, args.workers, args.threads, log_level="WARNING")
-        hello = start_proxy(tenant_server, config, args.workers, args.threads, "bench.hello:app")
-        try:
+        with ExitStack() as running:  # each server stops, whatever fails after it started
+
+            def start(*more, **options) -> ProxyServer:
+                server = start_proxy(
+                    tenant_server, config, args.workers, args.threads, *more, **options
+                )
+                running.callback(server.stop)
+                return server
+
+            proxy, quiet = start(), start(log_level="WARNING")
+            hello = start("bench.hello:app")
             headers = {"Authorization": f"Bearer {token}"}
             for server, path in [(proxy, member_path), (proxy, "/users"), (quiet, member_path)]:
                 response = requests.get(f"{server.url}{path}", headers=headers, timeout=60)
@@ -214,9 +222,6 @@ def main() -> int:
 
             sync = cold_sync(tenant, proxy, "org_sync")
             herd = cold_herd(tenant, proxy, "org_herd")
-        finally:
-            for server in (proxy, quiet, hello):
-                server.stop()
         huge = streaming_memory(tenant, tenant_server, config, "org_huge")
 
         settings_rows = compare_gunicorn_settings(tenant_server, config, member_path, token, args)
