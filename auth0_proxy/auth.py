@@ -133,7 +133,8 @@ class Auth0TokenValidator(BearerTokenValidator):
             self._check_claims(claims)
             self._check_client(claims)
             token = AccessToken(claims)
-            self.verified.remember(token_string, key_set, token, self._valid_between(claims))
+            if key_set is not None:  # else verified by keys fetched meanwhile: no set to tie it to
+                self.verified.remember(token_string, key_set, token, self._valid_between(claims))
         return token
 
     def _valid_between(self, claims: dict) -> tuple[float, float]:
@@ -266,6 +267,9 @@ class Auth0ResourceProtector(ResourceProtector):
         full URL; only the Authorization header is needed here.
 
         :raise TokenMissing, TokenRejected: no usable bearer token (401).
+        :raise TokenInQueryString: the token came in the URL (400).
+        :raise InsufficientScope: the token grants none of ``scopes`` (403).
+        :raise UpstreamUnavailable: the signing keys cannot be had (503).
         """
         scopes = [scopes] if isinstance(scopes, str) else scopes
         try:

@@ -41,7 +41,8 @@ MAX_REFRESHES = 4
 # Entries a process keeps in memory: for at most this long, this many of them.
 MEMO_SECONDS = 1.0
 MEMO_ENTRIES = 4096
-# Pages outlive their listing's entry, so a reader that found the entry finds every page.
+# Pages outlive their listing's entry by this long, so that a reader that found the entry finds
+# every page (unless fetching the list took longer, or the cache dropped pages for room).
 PAGE_GRACE_SECONDS = 60
 
 # A fetch: the value, and for how many seconds it may be served.
@@ -128,11 +129,12 @@ class SharedCache:
 
     def replace(self, key: str, create: Create) -> Any:
         """Fetch the value now and store it, whatever is cached (a client's fresh read, the
-        keys after an unknown kid); others keep reading the current value meanwhile."""
+        keys after an unknown kid); others keep reading the current value meanwhile.
+
+        :raise UpstreamUnavailable: a fetch of this key failed moments ago (503).
+        """
         with self._lock(key):
-            started = time.monotonic()
-            value, ttl = create()
-            return self._write(key, value, ttl, time.monotonic() - started).value
+            return self._fetch_and_write(key, create).value
 
     def latest(self, key: str) -> Any:
         """The value in the shared store now (another worker may have replaced it), or None."""
@@ -142,11 +144,11 @@ class SharedCache:
     def discard(self, key: str, value: Any) -> None:
         """Delete the entry if it still holds ``value`` (a token Auth0 refused), not a successor
         another worker stored meanwhile."""
-        self.memo.forget(key)
         with self._lock(key):
             entry = self.store.get(key)
             if entry is not None and entry.value == value:
                 self.store.delete(key)
+            self.memo.forget(key)  # last: a read meanwhile may have remembered ``value`` again
 
     def stream_or_create(
         self,
@@ -194,12 +196,15 @@ class SharedCache:
 
     def _write_if_current(
         self, key: str, expected: Entry, value: Any, ttl: float, fetch_seconds: float
-    ) -> None:
-        """Compare-and-set: write only if ``expected`` is still the entry under ``key``. Writers
-        of an entry hold its lock, so one held by another means a newer value is on its way."""
+    ) -> bool:
+        """Compare-and-set: write unless another entry replaced ``expected`` meanwhile (one that
+        expired is replaced), and only holding the key's lock, which every writer holds: while
+        another has it, that writer's value is at least as new. Whether it wrote."""
         with self._lock_if_free(key) as held:
-            if held and self.store.get(key) == expected:
+            if held and self.store.get(key) in (expected, None):
                 self._write(key, value, ttl, fetch_seconds)
+                return True
+        return False
 
     def _create_once(self, key: str, create: Create) -> Entry:
         failed = f"{key}:failed"
@@ -208,14 +213,20 @@ class SharedCache:
             entry = self._read_shared(key)
             if entry is not None:
                 return entry
-            self._raise_recent_failure(key, failed)
-            started = time.monotonic()
-            try:
-                value, ttl = create()
-            except APIError as error:
-                self._remember_failure(failed, error)
-                raise
-            return self._write(key, value, ttl, time.monotonic() - started)
+            return self._fetch_and_write(key, create)
+
+    def _fetch_and_write(self, key: str, create: Create) -> Entry:
+        """Run ``create`` and store its value; a failure is remembered, and one remembered
+        answers for it. The caller holds the key's lock."""
+        failed = f"{key}:failed"
+        self._raise_recent_failure(key, failed)
+        started = time.monotonic()
+        try:
+            value, ttl = create()
+        except APIError as error:
+            self._remember_failure(failed, error)
+            raise
+        return self._write(key, value, ttl, time.monotonic() - started)
 
     def _fetch_listing(self, key: str, pages: Iterator[str], ttl: float) -> Iterator[str]:
         """Yield each page as it is fetched and stored; store the listing after the last."""
@@ -263,9 +274,11 @@ class SharedCache:
         def refresh() -> None:
             started = time.monotonic()
             try:
-                if self._read_shared(key) == current:  # else refreshed by one who saw it sooner
+                if self._read_shared(key) in (current, None):  # else refreshed by another
                     value, ttl = create()
-                    self._write_if_current(key, current, value, ttl, time.monotonic() - started)
+                    fetch_seconds = time.monotonic() - started
+                    if not self._write_if_current(key, current, value, ttl, fetch_seconds):
+                        return  # the marker stays: no refresh again until it expires
                 self.store.delete(marker)
             except Exception as error:  # logged here, redacted, not by the thread's excepthook
                 reason = error.reason if isinstance(error, APIError) else repr(error)

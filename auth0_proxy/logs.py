@@ -1,8 +1,8 @@
 """How the proxy's log lines are written: JSON (or text for development), redacted, one write each.
 
-Every line passes through ``redact``, so no line can carry a usable token or secret, whoever
-logged it (the proxy, a library, gunicorn). Each line is written with a single ``write`` to the
-file descriptor, so lines of threads and worker processes sharing one log never interleave.
+Every line of the proxy's loggers passes through ``redact`` (and gunicorn's, through the proxy's
+worker), so no line can carry a usable token or secret. A line is written with a single
+``write``, so the lines of the threads and workers sharing one log do not mix.
 """
 
 from __future__ import annotations
@@ -133,7 +133,9 @@ class LineHandler(logging.Handler):
 
     A write of at most ``PIPE_BUF`` bytes reaches a pipe or an appended file whole, so such
     lines need no lock: threads do not queue for one on every request. Longer lines (a
-    traceback) are written under the handler's lock, so they cannot be split by another thread.
+    traceback) are written one at a time under the handler's lock; on a pipe, a short line of
+    another thread or process may still land between the pieces of one that takes more than one
+    write.
     """
 
     def __init__(self, fd: int):

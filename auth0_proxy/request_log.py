@@ -72,9 +72,10 @@ def finish(response: Response) -> Response:
 
 
 class AccessRecord(logging.LogRecord):
-    """The record of a request's line, made for every request: what ``LogRecord`` works out
-    each time (the caller's file and line, the thread, the process name) is the same for every
-    line, so it is copied in, all of it, as formatters read any of it from ``__dict__``."""
+    """The record of a request's line, made for every request. What ``LogRecord`` works out for
+    each record and no formatter of the proxy reads (the caller's file and line, the thread, the
+    process name) is set to constants instead, all of it, as a formatter reads any attribute
+    from ``__dict__``."""
 
     CONSTANT = {  # noqa: RUF012 - copied into each record, never changed
         "name": log.name,

@@ -138,7 +138,7 @@ class RedisBackend(RedisCache):
 
     @classmethod
     def factory(cls, app, config, args, kwargs) -> RedisBackend:
-        import redis  # here, not above: it costs every worker 8 MiB, and most use no Redis
+        import redis  # here, not above: it makes every worker larger, and most use no Redis
 
         client = redis.Redis.from_url(
             config["CACHE_REDIS_URL"],

@@ -208,6 +208,58 @@ def test_a_failed_fetch_is_remembered_for_the_cooldown():
     assert calls == [1, 1]
 
 
+def test_a_fresh_read_moments_after_a_failure_is_answered_from_its_memory():
+    from auth0_proxy.errors import UpstreamUnavailable
+
+    cache = shared_cache()
+    calls = []
+
+    def failing():
+        calls.append(1)
+        raise UpstreamUnavailable(reason="down")
+
+    with pytest.raises(UpstreamUnavailable):
+        cache.get_or_create("key", failing)
+    with pytest.raises(UpstreamUnavailable):
+        cache.replace("key", failing)
+    assert calls == [1]
+
+
+def test_a_refresh_that_outlasts_its_entry_is_still_stored():
+    """A slow refresh is what refreshing early is for: the entry expiring meanwhile does not
+    make its successor go to waste."""
+    cache = shared_cache()
+    cache.replace("list", lambda: ("old", 2))  # refreshed ahead from 0.8 s, gone after 2 s
+
+    def slow_fetch():
+        time.sleep(2.5)
+        return "new", 60
+
+    time.sleep(0.9)
+    assert cache.get_or_create("list", slow_fetch, refresh_ahead=True) == "old"
+    join_refreshes()
+    assert cache.store.get("list").value == "new"
+
+
+def test_a_refresh_skipped_while_another_writes_is_not_started_again_at_once():
+    """While another holds the key's lock (a fresh read storing a newer value), a refresh does
+    not write; nor do the reads that follow start one refresh after another."""
+    cache = shared_cache()
+    stale(cache, "list")
+    assert cache.store.add("list:lock", "another writer", 30)
+    calls = []
+
+    def fetch():
+        calls.append(1)
+        return "refreshed", 60
+
+    for _ in range(5):
+        assert cache.get_or_create("list", fetch, refresh_ahead=True) == "old"
+        join_refreshes()
+    assert calls == [1]
+    assert cache.store.get("list").value == "old"
+
+
 def test_a_discarded_value_is_fetched_again_but_not_its_successor():
     cache = shared_cache()
     cache.replace("token", lambda: ("refused", 60))
