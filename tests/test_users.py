@@ -167,7 +167,10 @@ def test_ids_cannot_reach_another_upstream_endpoint(call, make_token, tenant, us
         }
 
 
-def test_identity_provider_tokens_are_never_returned(call, make_token, tenant):
+@pytest.mark.parametrize("cache_ttl_seconds", [0, 60])
+def test_identity_provider_tokens_are_never_returned_nor_cached(
+    make_app, call, make_token, tenant, tmp_path, cache_ttl_seconds
+):
     tenant.add_user(
         "google-oauth2|idp-user",
         "idp.user@acme.example",
@@ -183,14 +186,19 @@ def test_identity_provider_tokens_are_never_returned(call, make_token, tenant):
             }
         ],
     )
+    cache_dir = tmp_path / "idp-cache"
+    app = make_app(cache_ttl_seconds=cache_ttl_seconds, cache_dir=str(cache_dir))
     try:
-        response = call(user_path("google-oauth2|idp-user"), make_token("edge-acme"))
+        response = call(user_path("google-oauth2|idp-user"), make_token("edge-acme"), via=app)
         assert response.status_code == 200
         identity = response.json()["identities"][0]
         assert identity["provider"] == "google-oauth2"
         assert "idp-access-token" not in response.text and "idp-refresh-token" not in response.text
     finally:
         tenant.remove_member("org_acme", "google-oauth2|idp-user")
+    stored = b"".join(path.read_bytes() for path in cache_dir.rglob("*") if path.is_file())
+    assert (b"idp.user@acme.example" in stored) == bool(cache_ttl_seconds)  # the profile is there
+    assert b"idp-access-token" not in stored and b"idp-refresh-token" not in stored
 
 
 @pytest.mark.parametrize(
