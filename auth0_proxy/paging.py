@@ -44,7 +44,6 @@ PROFILE_FIELDS = frozenset(
     ]
 )
 OFFSET = ("page", "per_page", "include_totals")
-CHECKPOINT = ("from", "take")
 
 
 class InvalidQuery(APIError):

@@ -20,7 +20,7 @@ from flask_caching.backends import FileSystemCache
 from auth0_proxy.cache import MAX_REFRESHES, Entry, SharedCache, refresh_time
 from auth0_proxy.config import load_settings
 from auth0_proxy.directory import Directory
-from auth0_proxy.errors import UserNotFound
+from auth0_proxy.errors import UpstreamUnavailable, UserNotFound
 from auth0_proxy.management import ManagementClient
 from auth0_proxy.store import RedisBackend, Store, store_for
 from auth0_proxy.upstream import Upstream
@@ -188,8 +188,6 @@ def test_concurrent_callers_share_one_fetch():
 
 
 def test_a_failed_fetch_is_remembered_for_the_cooldown():
-    from auth0_proxy.errors import UpstreamUnavailable
-
     cache = shared_cache()
     calls = []
 
@@ -209,8 +207,6 @@ def test_a_failed_fetch_is_remembered_for_the_cooldown():
 
 
 def test_a_fresh_read_moments_after_a_failure_is_answered_from_its_memory():
-    from auth0_proxy.errors import UpstreamUnavailable
-
     cache = shared_cache()
     calls = []
 
