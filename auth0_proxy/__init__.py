@@ -10,7 +10,9 @@ from flask import Flask
 
 from . import errors, health, limits, logs, request_log, users
 from .auth import Auth0TokenValidator
+from .budget import Governor
 from .cache import SharedCache
+from .changes import ChangeFeed
 from .config import ProxySettings, Settings, config_path, load_config_file, load_settings
 from .directory import Directory
 from .extensions import cache, require_oauth
@@ -28,7 +30,7 @@ CACHE_TYPES = {
 }
 # Part of every cache key: changed whenever what is stored changes shape, so that a proxy never
 # reads entries another version left in a shared or persistent cache.
-STORAGE_FORMAT = "v2"
+STORAGE_FORMAT = "v3"
 
 
 class ProxyApp(Flask):
@@ -74,8 +76,8 @@ def configure_logger() -> None:
 
 
 def register_extensions(app: Flask, settings: Settings) -> None:
-    """Bind the cache, the Auth0 connection pool, the key store, the Management client, the
-    directory, the client policy and the token validator."""
+    """Bind the cache, the upstream budget, the Auth0 connection pool, the key store, the
+    Management client, the directory, the client policy and the token validator."""
     proxy = settings.proxy
     store = bind_cache(app, settings)
     shared_cache = SharedCache(
@@ -87,9 +89,10 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         + 2,
         failure_seconds=proxy.failure_cooldown_seconds,
     )
+    governor = Governor(store, settings.budget.limits, share=settings.budget.share)
     upstream = Upstream(
         settings.auth0.base_url,
-        store,
+        governor,
         connect_timeout=proxy.connect_timeout_seconds,
         read_timeout=proxy.read_timeout_seconds,
         retry_budget=proxy.retry_budget_seconds,
@@ -99,7 +102,14 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     management = ManagementClient(upstream, shared_cache, settings.auth0, page_size=proxy.page_size)
     app.extensions["keys"] = keys
     app.extensions["management"] = management
-    app.extensions["directory"] = Directory(management, shared_cache, ttl=proxy.cache_ttl_seconds)
+    app.extensions["governor"] = governor
+    app.extensions["directory"] = Directory(
+        management,
+        shared_cache,
+        ChangeFeed(shared_cache, retention=proxy.changes_retention_seconds),
+        ttl=proxy.cache_ttl_seconds,
+        max_stale=proxy.max_stale_seconds,
+    )
     app.extensions["policy"] = ClientPolicy(
         store, fresh_read_interval=proxy.fresh_read_interval_seconds
     )

@@ -8,6 +8,10 @@ On top of the Store (which turns a failing backend into misses), this layer give
   for at most ``lock_seconds``;
 - **refresh ahead**: an ``Entry`` carries the time from which a read fetches its successor in the
   background while the current value is still served, so while clients keep asking none waits;
+- **stale-while-revalidate and stale-if-error** (RFC 5861): a key read with ``stale_seconds``
+  is kept that much longer than it is fresh; a stale entry is served while a refresh is tried in
+  the background, and when a fetch fails or the budget cannot afford it. Refreshes count as the
+  budget's lower ranks (``budget.errand``), so they never take what waiting clients need;
 - **compare-and-set**: a refresh writes only if the entry it was started for is still the
   current one, so a late refresh never replaces a newer value (keys fetched for a new kid);
 - **remembered failures**: a failed fetch is answered from memory (503 with Retry-After) for
@@ -17,16 +21,19 @@ On top of the Store (which turns a failing backend into misses), this layer give
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import logging
 import math
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from .budget import BudgetExhausted, Rank, errand
 from .errors import APIError, CachedPageMissing, UpstreamUnavailable
 from .store import Store
 
@@ -45,26 +52,40 @@ MEMO_ENTRIES = 4096
 # every page (unless fetching the list took longer, or the cache dropped pages for room).
 PAGE_GRACE_SECONDS = 60
 
-# A fetch: the value, and for how many seconds it may be served.
+# After a failed or unaffordable refresh, reads try again after this long.
+REFRESH_RETRY_SECONDS = 1
+
+# A fetch: the value, and for how many seconds it is fresh.
 Create = Callable[[], tuple[Any, float]]
 
 
 @dataclass(frozen=True)
 class Entry:
-    """A cached value; from ``refresh_at`` (wall clock) on, reads refresh it in the background."""
+    """A cached value, fresh until ``fresh_until`` (wall clock); from ``refresh_at`` on, reads
+    refresh it in the background."""
 
     value: Any
     refresh_at: float
     stored_at: float
+    fresh_until: float
+
+    def age(self, now: float) -> int:
+        """Seconds since it was fetched: the ``Age`` of an answer made from it (RFC 9111)."""
+        return max(0, int(now - self.stored_at))
+
+    def usable(self, now: float, stale_seconds: float) -> bool:
+        return now < self.fresh_until + stale_seconds
 
 
 @dataclass(frozen=True)
 class Listing:
     """A sequence stored page by page under a generation of its own, so two fetches of one
-    sequence never mix their pages: the last listing stored wins, whole."""
+    sequence never mix their pages: the last listing stored wins, whole. ``digest`` is the
+    SHA-256 of the pages joined as one JSON array: the same list, the same digest."""
 
     generation: str
     pages: int
+    digest: str
 
 
 class Memo:
@@ -114,32 +135,56 @@ class SharedCache:
         self._refresh_slots = threading.BoundedSemaphore(MAX_REFRESHES)
 
     def get_or_create(self, key: str, create: Create, *, refresh_ahead: bool = False) -> Any:
-        """The cached value, or one caller creates it while the others wait for it.
+        """The cached value, or one caller creates it while the others wait (see ``entry``)."""
+        return self.entry(key, create, refresh_ahead=refresh_ahead).value
+
+    def entry(
+        self, key: str, create: Create, *, refresh_ahead: bool = False, stale_seconds: float = 0
+    ) -> Entry:
+        """The cached entry, or one caller creates it while the others wait for it.
 
         ``create``'s exception reaches the caller that ran it, and a 5xx is remembered for
-        ``failure_seconds``. With ``refresh_ahead``, a value past its ``refresh_at`` is still
-        served while one background thread fetches its successor.
+        ``failure_seconds``. A stale entry (up to ``stale_seconds`` past its freshness) is
+        served while one background thread fetches its successor; with ``refresh_ahead``, so is
+        a fresh one past its ``refresh_at``.
 
         :raise UpstreamUnavailable: a fetch of this key failed moments ago (503).
         """
-        entry = self._read(key) or self._create_once(key, create)
-        if refresh_ahead and time.time() >= entry.refresh_at:
-            self._refresh_in_background(key, entry, create)
-        return entry.value
+        now = time.time()
+        entry = self._read(key)
+        if entry is None or not entry.usable(now, stale_seconds):
+            return self._create_once(key, create, stale_seconds)
+        if now >= entry.fresh_until or (refresh_ahead and now >= entry.refresh_at):
+            self._refresh_in_background(key, entry, create, stale_seconds=stale_seconds)
+        return entry
 
-    def replace(self, key: str, create: Create) -> Any:
+    def replace(self, key: str, create: Create, *, stale_seconds: float = 0) -> Entry:
         """Fetch the value now and store it, whatever is cached (a client's fresh read, the
-        keys after an unknown kid); others keep reading the current value meanwhile.
+        keys after an unknown kid); others keep reading the current value meanwhile. Should
+        Auth0 fail or the budget refuse, a cached entry answers instead, if ``stale_seconds``
+        allow it.
 
         :raise UpstreamUnavailable: a fetch of this key failed moments ago (503).
         """
-        with self._lock(key):
-            return self._fetch_and_write(key, create).value
+        try:
+            with self._lock(key):
+                return self._fetch_and_write(key, create, stale_seconds)
+        except APIError as error:
+            current = self._read_shared(key) if stale_seconds else None
+            if error.status_code < 429 or current is None:
+                raise
+            if not current.usable(time.time(), stale_seconds):
+                raise
+            return current
 
     def latest(self, key: str) -> Any:
         """The value in the shared store now (another worker may have replaced it), or None."""
         entry = self._read_shared(key)
         return entry.value if entry is not None else None
+
+    def exclusive(self, name: str) -> AbstractContextManager[None]:
+        """Hold the lock ``name`` across everyone who shares the store (one writer at a time)."""
+        return self._lock(name)
 
     def discard(self, key: str, value: Any) -> None:
         """Delete the entry if it still holds ``value`` (a token Auth0 refused), not a successor
@@ -150,33 +195,49 @@ class SharedCache:
                 self.store.delete(key)
             self.memo.forget(key)  # last: a read meanwhile may have remembered ``value`` again
 
-    def stream_or_create(
+    def listing(
         self,
         key: str,
-        fetch_pages: Callable[[], Iterator[str]],
+        fetch_pages: Callable[[int], Iterator[str]],
         *,
         ttl: float,
+        stale_seconds: float = 0,
         fresh: bool = False,
-    ) -> Iterator[str]:
-        """The pages of a long sequence, from the cache or fetched once while the others wait;
-        stored page by page as they are yielded, so a worker holds one page at a time. ``fresh``
-        fetches anew while others keep reading the current listing.
+    ) -> tuple[Entry | None, Iterator[str]]:
+        """The pages of a long sequence, and the entry they come from (None: fetched now).
+
+        From the cache, or fetched once while the others wait; stored page by page as they are
+        yielded, so a worker holds one page at a time. ``fetch_pages`` is told how many pages
+        the last listing had (what the budget must hold). ``fresh`` fetches anew while others
+        keep reading the current listing, which also answers should the first page fail.
 
         :raise CachedPageMissing: a page of the cached listing was gone before it was read.
         """
         # A listing is read from the store, not this process's memo: its pages are only there.
-        entry = None if fresh else self.store.get(key)
-        if entry is None:
-            settled = lambda: not fresh and self.store.get(key) is not None  # noqa: E731
-            with self._lock(key, done=settled):
-                entry = None if fresh else self.store.get(key)
-                if entry is None:
-                    yield from self._fetch_listing(key, fetch_pages(), ttl)
-                    return
-        if time.time() >= entry.refresh_at:
-            refetch = lambda: (self._stored_listing(key, fetch_pages(), ttl), ttl)  # noqa: E731
-            self._refresh_in_background(key, entry, refetch, seconds=ttl)
-        yield from self._cached_pages(key, entry.value)
+        now = time.time()
+        current = self.store.get(key)
+        if current is not None and not current.usable(now, stale_seconds):
+            current = None
+        if current is not None and not fresh:
+            if now >= current.refresh_at:
+                pages = current.value.pages
+                refetch = lambda: (  # noqa: E731
+                    self._stored_listing(key, fetch_pages(pages), ttl, stale_seconds),
+                    ttl,
+                )
+                self._refresh_in_background(key, current, refetch, stale_seconds=stale_seconds)
+            return current, self._cached_pages(key, current.value)
+        expected = current.value.pages if current is not None else 1
+        fetched = self._locked_listing(key, fetch_pages, expected, ttl, stale_seconds, fresh)
+        try:
+            first = next(fetched, None)
+        except APIError as error:
+            if error.status_code < 429 or current is None:
+                raise
+            return current, self._cached_pages(key, current.value)  # stale if error
+        if isinstance(first, Entry):  # another caller stored it while this one waited
+            return first, self._cached_pages(key, first.value)
+        return None, itertools.chain([] if first is None else [first], fetched)
 
     def _read(self, key: str) -> Entry | None:
         return self.memo.recall(key) or self._read_shared(key)
@@ -187,35 +248,37 @@ class SharedCache:
             self.memo.remember(key, entry)
         return entry
 
-    def _write(self, key: str, value: Any, ttl: float, fetch_seconds: float = 0.0) -> Entry:
+    def _write(
+        self, key: str, value: Any, ttl: float, fetch_seconds: float = 0.0, stale: float = 0
+    ) -> Entry:
         now = time.time()
-        entry = Entry(value, now + refresh_time(ttl, fetch_seconds), now)
-        self.store.set(key, entry, ttl)
+        entry = Entry(value, now + refresh_time(ttl, fetch_seconds), now, now + ttl)
+        self.store.set(key, entry, ttl + stale)
         self.memo.remember(key, entry)
         return entry
 
     def _write_if_current(
-        self, key: str, expected: Entry, value: Any, ttl: float, fetch_seconds: float
+        self, key: str, expected: Entry, value: Any, ttl: float, fetch_seconds: float, stale: float
     ) -> bool:
         """Compare-and-set: write unless another entry replaced ``expected`` meanwhile (one that
         expired is replaced), and only holding the key's lock, which every writer holds: while
         another has it, that writer's value is at least as new. Whether it wrote."""
         with self._lock_if_free(key) as held:
             if held and self.store.get(key) in (expected, None):
-                self._write(key, value, ttl, fetch_seconds)
+                self._write(key, value, ttl, fetch_seconds, stale)
                 return True
         return False
 
-    def _create_once(self, key: str, create: Create) -> Entry:
+    def _create_once(self, key: str, create: Create, stale_seconds: float) -> Entry:
         failed = f"{key}:failed"
         settled = lambda: self.store.get(key) is not None or self.store.get(failed) is not None  # noqa: E731
         with self._lock(key, done=settled):
             entry = self._read_shared(key)
-            if entry is not None:
+            if entry is not None and entry.usable(time.time(), stale_seconds):
                 return entry
-            return self._fetch_and_write(key, create)
+            return self._fetch_and_write(key, create, stale_seconds)
 
-    def _fetch_and_write(self, key: str, create: Create) -> Entry:
+    def _fetch_and_write(self, key: str, create: Create, stale_seconds: float) -> Entry:
         """Run ``create`` and store its value; a failure is remembered, and one remembered
         answers for it. The caller holds the key's lock."""
         failed = f"{key}:failed"
@@ -226,20 +289,39 @@ class SharedCache:
         except APIError as error:
             self._remember_failure(failed, error)
             raise
-        return self._write(key, value, ttl, time.monotonic() - started)
+        return self._write(key, value, ttl, time.monotonic() - started, stale_seconds)
 
-    def _fetch_listing(self, key: str, pages: Iterator[str], ttl: float) -> Iterator[str]:
-        """Yield each page as it is fetched and stored; store the listing after the last."""
-        started, generation, count = time.monotonic(), uuid.uuid4().hex, 0
-        for page in self._store_pages(key, generation, pages, ttl):
-            count += 1
-            yield page
-        self._write(key, Listing(generation, count), ttl, time.monotonic() - started)
+    def _locked_listing(
+        self,
+        key: str,
+        fetch_pages: Callable[[int], Iterator[str]],
+        expected: int,
+        ttl: float,
+        stale_seconds: float,
+        fresh: bool,
+    ) -> Iterator[str | Entry]:
+        """Under the key's lock: the entry another caller stored meanwhile, or each page as it
+        is fetched and stored, the listing stored after the last."""
+        settled = lambda: not fresh and self.store.get(key) is not None  # noqa: E731
+        with self._lock(key, done=settled):
+            entry = None if fresh else self.store.get(key)
+            if entry is not None and entry.usable(time.time(), stale_seconds):
+                yield entry
+                return
+            started, generation, digest = time.monotonic(), uuid.uuid4().hex, ListDigest()
+            pages = self._store_pages(key, generation, fetch_pages(expected), ttl + stale_seconds)
+            for page in pages:
+                digest.add(page)
+                yield page
+            listing = Listing(generation, digest.pages, digest.hexdigest())
+            self._write(key, listing, ttl, time.monotonic() - started, stale_seconds)
 
-    def _stored_listing(self, key: str, pages: Iterator[str], ttl: float) -> Listing:
+    def _stored_listing(self, key: str, pages: Iterator[str], ttl: float, stale: float) -> Listing:
         """Fetch and store every page; the listing that names them (for a refresh)."""
-        generation = uuid.uuid4().hex
-        return Listing(generation, sum(1 for _ in self._store_pages(key, generation, pages, ttl)))
+        generation, digest = uuid.uuid4().hex, ListDigest()
+        for page in self._store_pages(key, generation, pages, ttl + stale):
+            digest.add(page)
+        return Listing(generation, digest.pages, digest.hexdigest())
 
     def _store_pages(
         self, key: str, generation: str, pages: Iterator[str], ttl: float
@@ -256,35 +338,46 @@ class SharedCache:
             yield page
 
     def _refresh_in_background(
-        self, key: str, current: Entry, create: Create, *, seconds: float = 0
+        self, key: str, current: Entry, create: Create, *, stale_seconds: float = 0
     ) -> None:
-        """Store a successor to ``current`` from ``create``, in a thread nobody waits for.
+        """Store a successor to ``current`` from ``create``, in a thread nobody waits for, as
+        the budget's refresh of a stale answer (the staler, the more urgent) or of a fresh one.
 
         One refresh of a key runs at a time across threads, workers and hosts (for at most
-        ``seconds``, or ``lock_seconds`` if longer: how long one may take), and at most
+        ``lock_seconds``, or the entry's lifetime if longer: how long one may take), and at most
         ``MAX_REFRESHES`` in a process.
         """
         if not self._refresh_slots.acquire(blocking=False):
             return
         marker = f"{key}:refreshing"
-        if not self.store.add(marker, 1, max(seconds, self.lock_seconds)):
+        now = time.time()
+        lifetime = current.fresh_until - current.stored_at
+        if not self.store.add(marker, 1, max(lifetime, self.lock_seconds)):
             self._refresh_slots.release()
             return  # another thread, worker or host is on it
+        stale_for = now - current.fresh_until
+        rank = Rank.STALE if stale_for >= 0 else Rank.AHEAD
+        urgency = stale_for / stale_seconds if stale_seconds else 0.0
 
         def refresh() -> None:
             started = time.monotonic()
             try:
                 if self._read_shared(key) in (current, None):  # else refreshed by another
-                    value, ttl = create()
+                    with errand(rank, urgency):
+                        value, ttl = create()
                     fetch_seconds = time.monotonic() - started
-                    if not self._write_if_current(key, current, value, ttl, fetch_seconds):
+                    if not self._write_if_current(
+                        key, current, value, ttl, fetch_seconds, stale_seconds
+                    ):
                         return  # the marker stays: no refresh again until it expires
                 self.store.delete(marker)
+            except BudgetExhausted:  # the current value serves; a later read tries again
+                self.store.set(marker, 1, REFRESH_RETRY_SECONDS)
             except Exception as error:  # logged here, redacted, not by the thread's excepthook
                 reason = error.reason if isinstance(error, APIError) else repr(error)
-                log.warning("refreshing %s ahead of expiry failed: %s", key, reason)
+                log.warning("refreshing %s failed: %s", key, reason)
                 # Not again at once: the current value serves until it expires.
-                self.store.set(marker, 1, self.failure_seconds)
+                self.store.set(marker, 1, max(self.failure_seconds, REFRESH_RETRY_SECONDS))
             finally:
                 self._refresh_slots.release()
 
@@ -355,6 +448,27 @@ def refresh_time(ttl: float, fetch_seconds: float = 0.0) -> float:
     lifetime = ttl - 1  # cachelib's file cache rounds expiry down to the second
     lead = min(max(lifetime * (1 - REFRESH_AHEAD_AT), 2 * fetch_seconds), lifetime / 2)
     return max(lifetime - lead, 0)
+
+
+class ListDigest:
+    """SHA-256 of pages of JSON text (array items joined by commas) as one JSON array: exactly
+    the bytes of the answer, however the members fell into pages."""
+
+    def __init__(self):
+        self._hash = hashlib.sha256(b"[")
+        self._separator = b""
+        self.pages = 0
+
+    def add(self, page: str) -> None:
+        self.pages += 1
+        if page:
+            self._hash.update(self._separator + page.encode())
+            self._separator = b","
+
+    def hexdigest(self) -> str:
+        digest = self._hash.copy()
+        digest.update(b"]")
+        return digest.hexdigest()
 
 
 def _page_key(key: str, generation: str, number: int) -> str:

@@ -1,9 +1,10 @@
 """Load and validate the proxy's configuration once, at start-up.
 
 The file format of the proof of concept (a ``clients`` map and an ``auth0`` block) keeps working;
-an optional ``proxy`` block tunes the service. Secrets may come from the environment instead of
-the file, so a config file without secrets can be committed. This is the only module that reads
-``os.environ`` for settings.
+an optional ``proxy`` block tunes the service and an optional ``budget`` block sets the tenant's
+Auth0 rate limits and the share of them the proxy may spend. Secrets may come from the
+environment instead of the file, so a config file without secrets can be committed. This is the
+only module that reads ``os.environ`` for settings.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
+
+from .budget import DEFAULT_PLAN, GROUPS, PLANS, Limit
 
 DEFAULT_CONFIG_PATH = "config.json"
 
@@ -54,6 +57,8 @@ class ProxySettings:
     read_timeout_seconds: float = 10.0
     retry_budget_seconds: float = 3.0
     cache_ttl_seconds: int = 30
+    max_stale_seconds: int = 600
+    changes_retention_seconds: int = 86400
     fresh_read_interval_seconds: int = 10
     failure_cooldown_seconds: int = 2
     accept_user_tokens: bool = False
@@ -64,10 +69,18 @@ class ProxySettings:
 
 
 @dataclass(frozen=True)
+class BudgetSettings:
+    plan: str = DEFAULT_PLAN
+    share: float = 0.5
+    limits: Mapping[str, Limit] = dataclasses.field(default_factory=lambda: PLANS[DEFAULT_PLAN])
+
+
+@dataclass(frozen=True)
 class Settings:
     clients: Mapping[str, tuple[str, ...]]
     auth0: Auth0Settings
     proxy: ProxySettings
+    budget: BudgetSettings = BudgetSettings()
 
 
 class OrgIds(fields.Field):
@@ -136,6 +149,8 @@ class ProxySchema(Schema):
     read_timeout_seconds = fields.Float(validate=validate.Range(0.1, 120))
     retry_budget_seconds = fields.Float(validate=validate.Range(0, 60))
     cache_ttl_seconds = fields.Integer(validate=validate.Range(0, 3600), strict=True)
+    max_stale_seconds = fields.Integer(validate=validate.Range(0, 86400), strict=True)
+    changes_retention_seconds = fields.Integer(validate=validate.Range(60, 30 * 86400), strict=True)
     fresh_read_interval_seconds = fields.Integer(validate=validate.Range(1, 3600), strict=True)
     failure_cooldown_seconds = fields.Integer(validate=validate.Range(0, 60), strict=True)
     accept_user_tokens = fields.Boolean(truthy={True}, falsy={False})
@@ -149,6 +164,39 @@ class ProxySchema(Schema):
         return ProxySettings(**data)
 
 
+class LimitSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    burst = fields.Integer(required=True, validate=validate.Range(1, 100_000), strict=True)
+    per_minute = fields.Float(required=True, validate=validate.Range(1, 1_000_000))
+
+    @post_load
+    def build(self, data, **kwargs):
+        return Limit(**data)
+
+
+class BudgetSchema(Schema):
+    """The plan's published limits, each group overridable (a tenant with a raised limit), and
+    the share of them the proxy may spend."""
+
+    class Meta:
+        unknown = RAISE
+
+    plan = fields.String(load_default=DEFAULT_PLAN, validate=validate.OneOf(sorted(PLANS)))
+    share = fields.Float(load_default=0.5, validate=validate.Range(0.01, 1))
+    limits = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(GROUPS)),
+        values=fields.Nested(LimitSchema),
+        load_default=dict,
+    )
+
+    @post_load
+    def build(self, data, **kwargs):
+        limits = {**PLANS[data["plan"]], **data["limits"]}
+        return BudgetSettings(plan=data["plan"], share=data["share"], limits=limits)
+
+
 class ConfigSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -156,6 +204,7 @@ class ConfigSchema(Schema):
     clients = fields.Dict(keys=fields.String(validate=NON_EMPTY), values=OrgIds(), required=True)
     auth0 = fields.Nested(Auth0Schema, required=True)
     proxy = fields.Nested(ProxySchema, load_default=None)
+    budget = fields.Nested(BudgetSchema, load_default=None)
 
 
 def load_settings(data: object, environ: Mapping[str, str] | None = None) -> Settings:
@@ -184,7 +233,12 @@ def load_settings(data: object, environ: Mapping[str, str] | None = None) -> Set
         proxy = dataclasses.replace(proxy, cache_dir=str(default_dir))
     if proxy.cache_type == "filesystem":
         _ensure_private_directory(proxy.cache_dir)
-    return Settings(clients=loaded["clients"], auth0=Auth0Settings(**auth0), proxy=proxy)
+    return Settings(
+        clients=loaded["clients"],
+        auth0=Auth0Settings(**auth0),
+        proxy=proxy,
+        budget=loaded["budget"] or BudgetSettings(),
+    )
 
 
 def load_config_file(path: str | os.PathLike, environ: Mapping[str, str] | None = None) -> Settings:

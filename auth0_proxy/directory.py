@@ -11,14 +11,19 @@ as JSON text, page by page, and profiles as JSON, so serving a cached answer cos
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from .cache import SharedCache
-from .errors import UserNotFound
+from .cache import Entry, SharedCache
+from .changes import Change, ChangeFeed, encode_cursor
+from .errors import UpstreamUnavailable, UserNotFound
 from .json_codec import dumps, json_fragment
 from .management import ManagementClient
 from .paging import CheckpointPaging, OffsetPaging, needs_profiles
@@ -27,13 +32,54 @@ from .schemas import public_profile
 MEMBER_LIST_KEY = "member-list:{org_id}"
 
 
+@dataclass(frozen=True)
+class Freshness:
+    """How old an answer is (its ``Age``, RFC 9111) and for how many more seconds it is fresh
+    (negative: served stale); ``ttl`` is None for an answer fetched for this request."""
+
+    age: int
+    ttl: int | None
+
+    @classmethod
+    def of(cls, *entries: Entry) -> Freshness:
+        """An answer made of several entries is as old as the oldest."""
+        now = time.time()
+        return cls(
+            max(entry.age(now) for entry in entries),
+            math.floor(min(entry.fresh_until for entry in entries) - now),
+        )
+
+
+FETCHED_NOW = Freshness(0, None)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a view sends: the body (JSON bytes, or pages of a JSON array), how fresh it is,
+    and its strong entity tag where the body's digest is known before it is sent."""
+
+    body: Any
+    freshness: Freshness
+    etag: str | None = None
+
+
 class Directory:
-    def __init__(self, management: ManagementClient, cache: SharedCache, *, ttl: int):
+    def __init__(
+        self,
+        management: ManagementClient,
+        cache: SharedCache,
+        changes: ChangeFeed,
+        *,
+        ttl: int,
+        max_stale: int,
+    ):
         self.management = management
         self.cache = cache
+        self.changes = changes
         self.ttl = ttl
+        self.max_stale = max_stale
 
-    def member_profile_json(self, org_id: str, user_id: str, *, fresh: bool = False) -> bytes:
+    def member_profile(self, org_id: str, user_id: str, *, fresh: bool = False) -> Answer:
         """The profile of a user who belongs to the organization, as JSON, without
         identity-provider tokens.
 
@@ -42,25 +88,33 @@ class Directory:
         """
         user = _key_part(user_id)
         organizations = lambda: self.management.user_organization_ids(user_id)  # noqa: E731
-        if org_id not in self._cached(f"user-orgs:{user}", organizations, fresh):
+        membership = self._cached(f"user-orgs:{user}", organizations, fresh)
+        if org_id not in membership.value:
             raise UserNotFound(reason="user is not a member of the caller's organization")
         # Stripped before it is cached, so identity-provider tokens are never stored either;
         # kept as JSON, so a cached profile costs no encoding.
-        profile = lambda: dumps(public_profile(self.management.get_user(user_id)))  # noqa: E731
-        return self._cached(f"profile-json:{user}", profile, fresh)
+        profile_json = lambda: dumps(public_profile(self.management.get_user(user_id)))  # noqa: E731
+        profile = self._cached(f"profile-json:{user}", profile_json, fresh)
+        etag = _entity_tag(hashlib.sha256(profile.value).hexdigest())
+        return Answer(profile.value, self._freshness(membership, profile), etag)
 
-    def member_list_json(self, org_id: str, *, fresh: bool = False) -> Iterator[str]:
+    def member_list(self, org_id: str, *, fresh: bool = False) -> Answer:
         """The organization's members, a page of JSON text at a time (objects joined by commas):
         from the cache, or fetched once and stored while it is read."""
-        fetch = lambda: map(json_fragment, self.management.list_members(org_id))  # noqa: E731
+        fetch = functools.partial(self._fetch_member_pages, org_id)
         if not self.ttl:
-            return fetch()
+            return Answer(fetch(1), FETCHED_NOW)
         key = MEMBER_LIST_KEY.format(org_id=org_id)
-        return self.cache.stream_or_create(key, fetch, ttl=self.ttl, fresh=fresh)
+        entry, pages = self.cache.listing(
+            key, fetch, ttl=self.ttl, stale_seconds=self.max_stale, fresh=fresh
+        )
+        if entry is None:
+            return Answer(pages, FETCHED_NOW)
+        return Answer(pages, Freshness.of(entry), _entity_tag(entry.value.digest))
 
     def member_profiles(
         self, org_id: str, fields: tuple[str, ...], *, fresh: bool = False
-    ) -> Iterator[list[dict]]:
+    ) -> Answer:
         """The members, a page at a time, with at least the ``fields`` asked for.
 
         Member fields come from the member list itself. Other profile fields need profiles: each
@@ -68,24 +122,70 @@ class Directory:
         query's URL to a few kilobytes; the search answers up to 100 per call). The search is
         eventually consistent: a member added moments ago may be missing here for a while.
         """
-        profiles_needed = needs_profiles(fields)
-        for fragment in self.member_list_json(org_id, fresh=fresh):
-            members = orjson.loads(f"[{fragment}]")
-            if members and profiles_needed:
-                user_ids = [member["user_id"] for member in members]
-                members = list(map(public_profile, self.management.search_users(user_ids, fields)))
-            yield members
+        listing = self.member_list(org_id, fresh=fresh)
+        return Answer(self._with_profiles(listing.body, fields), listing.freshness)
+
+    def member_changes(self, org_id: str, since: str | None) -> Answer:
+        """The members added, removed and updated since the cursor ``since`` (none: just the
+        current cursor, to sync from), and the cursor that follows, as a dict.
+
+        :raise InvalidCursor: not a cursor of this proxy (400).
+        :raise ChangesExpired: the changes since it are no longer kept (410).
+        """
+        listing = self.member_list(org_id)  # fetched or refreshed like any list, so recorded
+        if listing.freshness.ttl is None:
+            for _ in listing.body:  # fetched for this request: read to the end, so recorded
+                pass
+        if since is None:
+            change, head = Change(), self.changes.head(org_id)
+        else:
+            change, head = self.changes.since(org_id, since)
+        if head is None:  # not recorded: the cache failed
+            raise UpstreamUnavailable("The change feed is not available right now; retry later.")
+        answer = {**change.__dict__, "cursor": encode_cursor(head)}
+        age = max(0, int(time.time() - head.observed_at))
+        return Answer(answer, Freshness(age, listing.freshness.ttl))
 
     def member_page(self, org_id: str, paging: OffsetPaging | CheckpointPaging) -> dict:
         """One page, exactly as the client asked for it; not cached (a paging client follows
         Auth0's own cursor, and pages of different sizes would rarely be asked twice)."""
         return self.management.member_page(org_id, paging)
 
-    def _cached(self, key: str, fetch: Callable[[], Any], fresh: bool) -> Any:
+    def _fetch_member_pages(self, org_id: str, expected_pages: int) -> Iterator[str]:
+        """The member list from Auth0, page by page; once complete, compared with the last one
+        for the change feed."""
+        observation = self.changes.observe(org_id)
+        for page in self.management.list_members(org_id, expected_pages):
+            observation.add(page)
+            yield json_fragment(page)
+        self.changes.record(org_id, observation)
+
+    def _with_profiles(self, pages: Iterator[str], fields: tuple[str, ...]) -> Iterator[list]:
+        profiles_needed = needs_profiles(fields)
+        for fragment in pages:
+            members = orjson.loads(f"[{fragment}]")
+            if members and profiles_needed:
+                user_ids = [member["user_id"] for member in members]
+                members = list(map(public_profile, self.management.search_users(user_ids, fields)))
+            yield members
+
+    def _cached(self, key: str, fetch: Callable[[], Any], fresh: bool) -> Entry:
+        """The entry for ``key``; with caching off, one for a value fetched now."""
         if not self.ttl:
-            return fetch()
+            now = time.time()
+            return Entry(fetch(), now, now, now)
         create = lambda: (fetch(), self.ttl)  # noqa: E731
-        return self.cache.replace(key, create) if fresh else self.cache.get_or_create(key, create)
+        if fresh:
+            return self.cache.replace(key, create, stale_seconds=self.max_stale)
+        return self.cache.entry(key, create, stale_seconds=self.max_stale)
+
+    def _freshness(self, *entries: Entry) -> Freshness:
+        return Freshness.of(*entries) if self.ttl else FETCHED_NOW
+
+
+def _entity_tag(hexdigest: str) -> str:
+    """A strong entity tag from a SHA-256 digest: 128 bits are plenty to tell answers apart."""
+    return hexdigest[:32]
 
 
 def _key_part(user_id: str) -> str:

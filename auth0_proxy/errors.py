@@ -102,6 +102,21 @@ class TooManyRequests(APIError):
     message = "Auth0 is rate limiting the proxy; retry after the time in Retry-After."
 
 
+class InvalidCursor(APIError):
+    status_code = 400
+    error_code = "invalid_query_string"
+    message = "The 'since' cursor is not one this proxy gave out; sync in full with GET /users."
+
+
+class ChangesExpired(APIError):
+    status_code = 410
+    error_code = "cursor_expired"
+    message = (
+        "The changes since this cursor are no longer kept; sync in full with GET /users and "
+        "start again from a new cursor."
+    )
+
+
 class UpstreamFailed(APIError):
     status_code = 502
     error_code = "bad_gateway"

@@ -15,6 +15,7 @@ from urllib.parse import quote
 import requests
 from marshmallow import ValidationError
 
+from .budget import Prepaid
 from .cache import SharedCache
 from .config import Auth0Settings
 from .errors import APIError, TooManyRequests, UpstreamFailed, UpstreamUnavailable, UserNotFound
@@ -43,17 +44,21 @@ class ManagementClient:
         self.page_size = page_size
         self.token_cache_key = TOKEN_CACHE_KEY.format(client_id=auth0.mgmt_client_id)
 
-    def list_members(self, org_id: str) -> Iterator[list[dict]]:
+    def list_members(self, org_id: str, expected_pages: int = 1) -> Iterator[list[dict]]:
         """Every page of the organization's members, following checkpoint paging to the end.
 
         Offset paging stops at 1,000 records; ``from``/``take`` does not. A page may hold fewer
-        than ``take`` members before the end, so only an absent ``next`` ends the loop.
+        than ``take`` members before the end, so only an absent ``next`` ends the loop. The
+        ``expected_pages`` (the last listing's) are paid for before the first is asked for.
 
+        :raise BudgetExhausted: the budget cannot afford the listing now (429).
         :raise UpstreamFailed: a page of an unexpected shape, or paging that does not advance.
         """
+        path = f"/api/v2/organizations/{_segment(org_id)}/members"
+        prepaid = self.upstream.prepay(path, expected_pages)
         paging = CheckpointPaging(self.page_size)
         for _ in range(MAX_PAGES):
-            page = self.member_page(org_id, paging)
+            page = self.member_page(org_id, paging, prepaid)
             yield page["members"]
             if not page.get("next"):
                 return
@@ -62,7 +67,9 @@ class ManagementClient:
             paging = CheckpointPaging(self.page_size, page["next"])
         raise UpstreamFailed(reason=f"{org_id}: more than {MAX_PAGES} pages")
 
-    def member_page(self, org_id: str, paging: OffsetPaging | CheckpointPaging) -> dict:
+    def member_page(
+        self, org_id: str, paging: OffsetPaging | CheckpointPaging, prepaid: Prepaid | None = None
+    ) -> dict:
         """One page of members, as Auth0 pages them: ``{"members", "next"}`` for a checkpoint,
         ``{"members", "start", "limit", "total"}`` by number. Members carry the member fields.
 
@@ -70,7 +77,7 @@ class ManagementClient:
         """
         path = f"/api/v2/organizations/{_segment(org_id)}/members"
         schema = members_page if isinstance(paging, CheckpointPaging) else members_offset_page
-        return _load(schema, self.get_json(path, paging.params()), path)
+        return _load(schema, self.get_json(path, paging.params(), prepaid=prepaid), path)
 
     def search_users(self, user_ids: list[str], fields: tuple[str, ...]) -> list[dict]:
         """The profiles of these users (at most 100, the search's page size), in one call.
@@ -120,7 +127,14 @@ class ManagementClient:
                 break
         return org_ids
 
-    def get_json(self, path: str, params: dict | None = None, *, missing=UpstreamFailed) -> dict:
+    def get_json(
+        self,
+        path: str,
+        params: dict | None = None,
+        *,
+        missing=UpstreamFailed,
+        prepaid: Prepaid | None = None,
+    ) -> dict:
         """GET a Management API path with the cached token; refresh it once on a 401.
 
         :raise missing: 404 from Auth0 (by default a 502: the proxy asked for something absent).
@@ -128,11 +142,11 @@ class ManagementClient:
         :raise UpstreamFailed: any other error answer (502).
         """
         token = self.token()
-        response = self._get(path, params, token)
+        response = self._get(path, params, token, prepaid)
         if response.status_code == 401:
             log.info("management token refused; using or fetching a new one")
             self.cache.discard(self.token_cache_key, token)
-            response = self._get(path, params, self.token())
+            response = self._get(path, params, self.token(), prepaid)
         return _json_or_raise(response, path, missing)
 
     def token(self) -> str:
@@ -142,9 +156,11 @@ class ManagementClient:
         """
         return self.cache.get_or_create(self.token_cache_key, self._fetch_token, refresh_ahead=True)
 
-    def _get(self, path: str, params: dict | None, token: str) -> requests.Response:
+    def _get(
+        self, path: str, params: dict | None, token: str, prepaid: Prepaid | None
+    ) -> requests.Response:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        return self.upstream.request("GET", path, params=params, headers=headers)
+        return self.upstream.request("GET", path, params=params, headers=headers, prepaid=prepaid)
 
     def _fetch_token(self) -> tuple[str, int]:
         response = self.upstream.request(

@@ -148,6 +148,29 @@ def member_query(args: MultiDict) -> MemberQuery:
     return query
 
 
+class ChangesQuerySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    since = fields.String(validate=validate.Length(1, 200))
+
+
+CHANGES_QUERY_SCHEMA = ChangesQuerySchema()
+
+
+def changes_cursor(args: MultiDict) -> str | None:
+    """The ``since`` cursor a client sent GET /users/changes, if any.
+
+    :raise InvalidQuery: an unknown or repeated parameter, or an empty cursor (400).
+    """
+    if any(len(args.getlist(name)) > 1 for name in args):
+        raise InvalidQuery("Query validation error: each parameter may be given once.")
+    try:
+        return CHANGES_QUERY_SCHEMA.load(dict(args)).get("since")
+    except ValidationError as error:
+        raise InvalidQuery(f"Query validation error: {_describe(error.messages)}") from None
+
+
 def _paging(loaded: dict) -> OffsetPaging | CheckpointPaging | None:
     if "take" in loaded or "checkpoint" in loaded:
         return CheckpointPaging(loaded.get("take", DEFAULT_PAGE_SIZE), loaded.get("checkpoint"))

@@ -8,18 +8,22 @@ Redis shared by hosts, or the memory of one process. This module adds what cache
 - ``add`` (set if absent) and ``delete_if`` (delete if it still holds this value) are atomic,
   so locks and markers can be built on them: on Redis with ``SET NX`` and a script, in the file
   cache under a host-wide ``flock``, in memory under a lock;
+- ``take_tokens`` spends from token buckets (the upstream budget) atomically: in one Redis
+  script on Redis's clock, else under the same lock;
 - every key carries one prefix (tenant and storage format), applied here for every backend.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cachelib import BaseCache, FileSystemCache
@@ -37,6 +41,54 @@ DELETE_IF_SCRIPT = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+# Token buckets KEYS[i], each ARGV: rate, capacity, floor, ceiling (after the spend: calls).
+# Refill each by Redis's clock (so hosts with skewed clocks agree), lower it to its ceiling, then
+# spend ``calls`` from all of them if each stays at or above its floor; else from none.
+TAKE_TOKENS_SCRIPT = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1e6
+local calls = tonumber(ARGV[1])
+local tokens, granted = {}, true
+for i, key in ipairs(KEYS) do
+  local rate, capacity = tonumber(ARGV[4 * i - 2]), tonumber(ARGV[4 * i - 1])
+  local floor, ceiling = tonumber(ARGV[4 * i]), tonumber(ARGV[4 * i + 1])
+  local state = redis.call('HMGET', key, 'tokens', 'at')
+  local level = tonumber(state[1]) or capacity
+  local at = tonumber(state[2]) or now
+  level = math.min(capacity, level + math.max(0, now - at) * rate, ceiling)
+  tokens[i] = level
+  if level - calls < floor then granted = false end
+end
+local answer = {granted and 1 or 0}
+for i, key in ipairs(KEYS) do
+  if granted then tokens[i] = tokens[i] - calls end
+  local rate, capacity = tonumber(ARGV[4 * i - 2]), tonumber(ARGV[4 * i - 1])
+  redis.call('HSET', key, 'tokens', tostring(tokens[i]), 'at', tostring(now))
+  redis.call('EXPIRE', key, math.ceil((capacity - tokens[i]) / rate) + 1)
+  answer[i + 1] = tostring(tokens[i])
+end
+return answer
+"""
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A token bucket to spend from: ``capacity`` tokens, refilled at ``rate`` per second. A
+    spend must leave at least ``floor`` (below zero: calls queued for tokens to come); the level
+    is first lowered to ``ceiling`` (what the tenant says is left)."""
+
+    key: str
+    rate: float
+    capacity: float
+    floor: float = 0.0
+    ceiling: float = float("inf")
+
+    def refilled(self, state: tuple[float, float] | None, now: float) -> float:
+        level, at = state if state is not None else (self.capacity, now)
+        return min(self.capacity, level + max(0.0, now - at) * self.rate, self.ceiling)
+
+    def seconds_to_refill(self, level: float) -> int:
+        return int((self.capacity - level) / self.rate) + 1
 
 
 class Store:
@@ -69,6 +121,27 @@ class Store:
     def delete_if(self, key: str, value: str | int) -> bool:
         """Delete ``key`` only if it still holds ``value`` (a lock released by its owner)."""
         return self._safely(self._delete_if, False, self.prefix + key, value)
+
+    def take_tokens(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
+        """Spend ``calls`` tokens from every bucket, if each keeps its floor; else from none.
+        Whether they were spent, and each bucket's level after. A failing backend grants them
+        (and reports full buckets): the tenant's own 429s still hold the proxy back."""
+        keyed = [dataclasses.replace(bucket, key=self.prefix + bucket.key) for bucket in buckets]
+        full = (True, [bucket.capacity for bucket in buckets])
+        return self._safely(self._take_tokens, full, keyed, calls)
+
+    def _take_tokens(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
+        with self._exclusive():
+            now = time.time()
+            levels = [bucket.refilled(self.backend.get(bucket.key), now) for bucket in buckets]
+            granted = all(
+                level - calls >= b.floor for level, b in zip(levels, buckets, strict=True)
+            )
+            if granted:
+                levels = [level - calls for level in levels]
+            for bucket, level in zip(buckets, levels, strict=True):
+                self.backend.set(bucket.key, (level, now), timeout=bucket.seconds_to_refill(level))
+            return granted, levels
 
     def _add(self, key: str, value: str | int, ttl: int) -> bool:
         with self._exclusive():
@@ -121,12 +194,21 @@ class RedisStore(Store):
         super().__init__(backend, prefix)
         self.client = backend.client
         self._delete_if_script = self.client.register_script(DELETE_IF_SCRIPT)
+        self._take_tokens_script = self.client.register_script(TAKE_TOKENS_SCRIPT)
 
     def _add(self, key: str, value: str | int, ttl: int) -> bool:
         return bool(self.client.set(key, value, nx=True, ex=ttl))
 
     def _delete_if(self, key: str, value: str | int) -> bool:
         return bool(self._delete_if_script(keys=[key], args=[value]))
+
+    def _take_tokens(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
+        args: list[str] = [str(calls)]
+        for bucket in buckets:
+            limits = (bucket.rate, bucket.capacity, bucket.floor, bucket.ceiling)
+            args += [repr(min(max(float(value), -1e300), 1e300)) for value in limits]
+        answer = self._take_tokens_script(keys=[bucket.key for bucket in buckets], args=args)
+        return answer[0] == 1, [float(level) for level in answer[1:]]
 
 
 class RedisBackend(RedisCache):

@@ -3,11 +3,12 @@
 Network failures become the proxy's own errors here, so no caller sees a requests exception: a
 timeout is a 504, a refused or broken connection a 502.
 
-Auth0 rate-limits per tenant, for every client of it at once. So when Auth0 answers 429, the
-time it names (``Retry-After``, else ``x-ratelimit-reset``) is written to the shared cache and
-every worker of every host waits for it before its next call, instead of each discovering the
-limit with a call of its own: a burst of clients never becomes a retry storm. A call waits or
-retries only within ``retry_budget`` seconds; past that the caller gets 429 with Retry-After.
+Auth0 rate-limits per tenant, for every client of it at once. So every call first spends from
+the governor's shared budget, and what Auth0 answers about its limit goes back to the governor:
+after a 429 every worker of every host waits for the time Auth0 names (``Retry-After``, else
+``x-ratelimit-reset``) instead of each discovering the limit with a call of its own, so a burst
+of clients never becomes a retry storm. A call waits or retries only within ``retry_budget``
+seconds; past that the caller gets 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from collections.abc import Callable
 import requests
 from requests.adapters import HTTPAdapter
 
-from .errors import TooManyRequests, UpstreamFailed, UpstreamTimeout
-from .store import Store
+from .budget import BudgetExhausted, Governor, Prepaid, endpoint_group
+from .errors import UpstreamFailed, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class Upstream:
     def __init__(
         self,
         base_url: str,
-        store: Store,
+        governor: Governor,
         *,
         connect_timeout: float,
         read_timeout: float,
@@ -54,7 +55,7 @@ class Upstream:
         on_call: Callable[[], None] | None = None,
     ):
         self.base_url = base_url.rstrip("/")
-        self.store = store
+        self.governor = governor
         self.timeout = (connect_timeout, read_timeout)
         self.retry_budget = retry_budget
         self.on_call = on_call or (lambda: None)
@@ -64,21 +65,24 @@ class Upstream:
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
 
-    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+    def request(
+        self, method: str, path: str, *, prepaid: Prepaid | None = None, **kwargs
+    ) -> requests.Response:
         """Send one request to the tenant, retrying 429, 5xx and broken connections in budget.
 
         ``path`` must already be percent-encoded. Only reads and the token request (which has
-        no side effect) go through here, so a retry is always safe. The last answer is returned
+        no side effect) go through here, so a retry is always safe. Each attempt is paid from
+        ``prepaid`` (a listing's pages) or the governor's budget. The last answer is returned
         as it is, 429 and 5xx included.
 
-        :raise TooManyRequests: the tenant is rate-limited beyond the retry budget (429).
+        :raise BudgetExhausted: the budget cannot afford the call within the retry budget (429).
         :raise UpstreamTimeout: connect or read timeout (504); not retried, it used the time.
         :raise UpstreamFailed: the connection failed on every attempt (502).
         """
-        bucket = "management" if path.startswith("/api/v2/") else "authentication"
+        group = endpoint_group(path)
         deadline = time.monotonic() + self.retry_budget
         for attempt in range(MAX_ATTEMPTS):
-            self._wait_while_rate_limited(bucket, deadline)
+            self._spend(group, prepaid, deadline)
             try:
                 response = self._send(method, path, **kwargs)
             except UpstreamFailed:
@@ -87,13 +91,35 @@ class Upstream:
                 continue
             if response.status_code == 429:
                 wait = retry_after_seconds(response)
-                self._remember_rate_limit(bucket, wait)
-                # Sleep here too: the shared note may be lost (a cache outage), the wait must not.
+                log.warning("Auth0 answered 429 on %s; backing off %.1fs", group, wait)
+                self.governor.observe(group, response, wait)
+                # Sleep here too: the shared budget may be lost (a cache outage), the wait must not.
                 if not _sleep_with_jitter(wait, deadline):
+                    raise BudgetExhausted(
+                        reason=f"Auth0 answered 429 on {_endpoint(method, path)}",
+                        headers={"Retry-After": str(math.ceil(wait))},
+                    )
+            else:
+                self.governor.observe(group, response, 0.0)
+                if response.status_code < 500 or not _sleep_before_retry(attempt, deadline):
                     return response
-            elif response.status_code < 500 or not _sleep_before_retry(attempt, deadline):
-                return response
         return response
+
+    def prepay(self, path: str, calls: int) -> Prepaid:
+        """Pay for ``calls`` to ``path`` at once (a listing's pages); a client may queue for
+        them within the retry budget.
+
+        :raise BudgetExhausted: the budget cannot afford them now (429).
+        """
+        return self.governor.prepay(endpoint_group(path), calls, wait=self.retry_budget)
+
+    def _spend(self, group: str, prepaid: Prepaid | None, deadline: float) -> None:
+        """Pay for one attempt: from what the listing prepaid, else from the budget (a page
+        beyond what was prepaid queues for it; a client may wait in its retry budget)."""
+        if prepaid is not None and prepaid.take():
+            return
+        wait = deadline - time.monotonic()
+        self.governor.spend(group, wait=wait, committed=prepaid is not None)
 
     def _send(self, method: str, path: str, **kwargs) -> requests.Response:
         self.on_call()
@@ -108,26 +134,6 @@ class Upstream:
             reason = f"{type(error).__name__} on {_endpoint(method, path)}"
             log.warning("Auth0 unreachable: %s", reason)
             raise UpstreamFailed("The proxy cannot reach Auth0.", reason=reason) from None
-
-    def _wait_while_rate_limited(self, bucket: str, deadline: float) -> None:
-        """Sleep until the tenant's limit resets, if that fits the budget.
-
-        :raise TooManyRequests: it does not fit; tell the caller when to come back (429).
-        """
-        wait = self._rate_limited_for(bucket)
-        if wait > 0 and not _sleep_with_jitter(wait, deadline):
-            raise TooManyRequests(
-                reason=f"Auth0 {bucket} API rate limit: {wait:.1f}s beyond the retry budget",
-                headers={"Retry-After": str(math.ceil(wait))},
-            )
-
-    def _rate_limited_for(self, bucket: str) -> float:
-        until = self.store.get(f"rate-limited:{bucket}")
-        return max(0.0, until - time.time()) if until else 0.0
-
-    def _remember_rate_limit(self, bucket: str, wait: float) -> None:
-        log.warning("Auth0 %s API answered 429; backing off %.1fs", bucket, wait)
-        self.store.set(f"rate-limited:{bucket}", time.time() + wait, math.ceil(wait) + 1)
 
 
 def retry_after_seconds(response: requests.Response) -> float:

@@ -1,4 +1,10 @@
-"""The proxy's resource: the users of the caller's organization, and nothing else."""
+"""The proxy's resource: the users of the caller's organization, and nothing else.
+
+Every answer made from the cache says how old it is (``Age``, RFC 9111) and how fresh
+(``Cache-Status``, RFC 9211: ``hit; ttl=N``, negative when served stale; ``fwd=miss`` when
+fetched for the request). A member list or profile from the cache carries a strong ``ETag``,
+and ``If-None-Match`` with it answers 304 with no body and no upstream call.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,18 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 from werkzeug.routing import BaseConverter
 
 from .access import Caller, require_organization
-from .directory import Directory
+from .directory import Answer, Directory
 from .errors import APIError
 from .json_codec import json_fragment
-from .paging import member_query
+from .paging import changes_cursor, member_query
 from .policy import ClientPolicy
 from .schemas import member_page_answer, only_fields
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("users", __name__)
+
+CACHE_NAME = "auth0-m2m-proxy"  # who answers, in Cache-Status
 
 
 class IdConverter(BaseConverter):
@@ -45,22 +53,55 @@ def list_users(caller: Caller):
         return jsonify(member_page_answer(page, query))
     fresh = wants_fresh_read(caller)
     if query.fields is None:
-        return json_array_response(directory().member_list_json(caller.org_id, fresh=fresh))
-    pages = directory().member_profiles(caller.org_id, query.fields, fresh=fresh)
+        answer = directory().member_list(caller.org_id, fresh=fresh)
+        return not_modified(answer) or described(json_array_response(answer.body), answer)
+    answer = directory().member_profiles(caller.org_id, query.fields, fresh=fresh)
     fields = query.fields
-    return json_array_response(
-        json_fragment([only_fields(member, fields) for member in page]) for page in pages
+    pages = (
+        json_fragment([only_fields(member, fields) for member in page]) for page in answer.body
     )
+    return described(json_array_response(pages), answer)
+
+
+@bp.get("/users/changes")
+@require_organization("read:users")
+def list_changes(caller: Caller):
+    """The members added, removed and updated since the cursor ``since``, and the next cursor;
+    without ``since``, only the cursor to start from (take it before a full GET /users)."""
+    answer = directory().member_changes(caller.org_id, changes_cursor(request.args))
+    return described(jsonify(answer.body), answer)
 
 
 @bp.get("/users/<id:user_id>")
 @require_organization("read:users")
 def get_user(caller: Caller, user_id: str):
     """A member's full profile; 404 for anyone else."""
-    profile = directory().member_profile_json(
-        caller.org_id, user_id, fresh=wants_fresh_read(caller)
+    answer = directory().member_profile(caller.org_id, user_id, fresh=wants_fresh_read(caller))
+    return not_modified(answer) or described(
+        Response(answer.body, content_type="application/json"), answer
     )
-    return Response(profile, content_type="application/json")
+
+
+def not_modified(answer: Answer) -> Response | None:
+    """304, with no body, when the client's ``If-None-Match`` holds the answer's entity tag."""
+    if answer.etag is None or not request.if_none_match.contains_weak(answer.etag):
+        return None
+    if hasattr(answer.body, "close"):
+        answer.body.close()  # pages never read
+    return described(Response(status=304), answer)
+
+
+def described(response: Response, answer: Answer) -> Response:
+    """The answer's ``Age``, ``Cache-Status`` and ``ETag``."""
+    freshness = answer.freshness
+    response.headers["Age"] = str(freshness.age)
+    if freshness.ttl is None:
+        response.headers["Cache-Status"] = f"{CACHE_NAME}; fwd=miss"
+    else:
+        response.headers["Cache-Status"] = f"{CACHE_NAME}; hit; ttl={freshness.ttl}"
+    if answer.etag is not None:
+        response.set_etag(answer.etag)
+    return response
 
 
 def json_array_response(pages: Iterator[str]) -> Response:

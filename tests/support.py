@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from auth0_proxy.budget import GROUPS
 from emulated_tenant import TenantServer
 from emulated_tenant.demo import proxy_config
 
@@ -36,8 +38,17 @@ CLIENT_ORGS = {
 }
 
 
-def proxy_config_for(tenant_server: TenantServer, **proxy_settings) -> dict:
-    """The proxy's config.json for the tests' tenant, with ``proxy_settings`` as its proxy block."""
+# A budget no test reaches unless it means to: tests of other rules are not paced by it.
+UNBOUNDED_BUDGET = {
+    "limits": {group: {"burst": 100_000, "per_minute": 1_000_000} for group in GROUPS},
+}
+
+
+def proxy_config_for(
+    tenant_server: TenantServer, *, budget: dict | None = None, **proxy_settings
+) -> dict:
+    """The proxy's config.json for the tests' tenant, with ``proxy_settings`` as its proxy block
+    and ``budget`` as its budget block (by default, one the tests never reach)."""
     config = copy.deepcopy(proxy_config(tenant_server.tenant))
     config["clients"] = {
         client: orgs[0] if len(orgs) == 1 else orgs
@@ -45,6 +56,7 @@ def proxy_config_for(tenant_server: TenantServer, **proxy_settings) -> dict:
         if client != "edge-unmapped"
     }
     config["proxy"] = proxy_settings
+    config["budget"] = UNBOUNDED_BUDGET if budget is None else budget
     return config
 
 
@@ -125,3 +137,10 @@ def parts(token: str) -> tuple[dict, dict]:
     pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
     decode = lambda s: json.loads(base64.urlsafe_b64decode(pad(s)))  # noqa: E731
     return decode(header), decode(claims)
+
+
+def join_refreshes() -> None:
+    """Wait for this process's background refreshes to end."""
+    for thread in threading.enumerate():
+        if thread.name.startswith("refresh "):
+            thread.join(10)

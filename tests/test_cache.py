@@ -17,14 +17,16 @@ import redis
 from cachelib import SimpleCache
 from flask_caching.backends import FileSystemCache
 
+from auth0_proxy.budget import Governor
 from auth0_proxy.cache import MAX_REFRESHES, Entry, SharedCache, refresh_time
+from auth0_proxy.changes import ChangeFeed
 from auth0_proxy.config import load_settings
 from auth0_proxy.directory import Directory
 from auth0_proxy.errors import UpstreamUnavailable, UserNotFound
 from auth0_proxy.management import ManagementClient
 from auth0_proxy.store import RedisBackend, Store, store_for
 from auth0_proxy.upstream import Upstream
-from tests.support import BIG_ORG, BIG_ORG_SIZE, proxy_config_for
+from tests.support import BIG_ORG, BIG_ORG_SIZE, join_refreshes, proxy_config_for
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -153,7 +155,9 @@ def test_a_refresh_never_replaces_a_value_stored_meanwhile_whatever_its_clock():
     with held_refreshes() as release:
         cache._refresh_in_background("members", current, blocked_refresh(release))
         cache.store.set(
-            "members", type(current)("newer", current.refresh_at, current.stored_at - 5), 60
+            "members",
+            type(current)("newer", current.refresh_at, current.stored_at - 5, current.fresh_until),
+            60,
         )
     assert cache.store.get("members").value == "newer"
 
@@ -273,12 +277,6 @@ def blocked_refresh(release: threading.Event, value="refreshed"):
     return create
 
 
-def join_refreshes() -> None:
-    for thread in threading.enumerate():
-        if thread.name.startswith("refresh "):
-            thread.join(10)
-
-
 @contextlib.contextmanager
 def held_refreshes():
     """An event that holds every blocked_refresh started in the block until the block ends."""
@@ -295,8 +293,9 @@ def running_refreshes(prefix: str) -> int:
 
 
 def stale(cache: SharedCache, key: str) -> Entry:
-    """An entry stored under ``key``, already due for a refresh."""
-    entry = Entry("old", time.time() - 1, time.time())
+    """An entry stored under ``key``, already due for a refresh (fresh for a minute)."""
+    now = time.time()
+    entry = Entry("old", now - 1, now, now + 60)
     cache.store.set(key, entry, 60)
     return entry
 
@@ -312,13 +311,14 @@ def test_background_refreshes_are_bounded_per_process():
 
 
 def test_a_long_refresh_is_not_started_twice():
-    """A refresh that may take ``seconds`` keeps others off for that long, not lock_seconds."""
+    """A refresh may take as long as its entry's lifetime (a long list, paced by the budget):
+    it keeps others off for that long, not only lock_seconds."""
     cache = shared_cache(lock_seconds=1)
     entry = stale(cache, "list")
     with held_refreshes() as release:
-        cache._refresh_in_background("list", entry, blocked_refresh(release), seconds=30)
+        cache._refresh_in_background("list", entry, blocked_refresh(release))
         time.sleep(1.5)  # past lock_seconds
-        cache._refresh_in_background("list", entry, blocked_refresh(release), seconds=30)
+        cache._refresh_in_background("list", entry, blocked_refresh(release))
         assert running_refreshes("refresh list") == 1
 
 
@@ -356,11 +356,12 @@ def real_directory(tenant_server, tmp_path, backend=None) -> Directory:
     settings = load_settings(proxy_config_for(tenant_server, cache_dir=str(tmp_path)), environ={})
     store = store_for(backend or SimpleCache(), "test:", "")
     cache = SharedCache(store, lock_seconds=5, failure_seconds=1)
+    governor = Governor(store, settings.budget.limits, share=settings.budget.share)
     upstream = Upstream(
-        settings.auth0.base_url, store, connect_timeout=5, read_timeout=10, retry_budget=0
+        settings.auth0.base_url, governor, connect_timeout=5, read_timeout=10, retry_budget=0
     )
     management = ManagementClient(upstream, cache, settings.auth0, page_size=50)
-    return Directory(management, cache, ttl=60)
+    return Directory(management, cache, ChangeFeed(cache, retention=600), ttl=60, max_stale=60)
 
 
 def test_a_fresh_listing_does_not_break_a_reader_of_the_previous_one(
@@ -369,11 +370,11 @@ def test_a_fresh_listing_does_not_break_a_reader_of_the_previous_one(
     """A reader streams the cached list while a fresh read stores a new one: both complete."""
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_server.ca_bundle)  # as the proxy is run
     directory = real_directory(tenant_server, tmp_path)
-    list(directory.member_list_json(BIG_ORG))  # cached
+    list(directory.member_list(BIG_ORG).body)  # cached
 
-    reader = directory.member_list_json(BIG_ORG)
+    reader = directory.member_list(BIG_ORG).body
     first = next(reader)
-    fresh = list(directory.member_list_json(BIG_ORG, fresh=True))
+    fresh = list(directory.member_list(BIG_ORG, fresh=True).body)
     rest = list(reader)
     assert len([first, *rest]) == len(fresh) == BIG_ORG_SIZE // 50
 
@@ -397,6 +398,6 @@ def test_user_ids_never_appear_in_cache_keys(tenant_server, tmp_path, monkeypatc
     directory = real_directory(tenant_server, tmp_path, backend)
     for user_id in ["auth0|alice-acme", "auth0|alice-acme:lock", "x:failed"]:
         with contextlib.suppress(UserNotFound):
-            directory.member_profile_json("org_acme", user_id)
+            directory.member_profile("org_acme", user_id)
     assert backend.keys_set, "the directory should have cached something"
     assert not [key for key in backend.keys_set if "alice" in key or "x:failed" in key]

@@ -61,7 +61,7 @@ def test_rate_limit_beyond_the_budget_is_429_with_retry_after(make_app, call, ma
     proxy = make_app(retry_budget_seconds=0)
     tenant.inject_fault(MEMBERS, status=429)
     response = call("/users", make_token(), via=proxy)
-    reason = f"Auth0 answered 429 on {ACME_MEMBERS}: too_many_requests: Too Many Requests"
+    reason = f"Auth0 answered 429 on GET {ACME_MEMBERS}"
     assert_refused(response, 429, "too_many_requests", reason)
     assert int(response.headers["Retry-After"]) >= 1
 
@@ -305,7 +305,7 @@ def test_odd_rate_limit_headers_give_a_bounded_retry_after(
     proxy = make_app(retry_budget_seconds=0)
     tenant.inject_fault(MEMBERS, status=429, headers=headers)
     response = call("/users", make_token(), via=proxy)
-    reason = f"Auth0 answered 429 on {ACME_MEMBERS}: too_many_requests: Too Many Requests"
+    reason = f"Auth0 answered 429 on GET {ACME_MEMBERS}"
     assert_refused(response, 429, "too_many_requests", reason)
     assert response.headers["Retry-After"] == str(expected_retry_after)
 

@@ -1,0 +1,252 @@
+"""The upstream budget: the share of the tenant's Auth0 rate limits the proxy may spend, held by
+every worker and instance together.
+
+Auth0 limits the Management API per tenant, with a token bucket per endpoint group, and every
+application of the company spends from the same buckets. The governor keeps the same buckets,
+scaled to the proxy's share, in the shared store (atomic in Redis, host-wide with the file
+cache), and every upstream call spends from its group's bucket, and from the whole API's where
+the plan has one, before it is sent.
+
+Calls are ranked by what they are for (``errand``):
+
+- a client waiting with nothing cached may queue for tokens yet to come, within its wait;
+- a refresh of a stale answer needs a reserve left for clients: a quarter of the bucket, less
+  the older the answer (so the stalest answers are refreshed first);
+- a refresh ahead of expiry needs half the bucket left.
+
+The buckets follow what Auth0 says: ``x-ratelimit-remaining`` lowers them when other
+applications spend the tenant's limit, and a 429 empties them until Auth0's reset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import math
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import requests
+
+from .errors import TooManyRequests
+from .store import Bucket, Store
+
+log = logging.getLogger(__name__)
+
+# Shares of a bucket a refresh must leave for clients (see the module docstring).
+STALE_RESERVE = 0.25
+AHEAD_RESERVE = 0.5
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One of Auth0's token buckets: ``burst`` calls at once, refilled at ``per_minute``."""
+
+    burst: int
+    per_minute: float
+
+
+# Auth0's published limits per plan (auth0.com/docs/troubleshoot/customer-support/
+# operational-policies/rate-limit-policy and its rate-limit-configurations pages; summarized in
+# auth0-facts.md). Where a plan's table names no figure for a group, the stricter reading is
+# taken: the same limit as the plans that name one.
+_PAID_GROUPS = {
+    "organization_members": Limit(40, 500),
+    "users": Limit(40, 500),
+    "user_organizations": Limit(40, 500),
+    "organizations": Limit(20, 200),
+    "authentication": Limit(30, 1800),  # POST /oauth/token: 30/s
+}
+PLANS: dict[str, dict[str, Limit]] = {
+    "free": {"management": Limit(2, 120), "authentication": Limit(30, 1800)},
+    # Essentials and Professional: the older whole-API policy of 16 requests a second.
+    "essentials": {**_PAID_GROUPS, "management": Limit(16, 960)},
+    "professional": {**_PAID_GROUPS, "management": Limit(16, 960)},
+    "enterprise": {**_PAID_GROUPS, "management": Limit(50, 960)},
+}
+DEFAULT_PLAN = "professional"
+GROUPS = (
+    "organization_members",
+    "organizations",
+    "user_organizations",
+    "users",
+    "management",
+    "authentication",
+)
+
+
+def endpoint_group(path: str) -> str:
+    """The group of Auth0's limits a call to ``path`` counts against (besides the whole API's)."""
+    if not path.startswith("/api/v2/"):
+        return "authentication"  # the token endpoint and the JWKS
+    parts = path.split("?", 1)[0].split("/")[3:]  # after "", "api", "v2"
+    if parts[0] == "organizations":
+        return "organization_members" if parts[2:3] == ["members"] else "organizations"
+    if parts[0] in ("users", "users-by-email"):
+        return "user_organizations" if parts[2:3] == ["organizations"] else "users"
+    return "management"
+
+
+class Rank(enum.IntEnum):
+    CLIENT = 0  # a client waits, with nothing cached
+    STALE = 1  # a refresh of a stale answer that clients are asking for
+    AHEAD = 2  # a refresh of a fresh answer, ahead of its expiry
+
+
+@dataclass(frozen=True)
+class Errand:
+    """What the upstream calls of this thread are for; ``urgency`` (0 to 1) is how much of its
+    allowed staleness a stale answer has used."""
+
+    rank: Rank = Rank.CLIENT
+    urgency: float = 0.0
+
+
+_current_errand: ContextVar[Errand | None] = ContextVar("upstream_errand", default=None)
+CLIENT_ERRAND = Errand()
+
+
+@contextmanager
+def errand(rank: Rank, urgency: float = 0.0) -> Iterator[None]:
+    """Make the upstream calls of the block count as ``rank``."""
+    token = _current_errand.set(Errand(rank, min(max(urgency, 0.0), 1.0)))
+    try:
+        yield
+    finally:
+        _current_errand.reset(token)
+
+
+class BudgetExhausted(TooManyRequests):
+    message = (
+        "The proxy's share of the tenant's Auth0 rate limit is spent; "
+        "retry after the time in Retry-After."
+    )
+
+
+class Prepaid:
+    """The calls a listing paid for before its first page: its pages are taken from here, and
+    any beyond (the list grew) queue for the budget rather than cut the list off."""
+
+    def __init__(self, group: str, calls: int):
+        self.group = group
+        self.calls = calls
+
+    def take(self) -> bool:
+        if self.calls <= 0:
+            return False
+        self.calls -= 1
+        return True
+
+
+class Governor:
+    """Token buckets per endpoint group, ``share`` of the plan's ``limits``, in ``store``."""
+
+    def __init__(self, store: Store, limits: Mapping[str, Limit], *, share: float):
+        self.store = store
+        self.limits = dict(limits)
+        self.share = share
+
+    def budget_per_minute(self, group: str) -> float:
+        """What the proxy may spend on ``group`` in a minute (for the docs and the simulation)."""
+        return self.share * self.limits[group].per_minute if group in self.limits else math.inf
+
+    def spend(self, group: str, *, wait: float = 0.0, committed: bool = False) -> None:
+        """Spend one call on ``group``, as the current errand; sleep if it queued for tokens.
+
+        A client may queue up to ``wait`` seconds; a ``committed`` call (a page of a listing
+        under way) always queues, so that a list is never cut off by the proxy's own budget.
+
+        :raise BudgetExhausted: the errand cannot afford the call (429, with Retry-After).
+        """
+        self._take(group, 1, wait=wait, committed=committed)
+
+    def prepay(self, group: str, calls: int, *, wait: float = 0.0) -> Prepaid:
+        """Pay for a listing's pages at once (up to a full bucket), so that it starts only when
+        the budget holds them all.
+
+        :raise BudgetExhausted: the errand cannot afford them now (429, with Retry-After).
+        """
+        capacity = min((self._capacity(name) for name in self._names(group)), default=calls)
+        calls = max(1, min(calls, math.floor(capacity)))
+        self._take(group, calls, wait=wait, committed=False)
+        return Prepaid(group, calls)
+
+    def observe(self, group: str, response: requests.Response, retry_after: float) -> None:
+        """Follow Auth0's own account of the tenant's limit: after a 429 the bucket is empty
+        until ``retry_after``; with ``x-ratelimit-remaining`` low (other applications spend the
+        limit too) it holds no more than the proxy's share of what is left."""
+        names = self._names(group)
+        if not names:
+            return
+        name, limit = names[0], self.limits[names[0]]  # the group's own bucket, if it has one
+        if response.status_code == 429:
+            ceiling = -self.share * limit.per_minute / 60 * retry_after
+        else:
+            remaining = _integer(response.headers.get("x-ratelimit-remaining"))
+            reported = _integer(response.headers.get("x-ratelimit-limit")) or limit.burst
+            if remaining is None:
+                return
+            ceiling = remaining - (1 - self.share) * reported
+            if ceiling >= self._capacity(name):
+                return  # nothing to lower: spares a store round trip on most calls
+        bucket = dataclasses.replace(self._bucket(name, floor=-math.inf), ceiling=ceiling)
+        self.store.take_tokens([bucket], 0)
+
+    def _take(self, group: str, calls: int, *, wait: float, committed: bool) -> None:
+        current = _current_errand.get() or CLIENT_ERRAND
+        buckets = [
+            self._bucket(name, self._floor(name, current, wait, committed))
+            for name in self._names(group)
+        ]
+        if not buckets:
+            return
+        granted, levels = self.store.take_tokens(buckets, calls)
+        if granted:
+            queued = max(
+                -level / bucket.rate for bucket, level in zip(buckets, levels, strict=True)
+            )
+            if queued > 0:
+                time.sleep(queued)
+            return
+        retry_after = max(
+            (calls - level) / b.rate for b, level in zip(buckets, levels, strict=True)
+        )
+        raise BudgetExhausted(
+            reason=f"{group} budget spent for {current.rank.name.lower()} calls",
+            headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+        )
+
+    def _names(self, group: str) -> list[str]:
+        """The buckets a call to ``group`` spends from: its own, and the whole Management API's."""
+        names = [group] if group in self.limits else []
+        if group != "authentication" and "management" in self.limits and group != "management":
+            names.append("management")
+        return names
+
+    def _floor(self, name: str, current: Errand, wait: float, committed: bool) -> float:
+        """The level a spend must leave in bucket ``name``: below zero, calls queue."""
+        capacity = self._capacity(name)
+        if committed:
+            return -math.inf
+        if current.rank is Rank.CLIENT:
+            return -self._rate(name) * max(wait, 0.0)
+        if current.rank is Rank.STALE:
+            return capacity * STALE_RESERVE * (1 - current.urgency)
+        return capacity * AHEAD_RESERVE
+
+    def _bucket(self, name: str, floor: float) -> Bucket:
+        return Bucket(f"budget:{name}", self._rate(name), self._capacity(name), floor)
+
+    def _capacity(self, name: str) -> float:
+        return max(self.share * self.limits[name].burst, 1.0)
+
+    def _rate(self, name: str) -> float:
+        return self.share * self.limits[name].per_minute / 60
+
+
+def _integer(text: str | None) -> int | None:
+    return int(text) if text and text.isascii() and text.isdigit() else None
