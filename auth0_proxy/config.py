@@ -150,7 +150,7 @@ class ProxySchema(Schema):
     retry_budget_seconds = fields.Float(validate=validate.Range(0, 60))
     cache_ttl_seconds = fields.Integer(validate=validate.Range(0, 3600), strict=True)
     max_stale_seconds = fields.Integer(validate=validate.Range(0, 86400), strict=True)
-    changes_retention_seconds = fields.Integer(validate=validate.Range(60, 30 * 86400), strict=True)
+    changes_retention_seconds = fields.Integer(validate=validate.Range(1, 30 * 86400), strict=True)
     fresh_read_interval_seconds = fields.Integer(validate=validate.Range(1, 3600), strict=True)
     failure_cooldown_seconds = fields.Integer(validate=validate.Range(0, 60), strict=True)
     accept_user_tokens = fields.Boolean(truthy={True}, falsy={False})

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+import redis
 import requests
+from cachelib import FileSystemCache, SimpleCache
 from flask import Flask
 
 from auth0_proxy import create_app
 from auth0_proxy.logs import JsonFormatter
+from auth0_proxy.store import RedisBackend, Store, store_for
 from emulated_tenant import TenantServer, demo_tenant
 from emulated_tenant.demo import API_AUDIENCE as PROXY_API
 from scripts.proxy_server import ProxyServer
@@ -198,3 +202,43 @@ def make_token(tenant_server) -> Callable[..., str]:
         )
 
     return make
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def skip_without_redis() -> None:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis answers at 127.0.0.1:6379 (start one to run the Redis tests)")
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own in the local Redis; its keys are deleted afterwards."""
+    skip_without_redis()
+    prefix = f"auth0-m2m-proxy-test-{uuid.uuid4().hex}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+
+
+def redis_store(prefix: str) -> Store:
+    """A Store on the local Redis, under ``prefix``."""
+    backend = RedisBackend.factory(
+        None, {"CACHE_REDIS_URL": REDIS_URL, "CACHE_DEFAULT_TIMEOUT": 300}, [], {}
+    )
+    return store_for(backend, prefix, "")
+
+
+@pytest.fixture(params=["memory", "filesystem", "redis"])
+def store(request, tmp_path) -> Iterator[Store]:
+    """A Store on each backend; the Redis one under a prefix of its own, deleted afterwards."""
+    if request.param == "memory":
+        yield store_for(SimpleCache(), "test:", "")
+    elif request.param == "filesystem":
+        yield store_for(FileSystemCache(str(tmp_path)), "test:", str(tmp_path))
+    else:
+        yield redis_store(request.getfixturevalue("redis_prefix"))

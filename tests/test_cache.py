@@ -10,12 +10,9 @@ import contextlib
 import logging
 import threading
 import time
-import uuid
 
 import pytest
-import redis
 from cachelib import SimpleCache
-from flask_caching.backends import FileSystemCache
 
 from auth0_proxy.budget import Governor
 from auth0_proxy.cache import MAX_REFRESHES, Entry, SharedCache, refresh_time
@@ -24,36 +21,9 @@ from auth0_proxy.config import load_settings
 from auth0_proxy.directory import Directory
 from auth0_proxy.errors import UpstreamUnavailable, UserNotFound
 from auth0_proxy.management import ManagementClient
-from auth0_proxy.store import RedisBackend, Store, store_for
+from auth0_proxy.store import Store, store_for
 from auth0_proxy.upstream import Upstream
 from tests.support import BIG_ORG, BIG_ORG_SIZE, join_refreshes, proxy_config_for
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def redis_store() -> Store:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping()
-    except redis.RedisError:
-        pytest.skip("no Redis answers at 127.0.0.1:6379 (start one to run the Redis store tests)")
-    backend = RedisBackend.factory(
-        None, {"CACHE_REDIS_URL": REDIS_URL, "CACHE_DEFAULT_TIMEOUT": 300}, [], {}
-    )
-    return store_for(backend, f"auth0-m2m-proxy-test-{uuid.uuid4().hex}:", "")
-
-
-@pytest.fixture(params=["memory", "filesystem", "redis"])
-def store(request, tmp_path):
-    """A Store on each backend; the Redis one under a prefix of its own, deleted afterwards."""
-    if request.param == "memory":
-        yield store_for(SimpleCache(), "test:", "")
-    elif request.param == "filesystem":
-        yield store_for(FileSystemCache(str(tmp_path)), "test:", str(tmp_path))
-    else:
-        store = redis_store()
-        yield store
-        for key in store.client.scan_iter(match=f"{store.prefix}*"):
-            store.client.delete(key)
 
 
 def test_add_sets_only_what_is_absent(store):

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-import redis
 import requests
 
 from tests.support import (
@@ -176,25 +173,6 @@ def test_concurrent_requests_for_one_user_make_one_fetch_each(
         tenant.latency = 0
     assert statuses == [200] * 30
     assert (tenant.counts[USER_ORGS], tenant.counts[USER]) == (1, 1)
-
-
-def redis_available() -> bool:
-    try:
-        return bool(redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
-@pytest.fixture
-def redis_prefix():
-    """A key prefix of this test's own in the local Redis; its keys are deleted afterwards."""
-    if not redis_available():
-        pytest.skip("no Redis answers at 127.0.0.1:6379 (start one to run the shared-cache tests)")
-    prefix = f"auth0-m2m-proxy-test-{uuid.uuid4().hex}:"
-    yield prefix
-    client = redis.Redis(host="127.0.0.1", port=6379)
-    for key in client.scan_iter(match=f"{prefix}*"):
-        client.delete(key)
 
 
 def test_hosts_sharing_redis_fetch_tokens_and_lists_once(
