@@ -178,19 +178,21 @@ class Governor:
     def observe(self, group: str, response: requests.Response, retry_after: float) -> None:
         """Follow Auth0's own account of the tenant's limit: after a 429 the bucket is empty
         until ``retry_after``; with ``x-ratelimit-remaining`` low (other applications spend the
-        limit too) it holds no more than the proxy's share of what is left."""
+        limit too) it holds no more than the proxy's share of what is left. The headers
+        describe one bucket: the one whose burst is ``x-ratelimit-limit`` (else the group's)."""
         names = self._names(group)
         if not names:
             return
-        name, limit = names[0], self.limits[names[0]]  # the group's own bucket, if it has one
+        reported = _integer(response.headers.get("x-ratelimit-limit"))
+        name = next((n for n in names if self.limits[n].burst == reported), names[0])
+        limit = self.limits[name]
         if response.status_code == 429:
             ceiling = -self.share * limit.per_minute / 60 * retry_after
         else:
             remaining = _integer(response.headers.get("x-ratelimit-remaining"))
-            reported = _integer(response.headers.get("x-ratelimit-limit")) or limit.burst
             if remaining is None:
                 return
-            ceiling = remaining - (1 - self.share) * reported
+            ceiling = remaining - (1 - self.share) * (reported or limit.burst)
             if ceiling >= self._capacity(name):
                 return  # nothing to lower: spares a store round trip on most calls
         bucket = dataclasses.replace(self._bucket(name, floor=-math.inf), ceiling=ceiling)

@@ -301,8 +301,13 @@ def _describe(messages: object, prefix: str = "") -> str:
         for key, value in messages.items():
             name = f"{prefix}.{key}" if prefix else str(key)
             if isinstance(value, Mapping) and set(value) <= {"key", "value"}:
-                # marshmallow's shape for an error in a Dict's key or value
-                value = [message for part in value.values() for message in part]
+                # marshmallow's shape for an error in a Dict's key or value (a nested schema's
+                # errors, by field, for a value that is one)
+                nested = value.get("value")
+                if isinstance(nested, Mapping):
+                    value = nested
+                else:
+                    value = [message for part in value.values() for message in part]
             lines.append(_describe(value, name))
         return "; ".join(lines)
     if isinstance(messages, list):

@@ -11,9 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from auth0_proxy.budget import GROUPS
 from emulated_tenant import TenantServer
-from emulated_tenant.demo import proxy_config
+from emulated_tenant.demo import UNBOUNDED_BUDGET, proxy_config
 
 # Endpoints of the emulated tenant, as it counts them.
 MEMBERS = "GET /api/v2/organizations/{id}/members"
@@ -38,17 +37,11 @@ CLIENT_ORGS = {
 }
 
 
-# A budget no test reaches unless it means to: tests of other rules are not paced by it.
-UNBOUNDED_BUDGET = {
-    "limits": {group: {"burst": 100_000, "per_minute": 1_000_000} for group in GROUPS},
-}
-
-
 def proxy_config_for(
     tenant_server: TenantServer, *, budget: dict | None = None, **proxy_settings
 ) -> dict:
     """The proxy's config.json for the tests' tenant, with ``proxy_settings`` as its proxy block
-    and ``budget`` as its budget block (by default, one the tests never reach)."""
+    and ``budget`` as its budget block (by default, one tests of other rules never reach)."""
     config = copy.deepcopy(proxy_config(tenant_server.tenant))
     config["clients"] = {
         client: orgs[0] if len(orgs) == 1 else orgs

@@ -187,3 +187,13 @@ def test_auth0_failing_a_refresh_serves_the_last_good_answer(
     no_cache = {"Cache-Control": "no-cache"}
     assert call("/users", token, no_cache, via=proxy).status_code == 200
     assert call(user_path("auth0|bob-acme"), token, no_cache, via=proxy).status_code == 200
+
+
+def test_headers_of_the_whole_apis_bucket_lower_that_bucket_not_the_groups(store):
+    """Auth0 reports the tighter of two buckets; the burst it names says which."""
+    budget = Governor(
+        store, {GROUP: Limit(8, 1.2), "management": Limit(16, 1.2)}, share=0.5
+    )  # 4 and 8 tokens
+    answer = auth0_answer(200, {"x-ratelimit-limit": "16", "x-ratelimit-remaining": "10"})
+    budget.observe(GROUP, answer, 0.0)  # the whole API's: at most 10 - 8 = 2 for the proxy
+    assert [spends(budget), spends(budget), spends(budget)] == [True, True, False]

@@ -10,6 +10,7 @@ import tempfile
 
 import pytest
 
+from auth0_proxy.budget import PLANS, Limit
 from auth0_proxy.config import ConfigError, load_config_file, load_settings
 from scripts.proxy_server import ROOT
 
@@ -57,6 +58,16 @@ def test_secret_from_environment_replaces_the_file():
     config = config_with(lambda c: c["auth0"].pop("mgmt_client_secret"))
     settings = load_settings(config, environ={"AUTH0_MGMT_CLIENT_SECRET": "from-env"})
     assert settings.auth0.mgmt_client_secret == "from-env"
+
+
+def test_the_budget_defaults_to_half_of_a_professional_plan_and_takes_overrides():
+    default = load_settings(VALID, environ={}).budget
+    assert (default.plan, default.share) == ("professional", 0.5)
+    assert default.limits["organization_members"] == Limit(40, 500)
+    raised = {"plan": "enterprise", "limits": {"users": {"burst": 80, "per_minute": 1000}}}
+    budget = load_settings({**VALID, "budget": raised}, environ={}).budget
+    assert budget.limits["users"] == Limit(80, 1000)
+    assert budget.limits["management"] == PLANS["enterprise"]["management"]
 
 
 def test_management_audience_and_issuer_default_from_domain():
@@ -112,6 +123,16 @@ def test_management_audience_and_issuer_default_from_domain():
         (
             lambda c: c.update(proxy={"accept_user_tokens": "yes"}),
             "proxy.accept_user_tokens: Not a valid boolean",
+        ),
+        (lambda c: c.update(budget={"plan": "gold"}), "budget.plan: Must be one of: enterprise"),
+        (lambda c: c.update(budget={"share": 0}), "budget.share: Must be greater than or equal"),
+        (
+            lambda c: c.update(budget={"limits": {"user": {"burst": 1, "per_minute": 1}}}),
+            "budget.limits.user: Must be one of: organization_members",
+        ),
+        (
+            lambda c: c.update(budget={"limits": {"users": {"burst": 10}}}),
+            "budget.limits.users.per_minute: missing (required)",
         ),
     ],
 )
