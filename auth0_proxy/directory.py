@@ -1,12 +1,14 @@
 """What the proxy knows of organizations: member lists, memberships and profiles, cached.
 
-Auth0's Management API is rate-limited per tenant, so each answer is kept in the shared cache
-for ``ttl`` seconds (0: not cached) and fetched once for every caller who asks meanwhile. Keys
-name exactly what they hold (an organization's member list, a user's organizations, a user's
-profile), and a profile is only ever returned after the membership check for the caller's
-organization, so no cached answer reaches another organization's caller. Member lists are kept
-as JSON text, page by page, and profiles as JSON, so serving a cached answer costs no encoding
-(and a list little memory).
+Auth0's Management API is rate-limited per tenant, so each answer is kept in the shared cache,
+fresh for ``ttl`` seconds (0: not cached) and servable ``max_stale`` seconds longer while its
+refresh waits for the budget or Auth0 fails, and fetched once for every caller who asks
+meanwhile. Each answer says how fresh it is. Keys name exactly what they hold (an organization's
+member list, a user's organizations, a user's profile), and a profile is only ever returned
+after the membership check for the caller's organization, so no cached answer reaches another
+organization's caller. Member lists are kept as JSON text, page by page, and profiles as JSON,
+so serving a cached answer costs no encoding (and a list little memory). Each complete member
+list read from Auth0 also feeds the organization's change feed.
 """
 
 from __future__ import annotations
