@@ -90,9 +90,10 @@ def show(tenant: TenantServer, proxy: ProxyServer) -> None:
         "4. A user of another organization: the same 404 as a user who does not exist",
     )
     call("GET", f"{proxy.url}/users", {}, "5. No token: 401")
+    show_conditional_request(f"{proxy.url}/users", auth)
 
     heading("The proxy logged one JSON line per call (no token in them):")
-    for record in proxy.log_records()[-4:]:
+    for record in proxy.log_records()[-6:]:
         print(" ", json.dumps({key: record.get(key) for key in LOG_FIELDS}))
 
     heading("Try it yourself:")
@@ -102,7 +103,21 @@ def show(tenant: TenantServer, proxy: ProxyServer) -> None:
       'import json,sys; print(json.load(sys.stdin)["access_token"])')
   curl -s -H "Authorization: Bearer $TOKEN" {proxy.url}/users
   curl -s -H "Authorization: Bearer $TOKEN" {proxy.url}/users/auth0%7Calice-acme
+  curl -s -H "Authorization: Bearer $TOKEN" {proxy.url}/users/changes
 The proxy's JSON log: {proxy.log_path}""")
+
+
+def show_conditional_request(url: str, auth: dict) -> None:
+    """A cached answer says how fresh it is; sending its ETag back costs nothing upstream."""
+    heading("6. GET /users again: from the cache, saying how fresh it is")
+    cached = requests.get(url, headers=auth, timeout=30)
+    print(f"GET {url} -> {cached.status_code}")
+    for name in ("Age", "Cache-Status", "ETag"):
+        print(f"  {name}: {cached.headers.get(name)}")
+    heading("7. The same with If-None-Match: that ETag: 304, no body, no call to Auth0")
+    validator = {**auth, "If-None-Match": cached.headers.get("ETag", "")}
+    unchanged = requests.get(url, headers=validator, timeout=30)
+    print(f"GET {url} -> {unchanged.status_code} ({len(unchanged.content)} bytes of body)")
 
 
 def call(method: str, url: str, headers: dict, title: str):

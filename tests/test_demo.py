@@ -29,5 +29,5 @@ def test_demo_shows_an_organizations_users_and_a_refusal():
     out = result.stdout
     assert "GET /users: all members of org_acme" in out
     assert "auth0|alice-acme" in out
-    assert "-> 404" in out and "-> 401" in out
+    assert "-> 404" in out and "-> 401" in out and "-> 304 (0 bytes of body)" in out
     assert "Stopped the proxy and the emulated tenant." in out
