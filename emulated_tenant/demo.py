@@ -6,6 +6,8 @@ from typing import Any
 
 import requests
 
+from auth0_proxy.budget import GROUPS
+
 from .tenant import MANAGEMENT_API, Tenant
 
 API_AUDIENCE = "https://m2m-proxy.example.com"
@@ -69,17 +71,7 @@ def demo_tenant() -> Tenant:
 # A budget block for the proxy that no test or benchmark reaches unless it means to: they measure
 # other things than the budget (which `make simulate` measures), and are not paced by it.
 UNBOUNDED_BUDGET = {
-    "limits": {
-        group: {"burst": 100_000, "per_minute": 1_000_000}
-        for group in (
-            "organization_members",
-            "organizations",
-            "user_organizations",
-            "users",
-            "management",
-            "authentication",
-        )
-    },
+    "limits": {group: {"burst": 100_000, "per_minute": 1_000_000} for group in GROUPS},
 }
 
 
