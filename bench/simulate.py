@@ -233,7 +233,7 @@ def exchange(
 ) -> tuple[http.client.HTTPResponse, bytes | None]:
     """GET ``path`` over a kept-alive connection; the body is None when the connection broke
     before it ended (the proxy cut the list off). A connection the server closed while idle is
-    reopened once.
+    reopened once; after any failure the connection is closed, so the next poll opens a new one.
 
     :raise OSError, http.client.HTTPException: no answer at all.
     """
@@ -247,6 +247,9 @@ def exchange(
             connection.close()
             if not reused or attempt == 2:
                 raise
+        except (OSError, http.client.HTTPException):
+            connection.close()  # else it stays mid-request: CannotSendRequest on the next poll
+            raise
     try:
         body = response.read()
     except (http.client.IncompleteRead, OSError):
