@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 SOAK_SECONDS ?= 180
+SIMULATE_MINUTES ?= 4
 
-.PHONY: install demo test soak bench lint format run clean
+.PHONY: install demo test soak bench simulate lint format run clean
 
 install: $(STAMP)
 
@@ -31,6 +32,10 @@ bench: install  ## throughput, overhead and upstream economy, side by side (need
 	$(PY) -m bench.bench
 	$(PY) -m bench.json_encoders
 	$(PY) -m bench.breakdown
+
+simulate: install  ## fleets of edge clients polling two proxies under an Auth0 plan's limits (needs Redis)
+	$(PY) -m bench.simulate --clients 1000 --orgs 200 --members 100 --poll 60 --minutes $(SIMULATE_MINUTES)
+	$(PY) -m bench.simulate --clients 10000 --orgs 1000 --members 100 --poll 60 --minutes $(SIMULATE_MINUTES)
 
 lint: install  ## ruff lint and format check, hadolint on the Dockerfile
 	$(VENV)/bin/ruff check .

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import FrameType
 
 from .demo import demo_tenant, proxy_config
+from .ratelimit import PLANS
 from .server import TenantServer
 
 
@@ -27,6 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config-out", type=Path, help="write the proxy's config.json here")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before each answer")
     parser.add_argument("--rate-limit", type=float, help="Management API calls per second")
+    parser.add_argument("--plan", choices=sorted(PLANS), help="enforce this Auth0 plan's limits")
     return parser.parse_args(argv)
 
 
@@ -50,6 +52,7 @@ def serve(args: argparse.Namespace) -> None:
     tenant = demo_tenant()
     tenant.latency = args.latency_ms / 1000
     tenant.set_rate_limit(args.rate_limit)
+    tenant.enforce_plan(args.plan)
     with TenantServer(tenant, port=args.port, cert_dir=args.cert_dir) as server:
         if args.config_out:
             args.config_out.write_text(json.dumps(proxy_config(tenant), indent=2) + "\n")

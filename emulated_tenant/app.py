@@ -1,7 +1,8 @@
 """The tenant's HTTP face: one dispatcher in front of Flask's router, and Auth0-shaped errors.
 
-Every request walks one way: raw URI → route (routes.ROUTES) → latency → rate limit (/api/v2)
-→ injected fault → bearer token and scope → path and query validation (/api/v2) → handler → JSON.
+Every request walks one way: raw URI → route (routes.ROUTES) → latency → rate limits (/api/v2:
+its endpoint group's bucket, the whole API's, set_rate_limit's) → injected fault → bearer token
+and scope → path and query validation (/api/v2) → handler → JSON.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from werkzeug.http import http_date
 from . import routing
 from .errors import Auth0Error, OAuthError, insufficient_scope, invalid_token, not_found
 from .query import Operation, operations, validate_path, validate_query
-from .ratelimit import throttled_decision, unlimited_decision
+from .ratelimit import endpoint_group, throttled_decision, unlimited_decision
 from .routes import ROUTES
 from .routing import Call, RouteMatch
 from .tenant import Tenant
@@ -68,8 +69,11 @@ def dispatch() -> Response:
     if tenant.latency > 0:
         time.sleep(tenant.latency)
     if routing.is_management_path(raw_path):
-        g.rate_limit = tenant.take_rate_limit_token()
+        g.group = endpoint_group(request.method, raw_path)
+        g.rate_limit = tenant.take_rate_limit_token(g.group)
         if not g.rate_limit.allowed:
+            # The body a real tenant sends (auth0-extensions/auth0-reset-tenant#31); Auth0
+            # publishes no other body for an endpoint group's bucket, so every bucket sends it.
             raise Auth0Error(429, "Global limit has been reached", "too_many_requests")
     if match is None:
         raise not_found()
@@ -91,7 +95,9 @@ def finish_response(response: Response) -> Response:
     response.headers["Date"] = http_date()
     response.headers.update(g.get("fault_headers") or {})
     raw_uri = g.get("raw_uri") or routing.raw_request_uri(request.environ)
-    _tenant().record_request(request.method, raw_uri, g.get("endpoint"), response.status_code)
+    _tenant().record_request(
+        request.method, raw_uri, g.get("endpoint"), response.status_code, g.get("group")
+    )
     return response
 
 

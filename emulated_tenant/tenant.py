@@ -17,7 +17,7 @@ from joserfc.jwk import RSAKey
 
 from . import tokens
 from .errors import generic_error
-from .ratelimit import RateLimitDecision, TokenBucket, unlimited_decision
+from .ratelimit import MANAGEMENT, PlanLimits, RateLimitDecision, TokenBucket, take_from_each
 from .records import (
     AUTH0_PROFILE,
     DEFAULT_TOKEN_LIFETIME,
@@ -70,6 +70,7 @@ class Tenant:
         self._revoked_tokens: set[str] = set()
         self._faults: dict[str, deque[Fault]] = {}
         self._rate_limiter: TokenBucket | None = None
+        self._plan_limits: PlanLimits | None = None
         self.counts: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []
         self._in_flight = 0
@@ -361,11 +362,31 @@ class Tenant:
                 size = burst if burst is not None else max(1, int(per_second))
                 self._rate_limiter = TokenBucket(per_second, size)
 
-    def take_rate_limit_token(self) -> RateLimitDecision:
+    def enforce_plan(self, plan: str | None) -> None:
+        """Limit /api/v2 calls as Auth0 does on ``plan`` (``ratelimit.PLANS``: "free",
+        "essentials", "professional", "enterprise"), with full buckets: each call spends a token
+        of its endpoint group's bucket and of the whole API's. None removes the plan's buckets;
+        ``set_rate_limit``'s bucket applies on top either way.
+
+        :raise ValueError: an unknown plan.
+        """
+        limits = PlanLimits(plan) if plan is not None else None
         with self._lock:
-            if self._rate_limiter is None:
-                return unlimited_decision()
-            return self._rate_limiter.take()
+            self._plan_limits = limits
+
+    @property
+    def plan(self) -> str | None:
+        """The plan whose limits are enforced, if any."""
+        return self._plan_limits.plan if self._plan_limits else None
+
+    def take_rate_limit_token(self, group: str = MANAGEMENT) -> RateLimitDecision:
+        """A token from every bucket covering a call of ``group`` (``ratelimit.endpoint_group``),
+        or none if one is empty: the decision of the bucket that refused, else the tightest."""
+        with self._lock:
+            buckets = [self._rate_limiter] if self._rate_limiter is not None else []
+            if self._plan_limits is not None:
+                buckets += self._plan_limits.buckets_for(group)
+            return take_from_each(buckets)
 
     def inject_fault(
         self,
@@ -410,12 +431,29 @@ class Tenant:
                 pending.popleft()
             return fault
 
-    def record_request(self, method: str, raw_uri: str, endpoint: str | None, status: int) -> None:
+    def record_request(
+        self,
+        method: str,
+        raw_uri: str,
+        endpoint: str | None,
+        status: int,
+        group: str | None = None,
+    ) -> None:
+        """Count an answered request; ``group`` is its Management endpoint group (None outside
+        /api/v2), so calls per group per minute can be counted from ``time``."""
         with self._lock:
             if endpoint is not None:
                 self.counts[endpoint] += 1
-            entry = {"method": method, "raw_uri": raw_uri, "endpoint": endpoint, "status": status}
-            self.requests.append(entry)
+            self.requests.append(
+                {
+                    "method": method,
+                    "raw_uri": raw_uri,
+                    "endpoint": endpoint,
+                    "status": status,
+                    "time": time.time(),
+                    "group": group,
+                }
+            )
 
     def request_started(self) -> None:
         with self._lock:

@@ -57,6 +57,7 @@ def tenant(tenant_server):
     assert tenant.wait_until_idle(timeout=30), "the tenant is still answering this test's calls"
     tenant.latency = 0.0
     tenant.set_rate_limit(None)
+    tenant.enforce_plan(None)
     tenant.management_token_lifetime = 86_400
     tenant.unknown_user_organizations = "empty"
     tenant.jwks_names_algorithm = True

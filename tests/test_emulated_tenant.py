@@ -24,6 +24,7 @@ from joserfc.jwk import KeySet, RSAKey
 
 from emulated_tenant import Tenant, TenantServer, demo, demo_tenant, management, proxy_config
 from emulated_tenant.query import operations
+from emulated_tenant.ratelimit import endpoint_group
 from emulated_tenant.routes import ROUTES
 from emulated_tenant.routing import MissingOperation, Route, RouteTable
 
@@ -575,6 +576,123 @@ def test_rate_limit_answers_429_with_headers(api: Any, tenant: Tenant) -> None:
     assert api(MANAGEMENT_ENDPOINTS["user"]).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "group"),
+    [
+        ("GET", "/api/v2/organizations/{id}/members", "organization_members"),
+        ("GET", "/api/v2/organizations/org_acme/members?take=50", "organization_members"),
+        ("GET", "/api/v2/organizations/org_acme/members/auth0%7Ca/roles", "organization_members"),
+        ("GET", "/api/v2/users", "users"),
+        ("GET", "/api/v2/users/{id}", "users"),
+        ("GET", "/api/v2/users/auth0%7Calice-acme?fields=email", "users"),
+        ("GET", "/api/v2/users-by-email", "users"),
+        ("GET", "/api/v2/users/{id}/organizations", "user_organizations"),
+        ("GET", "/api/v2/organizations/{id}", "organizations"),
+        ("GET", "/api/v2/organizations", "organizations"),
+        ("GET", "/api/v2/organizations/name/members", "organizations"),
+        ("GET", "/api/v2/users/{id}/roles", "management"),
+        ("PATCH", "/api/v2/users/{id}", "management"),
+        ("POST", "/api/v2/organizations/{id}/members", "management"),
+        ("GET", "/api/v2/clients", "management"),
+        ("GET", "/api/v2", "management"),
+    ],
+)
+def test_each_management_call_counts_against_its_endpoint_group(
+    method: str, path: str, group: str
+) -> None:
+    assert endpoint_group(method, path) == group
+
+
+def test_endpoint_groups_are_only_for_management_paths() -> None:
+    with pytest.raises(ValueError):
+        endpoint_group("GET", "/.well-known/jwks.json")
+
+
+def test_an_unknown_plan_is_refused(tenant: Tenant) -> None:
+    with pytest.raises(ValueError, match="unknown plan 'startup'"):
+        tenant.enforce_plan("startup")
+
+
+def calls_until_refused(api: Any, paths: list[str], at_most: int = 120) -> list[Any]:
+    """Call ``paths`` in turn until the first 429 (the last answer), at most ``at_most`` times."""
+    answers = []
+    while len(answers) < at_most:
+        answers.append(api(paths[len(answers) % len(paths)]))
+        if answers[-1].status_code == 429:
+            break
+    return answers
+
+
+def test_plan_endpoint_group_buckets_are_independent(api: Any, tenant: Tenant) -> None:
+    tenant.enforce_plan("professional")
+    first = api(MANAGEMENT_ENDPOINTS["members"])
+    assert (first.headers["x-ratelimit-limit"], first.headers["x-ratelimit-remaining"]) == (
+        "40",
+        "39",
+    )
+    pages = calls_until_refused(api, [MANAGEMENT_ENDPOINTS["members"]])
+    refused = pages[-1]
+    assert refused.status_code == 429
+    # Burst 40, refilled at 500/min (one token each 0.12 s) while the pages are read.
+    assert 39 <= len(pages) - 1 <= 39 + 10
+    assert refused.headers["x-ratelimit-limit"] == "40"
+    assert api(MANAGEMENT_ENDPOINTS["user"]).status_code == 200
+    assert api(MANAGEMENT_ENDPOINTS["user organizations"]).status_code == 200
+
+
+def test_plan_429_names_the_bucket_that_refused(api: Any, tenant: Tenant) -> None:
+    tenant.enforce_plan("professional")
+    refused = calls_until_refused(api, [MANAGEMENT_ENDPOINTS["members"]])[-1]
+    assert refused.status_code == 429
+    assert refused.headers["x-ratelimit-limit"] == "40"
+    assert refused.headers["x-ratelimit-remaining"] == "0"
+    assert int(refused.headers["x-ratelimit-reset"]) >= int(time.time())
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.json() == {
+        "statusCode": 429,
+        "error": "Too Many Requests",
+        "message": "Global limit has been reached",
+        "errorCode": "too_many_requests",
+    }
+
+
+@pytest.mark.parametrize(
+    ("plan", "burst", "group_burst"), [("free", 2, None), ("enterprise", 50, 40)]
+)
+def test_plan_management_bucket_caps_the_sum_of_groups(
+    api: Any, tenant: Tenant, plan: str, burst: int, group_burst: int | None
+) -> None:
+    tenant.enforce_plan(plan)
+    paths = [MANAGEMENT_ENDPOINTS["members"], MANAGEMENT_ENDPOINTS["user"]]
+    answers = calls_until_refused(api, paths)
+    refused = answers[-1]
+    assert refused.status_code == 429
+    assert refused.headers["x-ratelimit-limit"] == str(burst)
+    allowed = len(answers) - 1
+    assert allowed >= burst
+    if group_burst is not None:  # more than any one group's bucket would let through
+        assert allowed > group_burst
+
+
+def test_lifting_the_plan_lifts_its_limits(api: Any, tenant: Tenant) -> None:
+    tenant.enforce_plan("free")
+    assert calls_until_refused(api, [MANAGEMENT_ENDPOINTS["user"]])[-1].status_code == 429
+    tenant.enforce_plan(None)
+    assert tenant.plan is None
+    answer = api(MANAGEMENT_ENDPOINTS["user"])
+    assert answer.status_code == 200
+    assert answer.headers["x-ratelimit-limit"] == "1000"
+
+
+def test_the_global_rate_limit_applies_on_top_of_the_plan(api: Any, tenant: Tenant) -> None:
+    tenant.enforce_plan("enterprise")
+    tenant.set_rate_limit(0.5, burst=2)
+    answers = [api(MANAGEMENT_ENDPOINTS["members"]) for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+    assert answers[1].headers["x-ratelimit-remaining"] == "0"  # the tighter bucket's headers
+    assert answers[2].headers["x-ratelimit-limit"] == "2"
+
+
 def test_every_management_answer_carries_rate_limit_headers(api: Any) -> None:
     for response in (api(MANAGEMENT_ENDPOINTS["members"]), api("/api/v2/nope")):
         assert {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"} <= {
@@ -615,6 +733,7 @@ def test_counts_and_request_log(
     server: TenantServer, http: requests.Session, api: Any, tenant: Tenant
 ) -> None:
     tenant.reset_counts()
+    started = time.time()
     http.get(f"{server.url}/.well-known/jwks.json")
     api(MANAGEMENT_ENDPOINTS["members"])
     api(MANAGEMENT_ENDPOINTS["members"])
@@ -625,13 +744,19 @@ def test_counts_and_request_log(
         "GET /api/v2/organizations/{id}/members": 2,
         "GET /api/v2/users/{id}": 1,
     }
-    assert tenant.requests[-1] == {
+    last = tenant.requests[-1]
+    assert last == {
         "method": "GET",
         "raw_uri": "/api/v2/nope",
         "endpoint": None,
         "status": 404,
+        "time": last["time"],
+        "group": "management",
     }
+    assert started <= last["time"] <= time.time()
     assert tenant.requests[-2]["status"] == 404
+    groups = [request["group"] for request in tenant.requests]
+    assert groups == [None, "organization_members", "organization_members", "users", "management"]
     tenant.reset_counts()
     assert not tenant.counts and not tenant.requests
 
