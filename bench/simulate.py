@@ -454,6 +454,7 @@ def simulate(args: argparse.Namespace) -> Run:
             "cache_redis_url": args.redis_url,
             "cache_key_prefix": prefix,
         }
+        config["budget"] = {"plan": args.plan, "share": args.share}  # the proxy's own defaults
         proxies: list[ProxyServer] = []
         for _ in range(PROXIES):
             proxies.append(start_proxy(tenant_server, config, WORKERS, THREADS))

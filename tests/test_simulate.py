@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
 import redis
 
 from bench.simulate import parse_args, simulate
-from tests.test_caching import redis_available
+from tests.conftest import skip_without_redis
 
 SMALL_FLEET = "--clients 12 --orgs 3 --members 60 --poll 2 --ramp 1 --minutes 0.04"
 
 
-@pytest.mark.skipif(not redis_available(), reason="no Redis answers at 127.0.0.1:6379")
 def test_a_small_fleet_gets_every_list_and_leaves_no_redis_keys() -> None:
+    skip_without_redis()
     run = simulate(parse_args(SMALL_FLEET.split()))
     answers = run.fleet.answers
     assert len(answers) >= 12
