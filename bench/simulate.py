@@ -5,8 +5,11 @@ One emulated tenant enforcing an Auth0 plan's rate limits (``--plan``, default p
 organization (round-robin), and two proxies under gunicorn sharing one Redis, as two hosts
 would; the clients are spread over both. Each client polls ``GET /users`` every ``--poll``
 seconds with its token and the ``ETag`` of its last list (``If-None-Match``); on 429 it retries
-after ``Retry-After``. A warm-up (``--ramp`` seconds: the clients join uniformly over it) comes
-before the measured phase (``--minutes``). For each phase one table: upstream calls per minute
+after ``Retry-After``. A warm-up comes before the measured phase (``--minutes``): the clients
+join uniformly over ``--ramp`` seconds, and the warm-up lasts ``--warmup`` seconds, by default
+long enough for the proxy's budget to list every organization once (a cold fleet's first lists
+cannot all fit the budget at once; the warm-up's table shows what that costs) and one poll
+period more. For each phase one table: upstream calls per minute
 by endpoint group against the proxy's share of the plan's limits, upstream 429s, the clients'
 answers by status, lists cut off mid-stream, latency (from each request's scheduled time to the
 end of its body) and the answers' ``Age``.
@@ -35,10 +38,11 @@ from urllib.parse import urlsplit
 import orjson
 import redis
 
+from auth0_proxy.config import ProxySettings
 from bench.bench import UPSTREAM_LATENCY_SECONDS, start_proxy
 from emulated_tenant import Tenant, TenantServer, demo_tenant, proxy_config
 from emulated_tenant.demo import API_AUDIENCE
-from emulated_tenant.ratelimit import GROUPS, MANAGEMENT, PLANS
+from emulated_tenant.ratelimit import GROUPS, MANAGEMENT, ORGANIZATION_MEMBERS, PLANS
 from scripts.proxy_server import ProxyServer
 
 PROXIES = 2
@@ -396,7 +400,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--members", type=int, default=100, help="members per organization (K)")
     parser.add_argument("--poll", type=float, default=60, help="seconds between a client's polls")
     parser.add_argument("--minutes", type=float, default=4, help="length of the measured phase")
-    parser.add_argument("--ramp", type=float, help="warm-up seconds (default: one poll period)")
+    parser.add_argument("--ramp", type=float, help="seconds the clients join over (one poll)")
+    parser.add_argument(
+        "--warmup", type=float, help="seconds before the measured phase (default: see above)"
+    )
     parser.add_argument("--share", type=float, default=0.5, help="the proxy's share of the plan")
     parser.add_argument("--plan", choices=sorted(PLANS), default="professional")
     parser.add_argument(
@@ -412,11 +419,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.ramp is None:
         args.ramp = args.poll
+    if args.warmup is None:
+        args.warmup = max(args.ramp, first_listing_seconds(args)) + args.poll
     if args.threads is None:
         args.threads = min(args.clients, MAX_THREADS)
     if min(args.clients, args.orgs, args.members) < 1 or args.poll <= 0 or args.minutes <= 0:
         parser.error("--clients, --orgs, --members must be >= 1; --poll, --minutes > 0")
     return args
+
+
+def first_listing_seconds(args: argparse.Namespace) -> float:
+    """How long the proxy's share of the plan takes to list every organization once."""
+    pages = args.orgs * math.ceil(args.members / ProxySettings.page_size)
+    per_minute = args.share * PLANS[args.plan][ORGANIZATION_MEMBERS].rate_per_minute
+    return 60 * pages / per_minute
 
 
 @dataclass(frozen=True)
@@ -465,11 +481,12 @@ def simulate(args: argparse.Namespace) -> Run:
         print(
             f"{args.clients:,} clients polling every {args.poll:g} s through {PROXIES} proxies "
             f"({WORKERS} workers x {THREADS} threads each, one Redis), plan {args.plan}: "
-            f"{args.ramp:g} s warm-up, then {args.minutes:g} min measured"
+            f"joining over {args.ramp:g} s, {args.warmup:g} s warm-up, "
+            f"then {args.minutes:g} min measured"
         )
-        started = fleet.run(args.ramp, args.ramp + args.minutes * 60, args.seed)
+        started = fleet.run(args.ramp, args.warmup + args.minutes * 60, args.seed)
         requests = list(tenant.requests)
-    ramp_end = started + args.ramp
+    ramp_end = started + args.warmup
     phases = [
         Phase("warm-up", started, ramp_end),
         Phase("measured", ramp_end, ramp_end + args.minutes * 60),

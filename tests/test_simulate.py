@@ -7,7 +7,7 @@ import redis
 from bench.simulate import parse_args, simulate
 from tests.conftest import skip_without_redis
 
-SMALL_FLEET = "--clients 12 --orgs 3 --members 60 --poll 2 --ramp 1 --minutes 0.04"
+SMALL_FLEET = "--clients 12 --orgs 3 --members 60 --poll 2 --ramp 1 --warmup 1 --minutes 0.04"
 
 
 def test_a_small_fleet_gets_every_list_and_leaves_no_redis_keys() -> None:
