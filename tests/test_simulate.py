@@ -15,8 +15,9 @@ def test_a_small_fleet_gets_every_list_and_leaves_no_redis_keys() -> None:
     run = simulate(parse_args(SMALL_FLEET.split()))
     answers = run.fleet.answers
     assert len(answers) >= 12
-    assert [answer.status for answer in answers] == [200] * len(answers)
+    assert {answer.status for answer in answers} <= {200, 304}  # 304: the client's list is current
     assert not any(answer.cut_off for answer in answers)
-    assert {answer.org for answer in answers} == {"org_sim00000", "org_sim00001", "org_sim00002"}
+    listed = {answer.org for answer in answers if answer.status == 200}
+    assert listed == {"org_sim00000", "org_sim00001", "org_sim00002"}
     assert {request["group"] for request in run.requests} == {None, "organization_members"}
     assert not list(redis.Redis(host="127.0.0.1", port=6379).scan_iter(f"{run.redis_prefix}*"))
