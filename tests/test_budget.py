@@ -197,3 +197,18 @@ def test_headers_of_the_whole_apis_bucket_lower_that_bucket_not_the_groups(store
     answer = auth0_answer(200, {"x-ratelimit-limit": "16", "x-ratelimit-remaining": "10"})
     budget.observe(GROUP, answer, 0.0)  # the whole API's: at most 10 - 8 = 2 for the proxy
     assert [spends(budget), spends(budget), spends(budget)] == [True, True, False]
+
+
+def test_two_proxies_sharing_redis_hold_one_budget_between_them(
+    make_app, call, make_token, tenant, redis_prefix
+):
+    """What one instance spent, the other cannot: its cold request is 429, Auth0 not called."""
+    shared = {"cache_type": "redis", "cache_key_prefix": redis_prefix, "cache_ttl_seconds": 60}
+    first, second = (make_app(**shared, budget=TINY_BUDGET) for _ in range(2))
+    assert call("/users", make_token("edge-acme"), via=first).status_code == 200
+    answer = call("/users", make_token("edge-globex"), via=second)
+    assert_refused(
+        answer, 429, "too_many_requests", "organization_members budget spent for client calls"
+    )
+    assert call("/users", make_token("edge-acme"), via=second).status_code == 200  # cached
+    assert tenant.counts[MEMBERS] == 1
