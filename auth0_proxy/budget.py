@@ -132,8 +132,7 @@ class Prepaid:
     """The calls a listing paid for before its first page: its pages are taken from here, and
     any beyond (the list grew) queue for the budget rather than cut the list off."""
 
-    def __init__(self, group: str, calls: int):
-        self.group = group
+    def __init__(self, calls: int):
         self.calls = calls
 
     def take(self) -> bool:
@@ -150,10 +149,6 @@ class Governor:
         self.store = store
         self.limits = dict(limits)
         self.share = share
-
-    def budget_per_minute(self, group: str) -> float:
-        """What the proxy may spend on ``group`` in a minute (for the docs and the simulation)."""
-        return self.share * self.limits[group].per_minute if group in self.limits else math.inf
 
     def spend(self, group: str, *, wait: float = 0.0, committed: bool = False) -> None:
         """Spend one call on ``group``, as the current errand; sleep if it queued for tokens.
@@ -174,7 +169,7 @@ class Governor:
         capacity = min((self._capacity(name) for name in self._names(group)), default=calls)
         calls = max(1, min(calls, math.floor(capacity)))
         self._take(group, calls, wait=wait, committed=False)
-        return Prepaid(group, calls)
+        return Prepaid(calls)
 
     def observe(self, group: str, response: requests.Response, retry_after: float) -> None:
         """Follow Auth0's own account of the tenant's limit: after a 429 the bucket is empty

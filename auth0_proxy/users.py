@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 from werkzeug.routing import BaseConverter
 
 from .access import Caller, require_organization
-from .directory import Answer, Directory
+from .directory import FETCHED_NOW, Answer, Directory
 from .errors import APIError
 from .json_codec import json_fragment
 from .paging import changes_cursor, member_query
@@ -50,7 +50,7 @@ def list_users(caller: Caller):
     query = member_query(request.args)
     if query.paging is not None:
         page = directory().member_page(caller.org_id, query.paging)
-        return jsonify(member_page_answer(page, query))
+        return described(jsonify(member_page_answer(page, query)), Answer(page, FETCHED_NOW))
     fresh = wants_fresh_read(caller)
     if query.fields is None:
         answer = directory().member_list(caller.org_id, fresh=fresh)

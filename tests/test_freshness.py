@@ -75,9 +75,10 @@ def test_a_non_member_gets_404_whatever_etag_it_sends(make_app, call, make_token
     assert_refused(answer, 404, "inexistent_user", NOT_A_MEMBER)
 
 
-def test_an_answer_fetched_for_the_request_says_so(make_app, call, make_token):
+@pytest.mark.parametrize("path", ["/users", "/users?take=2", "/users?page=0&per_page=2"])
+def test_an_answer_fetched_for_the_request_says_so(make_app, call, make_token, path):
     proxy = make_app(cache_ttl_seconds=60)
-    answer = call("/users", make_token("edge-acme"), via=proxy)
+    answer = call(path, make_token("edge-acme"), via=proxy)
     assert answer.headers["Cache-Status"] == "auth0-m2m-proxy; fwd=miss"
     assert answer.headers["Age"] == "0" and "ETag" not in answer.headers
 
