@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 # Shares of a bucket a refresh must leave for clients (see the module docstring).
 STALE_RESERVE = 0.25
 AHEAD_RESERVE = 0.5
+# How long a page of a listing under way may wait for its turn at the budget before the listing
+# gives up (a client's list is then cut off; a refresh leaves the current list in place).
+PAGE_WAIT_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -153,22 +156,39 @@ class Governor:
     def spend(self, group: str, *, wait: float = 0.0, committed: bool = False) -> None:
         """Spend one call on ``group``, as the current errand; sleep if it queued for tokens.
 
-        A client may queue up to ``wait`` seconds; a ``committed`` call (a page of a listing
-        under way) always queues, so that a list is never cut off by the proxy's own budget.
+        A client may queue up to ``wait`` seconds. A ``committed`` call (a page of a listing
+        under way, beyond what it prepaid) waits its turn as its errand would, up to
+        ``PAGE_WAIT_SECONDS``, rather than cut the list off or take what others wait for.
 
         :raise BudgetExhausted: the errand cannot afford the call (429, with Retry-After).
         """
-        self._take(group, 1, wait=wait, committed=committed)
+        if not committed:
+            self._take(group, 1, wait=wait)
+            return
+        deadline = time.monotonic() + PAGE_WAIT_SECONDS
+        while True:
+            try:
+                return self._take(group, 1, wait=wait)
+            except BudgetExhausted as refused:
+                retry_after = float(refused.headers["Retry-After"])
+                if time.monotonic() + retry_after > deadline:
+                    raise
+                time.sleep(retry_after)
 
     def prepay(self, group: str, calls: int, *, wait: float = 0.0) -> Prepaid:
-        """Pay for a listing's pages at once (up to a full bucket), so that it starts only when
-        the budget holds them all.
+        """Pay for a listing's pages at once, so that it starts only when the budget holds them
+        all: at most what the errand may take from a full bucket (a longer list's further
+        pages wait their turn).
 
         :raise BudgetExhausted: the errand cannot afford them now (429, with Retry-After).
         """
-        capacity = min((self._capacity(name) for name in self._names(group)), default=calls)
-        calls = max(1, min(calls, math.floor(capacity)))
-        self._take(group, calls, wait=wait, committed=False)
+        current = _current_errand.get() or CLIENT_ERRAND
+        affordable = [
+            self._capacity(name) - max(self._floor(name, current, wait), 0.0)
+            for name in self._names(group)
+        ]
+        calls = max(1, min(calls, math.floor(min(affordable, default=calls))))
+        self._take(group, calls, wait=wait)
         return Prepaid(calls)
 
     def observe(self, group: str, response: requests.Response, retry_after: float) -> None:
@@ -194,11 +214,10 @@ class Governor:
         bucket = dataclasses.replace(self._bucket(name, floor=-math.inf), ceiling=ceiling)
         self.store.take_tokens([bucket], 0)
 
-    def _take(self, group: str, calls: int, *, wait: float, committed: bool) -> None:
+    def _take(self, group: str, calls: int, *, wait: float) -> None:
         current = _current_errand.get() or CLIENT_ERRAND
         buckets = [
-            self._bucket(name, self._floor(name, current, wait, committed))
-            for name in self._names(group)
+            self._bucket(name, self._floor(name, current, wait)) for name in self._names(group)
         ]
         if not buckets:
             return
@@ -210,8 +229,9 @@ class Governor:
             if queued > 0:
                 time.sleep(queued)
             return
+        # When the errand could spend them, were it to ask again with the same wait.
         retry_after = max(
-            (calls - level) / b.rate for b, level in zip(buckets, levels, strict=True)
+            (calls + b.floor - level) / b.rate for b, level in zip(buckets, levels, strict=True)
         )
         raise BudgetExhausted(
             reason=f"{group} budget spent for {current.rank.name.lower()} calls",
@@ -225,11 +245,9 @@ class Governor:
             names.append("management")
         return names
 
-    def _floor(self, name: str, current: Errand, wait: float, committed: bool) -> float:
+    def _floor(self, name: str, current: Errand, wait: float) -> float:
         """The level a spend must leave in bucket ``name``: below zero, calls queue."""
         capacity = self._capacity(name)
-        if committed:
-            return -math.inf
         if current.rank is Rank.CLIENT:
             return -self._rate(name) * max(wait, 0.0)
         if current.rank is Rank.STALE:

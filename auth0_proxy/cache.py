@@ -28,10 +28,10 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .budget import BudgetExhausted, Rank, errand
 from .errors import APIError, CachedPageMissing, UpstreamUnavailable
@@ -55,8 +55,25 @@ PAGE_GRACE_SECONDS = 60
 # After a failed or unaffordable refresh, reads try again after this long.
 REFRESH_RETRY_SECONDS = 1
 
+# How long a sequence's page count is remembered after its listing is gone: what the budget
+# must hold to list it again.
+PAGE_COUNT_SECONDS = 86400
+
 # A fetch: the value, and for how many seconds it is fresh.
 Create = Callable[[], tuple[Any, float]]
+
+
+class Fetch(NamedTuple):
+    """A sequence being fetched: its pages, and what to do once a listing of them is stored
+    (not before: what follows a listing must never run ahead of what is served)."""
+
+    pages: Iterator[str]
+    stored: Callable[[], None]
+
+    def pages_then_stored(self) -> Iterator[str]:
+        """The pages, then ``stored`` (for a sequence that is not cached)."""
+        yield from self.pages
+        self.stored()
 
 
 @dataclass(frozen=True)
@@ -198,7 +215,7 @@ class SharedCache:
     def listing(
         self,
         key: str,
-        fetch_pages: Callable[[int], Iterator[str]],
+        fetch_pages: Callable[[int], Fetch],
         *,
         ttl: float,
         stale_seconds: float = 0,
@@ -220,14 +237,9 @@ class SharedCache:
             current = None
         if current is not None and not fresh:
             if now >= current.refresh_at:
-                pages = current.value.pages
-                refetch = lambda: (  # noqa: E731
-                    self._stored_listing(key, fetch_pages(pages), ttl, stale_seconds),
-                    ttl,
-                )
-                self._refresh_in_background(key, current, refetch, stale_seconds=stale_seconds)
+                self._refresh_listing(key, current, fetch_pages, ttl, stale_seconds)
             return current, self._cached_pages(key, current.value)
-        expected = current.value.pages if current is not None else 1
+        expected = current.value.pages if current else self.store.get(f"{key}:pages") or 1
         fetched = self._locked_listing(key, fetch_pages, expected, ttl, stale_seconds, fresh)
         try:
             first = next(fetched, None)
@@ -248,24 +260,26 @@ class SharedCache:
             self.memo.remember(key, entry)
         return entry
 
-    def _write(
-        self, key: str, value: Any, ttl: float, fetch_seconds: float = 0.0, stale: float = 0
-    ) -> Entry:
+    def _write(self, key: str, value: Any, ttl: float, stale: float, fetched_at: float) -> Entry:
+        """Store ``value`` as fetched at ``fetched_at`` (when its fetch began: an answer is as
+        old as the first thing read for it), fresh for ``ttl`` from then."""
         now = time.time()
-        entry = Entry(value, now + refresh_time(ttl, fetch_seconds), now, now + ttl)
-        self.store.set(key, entry, ttl + stale)
-        self.memo.remember(key, entry)
+        refresh_at = fetched_at + refresh_time(ttl, now - fetched_at)
+        entry = Entry(value, refresh_at, fetched_at, fetched_at + ttl)
+        if fetched_at + ttl + stale > now:
+            self.store.set(key, entry, fetched_at + ttl + stale - now)
+            self.memo.remember(key, entry)
         return entry
 
     def _write_if_current(
-        self, key: str, expected: Entry, value: Any, ttl: float, fetch_seconds: float, stale: float
+        self, key: str, expected: Entry, value: Any, ttl: float, stale: float, fetched_at: float
     ) -> bool:
         """Compare-and-set: write unless another entry replaced ``expected`` meanwhile (one that
         expired is replaced), and only holding the key's lock, which every writer holds: while
         another has it, that writer's value is at least as new. Whether it wrote."""
         with self._lock_if_free(key) as held:
             if held and self.store.get(key) in (expected, None):
-                self._write(key, value, ttl, fetch_seconds, stale)
+                self._write(key, value, ttl, stale, fetched_at)
                 return True
         return False
 
@@ -283,52 +297,70 @@ class SharedCache:
         answers for it. The caller holds the key's lock."""
         failed = f"{key}:failed"
         self._raise_recent_failure(key, failed)
-        started = time.monotonic()
+        fetched_at = time.time()
         try:
             value, ttl = create()
         except APIError as error:
             self._remember_failure(failed, error)
             raise
-        return self._write(key, value, ttl, time.monotonic() - started, stale_seconds)
+        return self._write(key, value, ttl, stale_seconds, fetched_at)
 
     def _locked_listing(
         self,
         key: str,
-        fetch_pages: Callable[[int], Iterator[str]],
+        fetch_pages: Callable[[int], Fetch],
         expected: int,
         ttl: float,
         stale_seconds: float,
         fresh: bool,
     ) -> Iterator[str | Entry]:
         """Under the key's lock: the entry another caller stored meanwhile, or each page as it
-        is fetched and stored, the listing stored after the last."""
+        is fetched and stored, the listing stored after the last: unless another listing was
+        stored meanwhile (this one was read slower than the lock lasts), which is newer."""
         settled = lambda: not fresh and self.store.get(key) is not None  # noqa: E731
         with self._lock(key, done=settled):
-            entry = None if fresh else self.store.get(key)
-            if entry is not None and entry.usable(time.time(), stale_seconds):
-                yield entry
+            seen = self.store.get(key)
+            if not fresh and seen is not None and seen.usable(time.time(), stale_seconds):
+                yield seen
                 return
-            started, generation, digest = time.monotonic(), uuid.uuid4().hex, ListDigest()
-            pages = self._store_pages(key, generation, fetch_pages(expected), ttl + stale_seconds)
-            for page in pages:
-                digest.add(page)
-                yield page
-            listing = Listing(generation, digest.pages, digest.hexdigest())
-            self._write(key, listing, ttl, time.monotonic() - started, stale_seconds)
+            fetched_at, fetch = time.time(), fetch_pages(expected)
+            listing = yield from self._store_listing(key, fetch.pages, ttl + stale_seconds)
+            if self.store.get(key) == seen:
+                self._write(key, listing, ttl, stale_seconds, fetched_at)
+                fetch.stored()
 
-    def _stored_listing(self, key: str, pages: Iterator[str], ttl: float, stale: float) -> Listing:
-        """Fetch and store every page; the listing that names them (for a refresh)."""
+    def _refresh_listing(
+        self,
+        key: str,
+        current: Entry,
+        fetch_pages: Callable[[int], Fetch],
+        ttl: float,
+        stale_seconds: float,
+    ) -> None:
+        """Refresh a listing in the background; once stored, what follows it runs."""
+        fetches: list[Fetch] = []
+
+        def refetch() -> tuple[Listing, float]:
+            fetches.append(fetch_pages(current.value.pages))
+            listing = _run_to_end(self._store_listing(key, fetches[0].pages, ttl + stale_seconds))
+            return listing, ttl
+
+        written = lambda: fetches[0].stored()  # noqa: E731
+        self._refresh_in_background(
+            key, current, refetch, stale_seconds=stale_seconds, written=written
+        )
+
+    def _store_listing(
+        self, key: str, pages: Iterator[str], ttl: float
+    ) -> Generator[str, None, Listing]:
+        """Store and yield each page under a new generation; return the listing naming them."""
         generation, digest = uuid.uuid4().hex, ListDigest()
-        for page in self._store_pages(key, generation, pages, ttl + stale):
-            digest.add(page)
-        return Listing(generation, digest.pages, digest.hexdigest())
-
-    def _store_pages(
-        self, key: str, generation: str, pages: Iterator[str], ttl: float
-    ) -> Iterator[str]:
         for number, page in enumerate(pages, start=1):
             self.store.set(_page_key(key, generation, number), page, ttl + PAGE_GRACE_SECONDS)
+            digest.add(page)
             yield page
+        self.store.set(f"{key}:pages", digest.pages, PAGE_COUNT_SECONDS)
+        return Listing(generation, digest.pages, digest.hexdigest())
 
     def _cached_pages(self, key: str, listing: Listing) -> Iterator[str]:
         for number in range(1, listing.pages + 1):
@@ -338,10 +370,17 @@ class SharedCache:
             yield page
 
     def _refresh_in_background(
-        self, key: str, current: Entry, create: Create, *, stale_seconds: float = 0
+        self,
+        key: str,
+        current: Entry,
+        create: Create,
+        *,
+        stale_seconds: float = 0,
+        written: Callable[[], None] = lambda: None,
     ) -> None:
-        """Store a successor to ``current`` from ``create``, in a thread nobody waits for, as
-        the budget's refresh of a stale answer (the staler, the more urgent) or of a fresh one.
+        """Store a successor to ``current`` from ``create`` (then run ``written``), in a thread
+        nobody waits for, as the budget's refresh of a stale answer (the staler, the more
+        urgent) or of a fresh one.
 
         One refresh of a key runs at a time across threads, workers and hosts (for at most
         ``lock_seconds``, or the entry's lifetime if longer: how long one may take), and at most
@@ -360,16 +399,16 @@ class SharedCache:
         urgency = stale_for / stale_seconds if stale_seconds else 0.0
 
         def refresh() -> None:
-            started = time.monotonic()
+            fetched_at = time.time()
             try:
                 if self._read_shared(key) in (current, None):  # else refreshed by another
                     with errand(rank, urgency):
                         value, ttl = create()
-                    fetch_seconds = time.monotonic() - started
                     if not self._write_if_current(
-                        key, current, value, ttl, fetch_seconds, stale_seconds
+                        key, current, value, ttl, stale_seconds, fetched_at
                     ):
                         return  # the marker stays: no refresh again until it expires
+                    written()
                 self.store.delete(marker)
             except BudgetExhausted:  # the current value serves; a later read tries again
                 self.store.set(marker, 1, REFRESH_RETRY_SECONDS)
@@ -448,6 +487,15 @@ def refresh_time(ttl: float, fetch_seconds: float = 0.0) -> float:
     lifetime = ttl - 1  # cachelib's file cache rounds expiry down to the second
     lead = min(max(lifetime * (1 - REFRESH_AHEAD_AT), 2 * fetch_seconds), lifetime / 2)
     return max(lifetime - lead, 0)
+
+
+def _run_to_end(steps: Iterator[Any]) -> Any:
+    """Run a generator to its end; what it returned."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
 
 
 class ListDigest:

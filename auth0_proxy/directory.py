@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from .cache import Entry, SharedCache
+from .cache import Entry, Fetch, SharedCache
 from .changes import Change, ChangeFeed, encode_cursor
 from .errors import UpstreamUnavailable, UserNotFound
 from .json_codec import dumps, json_fragment
@@ -105,7 +105,7 @@ class Directory:
         from the cache, or fetched once and stored while it is read."""
         fetch = functools.partial(self._fetch_member_pages, org_id)
         if not self.ttl:
-            return Answer(fetch(1), FETCHED_NOW)
+            return Answer(fetch(1).pages_then_stored(), FETCHED_NOW)
         key = MEMBER_LIST_KEY.format(org_id=org_id)
         entry, pages = self.cache.listing(
             key, fetch, ttl=self.ttl, stale_seconds=self.max_stale, fresh=fresh
@@ -153,14 +153,17 @@ class Directory:
         Auth0's own cursor, and pages of different sizes would rarely be asked twice)."""
         return self.management.member_page(org_id, paging)
 
-    def _fetch_member_pages(self, org_id: str, expected_pages: int) -> Iterator[str]:
-        """The member list from Auth0, page by page; once complete, compared with the last one
-        for the change feed."""
+    def _fetch_member_pages(self, org_id: str, expected_pages: int) -> Fetch:
+        """The member list from Auth0, page by page; once stored, compared with the last one
+        for the change feed (not before: the feed never runs ahead of the list served)."""
         observation = self.changes.observe(org_id)
-        for page in self.management.list_members(org_id, expected_pages):
-            observation.add(page)
-            yield json_fragment(page)
-        self.changes.record(org_id, observation)
+
+        def pages() -> Iterator[str]:
+            for page in self.management.list_members(org_id, expected_pages):
+                observation.add(page)
+                yield json_fragment(page)
+
+        return Fetch(pages(), functools.partial(self.changes.record, org_id, observation))
 
     def _with_profiles(self, pages: Iterator[str], fields: tuple[str, ...]) -> Iterator[list]:
         profiles_needed = needs_profiles(fields)

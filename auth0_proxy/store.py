@@ -9,7 +9,9 @@ Redis shared by hosts, or the memory of one process. This module adds what cache
   so locks and markers can be built on them: on Redis with ``SET NX`` and a script, in the file
   cache under a host-wide ``flock``, in memory under a lock;
 - ``take_tokens`` spends from token buckets (the upstream budget) atomically: in one Redis
-  script on Redis's clock, else under the same lock;
+  script on Redis's clock, else under the same lock (the file cache keeps them in a file of
+  their own, which cachelib's pruning never deletes); while the backend fails, each process
+  spends from buckets of its own, so the budget still bounds it;
 - every key carries one prefix (tenant and storage format), applied here for every backend.
 """
 
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import json
 import logging
+import math
 import os
 import threading
 import time
@@ -45,6 +49,7 @@ return 0
 # Refill each by Redis's clock (so hosts with skewed clocks agree), lower it to its ceiling, then
 # spend ``calls`` from all of them if each stays at or above its floor; else from none.
 TAKE_TOKENS_SCRIPT = """
+redis.replicate_commands()  -- writes after TIME: replicate effects (Redis < 5 needs it asked)
 local now = redis.call('TIME')
 now = tonumber(now[1]) + tonumber(now[2]) / 1e6
 local calls = tonumber(ARGV[1])
@@ -88,7 +93,18 @@ class Bucket:
         return min(self.capacity, level + max(0.0, now - at) * self.rate, self.ceiling)
 
     def seconds_to_refill(self, level: float) -> int:
-        return int((self.capacity - level) / self.rate) + 1
+        return math.ceil((self.capacity - level) / self.rate) + 1
+
+
+def spend_from(
+    buckets: Sequence[Bucket], states: Sequence[tuple[float, float] | None], calls: int, now: float
+) -> tuple[bool, list[float]]:
+    """Refill the buckets (``states``: level and time of each, None for a full one), then spend
+    ``calls`` from all of them if each keeps its floor: whether they were spent, and the levels."""
+    levels = [bucket.refilled(state, now) for bucket, state in zip(buckets, states, strict=True)]
+    floors = [bucket.floor for bucket in buckets]
+    granted = all(level - calls >= floor for level, floor in zip(levels, floors, strict=True))
+    return granted, [level - calls for level in levels] if granted else levels
 
 
 class Store:
@@ -103,6 +119,7 @@ class Store:
         self.prefix = prefix
         self._last_outage_log = -float(OUTAGE_LOG_INTERVAL_SECONDS)
         self._mutex = threading.Lock()
+        self._own_buckets: dict[str, tuple[float, float]] = {}  # while the backend fails
 
     def get(self, key: str) -> Any:
         return self._safely(self.backend.get, None, self.prefix + key)
@@ -124,24 +141,34 @@ class Store:
 
     def take_tokens(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
         """Spend ``calls`` tokens from every bucket, if each keeps its floor; else from none.
-        Whether they were spent, and each bucket's level after. A failing backend grants them
-        (and reports full buckets): the tenant's own 429s still hold the proxy back."""
+        Whether they were spent, and each bucket's level after. While the backend fails, this
+        process spends from buckets of its own."""
         keyed = [dataclasses.replace(bucket, key=self.prefix + bucket.key) for bucket in buckets]
-        full = (True, [bucket.capacity for bucket in buckets])
-        return self._safely(self._take_tokens, full, keyed, calls)
+        taken = self._safely(self._take_tokens, None, keyed, calls)
+        if taken is None:
+            with self._mutex:
+                return self._take_from(self._own_buckets, keyed, calls)
+        return taken
 
     def _take_tokens(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
         with self._exclusive():
             now = time.time()
-            levels = [bucket.refilled(self.backend.get(bucket.key), now) for bucket in buckets]
-            granted = all(
-                level - calls >= b.floor for level, b in zip(levels, buckets, strict=True)
-            )
-            if granted:
-                levels = [level - calls for level in levels]
+            states = [self.backend.get(bucket.key) for bucket in buckets]
+            granted, levels = spend_from(buckets, states, calls, now)
             for bucket, level in zip(buckets, levels, strict=True):
                 self.backend.set(bucket.key, (level, now), timeout=bucket.seconds_to_refill(level))
             return granted, levels
+
+    @staticmethod
+    def _take_from(
+        states: dict[str, tuple[float, float]], buckets: Sequence[Bucket], calls: int
+    ) -> tuple[bool, list[float]]:
+        """Spend from buckets whose states are in ``states``, and update them there."""
+        now = time.time()
+        granted, levels = spend_from(buckets, [states.get(b.key) for b in buckets], calls, now)
+        for bucket, level in zip(buckets, levels, strict=True):
+            states[bucket.key] = (level, now)
+        return granted, levels
 
     def _add(self, key: str, value: str | int, ttl: int) -> bool:
         with self._exclusive():
@@ -175,7 +202,27 @@ class FileStore(Store):
 
     def __init__(self, backend: BaseCache, prefix: str, directory: str):
         super().__init__(backend, prefix)
-        self.lock_path = os.path.join(directory, ".store.lock")
+        # Named as cachelib names its temporary files, which its pruning leaves alone (it would
+        # read any other file as an entry, and may delete it).
+        suffix = getattr(backend, "_fs_transaction_suffix", ".__wz_cache")
+        self.lock_path = os.path.join(directory, f".store.lock{suffix}")
+        self.budget_path = os.path.join(directory, f".budget.json{suffix}")
+        self.budget_scratch = os.path.join(directory, f".budget.json.{os.getpid()}{suffix}")
+
+    def _take_tokens(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
+        """In a file of their own: cachelib prunes the entries soonest to expire first, and a
+        bucket pruned would be a full one."""
+        with self._exclusive():
+            try:
+                with open(self.budget_path, encoding="utf-8") as file:
+                    states = {key: tuple(state) for key, state in json.load(file).items()}
+            except (OSError, ValueError, AttributeError, TypeError):
+                states = {}  # none yet (or unreadable): full buckets
+            taken = self._take_from(states, buckets, calls)
+            with open(self.budget_scratch, "w", encoding="utf-8") as file:
+                json.dump(states, file)
+            os.replace(self.budget_scratch, self.budget_path)
+            return taken
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:

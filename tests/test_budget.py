@@ -212,3 +212,12 @@ def test_two_proxies_sharing_redis_hold_one_budget_between_them(
     )
     assert call("/users", make_token("edge-acme"), via=second).status_code == 200  # cached
     assert tenant.counts[MEMBERS] == 1
+
+
+def test_a_list_longer_than_a_refresh_may_spend_is_prepaid_what_it_may_and_paced_after(store):
+    """A refresh at no urgency must leave 1 of 4 tokens: it prepays 3 pages of 10, not none."""
+    budget = governor(store)
+    with errand(Rank.STALE, urgency=0.0):
+        prepaid = budget.prepay(GROUP, 10)
+    assert prepaid.calls == 3
+    assert not spends(budget, Rank.STALE, urgency=0.0)  # its next pages wait their turn

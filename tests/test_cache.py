@@ -12,16 +12,16 @@ import threading
 import time
 
 import pytest
-from cachelib import SimpleCache
+from cachelib import FileSystemCache, SimpleCache
 
 from auth0_proxy.budget import Governor
-from auth0_proxy.cache import MAX_REFRESHES, Entry, SharedCache, refresh_time
+from auth0_proxy.cache import MAX_REFRESHES, Entry, Fetch, SharedCache, refresh_time
 from auth0_proxy.changes import ChangeFeed
 from auth0_proxy.config import load_settings
 from auth0_proxy.directory import Directory
 from auth0_proxy.errors import UpstreamUnavailable, UserNotFound
 from auth0_proxy.management import ManagementClient
-from auth0_proxy.store import Store, store_for
+from auth0_proxy.store import Bucket, Store, store_for
 from auth0_proxy.upstream import Upstream
 from tests.support import BIG_ORG, BIG_ORG_SIZE, join_refreshes, proxy_config_for
 
@@ -371,3 +371,69 @@ def test_user_ids_never_appear_in_cache_keys(tenant_server, tmp_path, monkeypatc
             directory.member_profile("org_acme", user_id)
     assert backend.keys_set, "the directory should have cached something"
     assert not [key for key in backend.keys_set if "alice" in key or "x:failed" in key]
+
+
+def pages_of(members: list[str], stored: list[str], stall: threading.Event | None = None) -> Fetch:
+    """A fetch of one page per member; ``stall`` (if given) holds it after the first page;
+    once its listing is stored, it says so in ``stored``."""
+
+    def pages():
+        for number, member in enumerate(members):
+            if number == 1 and stall is not None:
+                stall.wait(10)
+            yield f'"{member}"'
+
+    return Fetch(pages(), lambda: stored.append(",".join(members)))
+
+
+def test_a_listing_read_slower_than_its_lock_does_not_replace_a_newer_one():
+    """A client stalls mid-list; the lock expires and another caller stores the list after a
+    member's removal: the stalled listing, older, is not stored over it, nor recorded."""
+    cache, stored, stall = shared_cache(lock_seconds=1), [], threading.Event()
+    entry, slow = cache.listing("list", lambda _: pages_of(["x", "y"], stored, stall), ttl=60)
+    assert entry is None and next(slow) == '"x"'
+    time.sleep(1.2)  # past lock_seconds
+    newer, pages = cache.listing("list", lambda _: pages_of(["y"], stored), ttl=60)
+    assert newer is None and list(pages) == ['"y"']
+    stall.set()
+    assert list(slow) == ['"y"']
+    _, pages = cache.listing("list", lambda _: pages_of(["z"], stored), ttl=60)
+    assert list(pages) == ['"y"'] and stored == ["y"]
+
+
+def test_a_listing_is_as_old_as_its_first_page():
+    cache, stored = shared_cache(), []
+    started = time.time()
+    _, pages = cache.listing("list", lambda _: pages_of(["x"], stored), ttl=60)
+    time.sleep(0.5)
+    list(pages)
+    assert cache.store.get("list").stored_at < started + 0.5
+
+
+def test_the_page_count_outlives_the_listing_for_the_next_ones_budget():
+    cache, asked = shared_cache(), []
+
+    def fetch(expected: int) -> Fetch:
+        asked.append(expected)
+        return pages_of(["a", "b", "c"], [])
+
+    list(cache.listing("list", fetch, ttl=1)[1])
+    time.sleep(1.1)  # expired
+    list(cache.listing("list", fetch, ttl=1)[1])
+    assert asked == [1, 3]
+
+
+def test_a_failing_backend_leaves_each_process_a_budget_of_its_own():
+    store = Store(FailingBackend(), "test:")
+    bucket = Bucket("budget:users", rate=0.01, capacity=2)
+    assert [store.take_tokens([bucket], 1)[0] for _ in range(3)] == [True, True, False]
+
+
+def test_the_file_caches_pruning_never_refills_the_budget(tmp_path):
+    backend = FileSystemCache(str(tmp_path), threshold=5)
+    store = store_for(backend, "test:", str(tmp_path))
+    bucket = Bucket("budget:users", rate=0.01, capacity=2)
+    assert store.take_tokens([bucket], 2)[0]
+    for n in range(20):  # past the threshold: cachelib prunes the entries soonest to expire
+        store.set(f"profile-{n}", n, 600)
+    assert not store.take_tokens([bucket], 1)[0]
