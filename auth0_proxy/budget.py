@@ -10,9 +10,9 @@ the plan has one, before it is sent.
 Calls are ranked by what they are for (``errand``):
 
 - a client waiting with nothing cached may queue for tokens yet to come, within its wait;
-- a refresh of a stale answer needs a reserve left for clients: a quarter of the bucket, less
-  the older the answer (so the stalest answers are refreshed first);
-- a refresh ahead of expiry needs half the bucket left.
+- a refresh of a stale answer needs a reserve left for clients: half the bucket, less the
+  older the answer (so the stalest answers are refreshed first);
+- a refresh ahead of expiry needs three quarters of the bucket left.
 
 The buckets follow what Auth0 says: ``x-ratelimit-remaining`` lowers them when other
 applications spend the tenant's limit, and a 429 empties them until Auth0's reset.
@@ -37,9 +37,10 @@ from .store import Bucket, Store
 
 log = logging.getLogger(__name__)
 
-# Shares of a bucket a refresh must leave for clients (see the module docstring).
-STALE_RESERVE = 0.25
-AHEAD_RESERVE = 0.5
+# Shares of a bucket a refresh must leave for clients (see the module docstring). The wider the
+# stale reserve's range, the more surely the stalest of the answers polled wins the next tokens.
+STALE_RESERVE = 0.5
+AHEAD_RESERVE = 0.75
 # How long a page of a listing under way may wait for its turn at the budget before the listing
 # gives up (a client's list is then cut off; a refresh leaves the current list in place).
 PAGE_WAIT_SECONDS = 60
