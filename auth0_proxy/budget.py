@@ -158,13 +158,15 @@ class Governor:
         """Spend one call on ``group``, as the current errand; sleep if it queued for tokens.
 
         A client may queue up to ``wait`` seconds. A ``committed`` call (a page of a listing
-        under way, beyond what it prepaid) waits its turn as its errand would, up to
-        ``PAGE_WAIT_SECONDS``, rather than cut the list off or take what others wait for.
+        under way, beyond what it prepaid) must not cut its list off: a client's queues up to
+        ``PAGE_WAIT_SECONDS`` (ahead of new requests, which queue only their wait); a refresh's
+        waits its turn as its rank would, rather than take what clients wait for.
 
         :raise BudgetExhausted: the errand cannot afford the call (429, with Retry-After).
         """
-        if not committed:
-            self._take(group, 1, wait=wait)
+        client = (_current_errand.get() or CLIENT_ERRAND).rank is Rank.CLIENT
+        if not committed or client:
+            self._take(group, 1, wait=PAGE_WAIT_SECONDS if committed else wait)
             return
         deadline = time.monotonic() + PAGE_WAIT_SECONDS
         while True:
