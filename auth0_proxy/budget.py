@@ -115,6 +115,11 @@ _current_errand: ContextVar[Errand | None] = ContextVar("upstream_errand", defau
 CLIENT_ERRAND = Errand()
 
 
+def current_errand() -> Errand:
+    """What this thread's upstream calls are for: a client's request unless said otherwise."""
+    return _current_errand.get() or CLIENT_ERRAND
+
+
 @contextmanager
 def errand(rank: Rank, urgency: float = 0.0) -> Iterator[None]:
     """Make the upstream calls of the block count as ``rank``."""
@@ -164,7 +169,7 @@ class Governor:
 
         :raise BudgetExhausted: the errand cannot afford the call (429, with Retry-After).
         """
-        client = (_current_errand.get() or CLIENT_ERRAND).rank is Rank.CLIENT
+        client = current_errand().rank is Rank.CLIENT
         if not committed or client:
             self._take(group, 1, wait=PAGE_WAIT_SECONDS if committed else wait)
             return
@@ -185,7 +190,7 @@ class Governor:
 
         :raise BudgetExhausted: the errand cannot afford them now (429, with Retry-After).
         """
-        current = _current_errand.get() or CLIENT_ERRAND
+        current = current_errand()
         affordable = [
             self._capacity(name) - max(self._floor(name, current, wait), 0.0)
             for name in self._names(group)
@@ -218,7 +223,7 @@ class Governor:
         self.store.take_tokens([bucket], 0)
 
     def _take(self, group: str, calls: int, *, wait: float) -> None:
-        current = _current_errand.get() or CLIENT_ERRAND
+        current = current_errand()
         buckets = [
             self._bucket(name, self._floor(name, current, wait)) for name in self._names(group)
         ]
