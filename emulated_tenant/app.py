@@ -2,7 +2,7 @@
 
 Every request walks one way: raw URI → route (routes.ROUTES) → latency → rate limits (/api/v2:
 its endpoint group's bucket, the whole API's, set_rate_limit's) → injected fault → bearer token
-and scope → path and query validation (/api/v2) → handler → JSON.
+and scope → path, query and body validation (/api/v2) → handler → JSON with the route's status.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from werkzeug.http import http_date
 
 from . import routing
 from .errors import Auth0Error, OAuthError, insufficient_scope, invalid_token, not_found
+from .payload import request_body, validate_body
 from .query import Operation, operations, validate_path, validate_query
 from .ratelimit import endpoint_group, throttled_decision, unlimited_decision
 from .routes import ROUTES
@@ -84,7 +85,7 @@ def dispatch() -> Response:
         call = _management_call(tenant, match, raw_query)
     else:
         call = Call(match.params, dict(parse_qsl(raw_query)), _body_params())
-    return jsonify(match.route.handler(tenant, call))
+    return _answer(match.route.handler(tenant, call), match.route.status)
 
 
 def finish_response(response: Response) -> Response:
@@ -102,12 +103,25 @@ def finish_response(response: Response) -> Response:
 
 
 def _management_call(tenant: Tenant, match: RouteMatch, raw_query: str) -> Call:
-    """The call a Management handler gets, once token, path and query satisfy its operation."""
+    """The call a Management handler gets, once token, path, query and body satisfy its
+    operation (an operation without a request body ignores any body sent)."""
     operation = operations()[match.endpoint]
     _authorize(tenant, operation)
     validate_path(operation, match.params)
     pairs = parse_qsl(raw_query, keep_blank_values=True, errors="replace")
-    return Call(match.params, validate_query(operation, pairs))
+    query = validate_query(operation, pairs)
+    if operation.body_schema is None:
+        return Call(match.params, query)
+    return Call(match.params, query, validate_body(operation, request_body(request)))
+
+
+def _answer(body: Any, status: int) -> Response:
+    """The handler's body as JSON, or for 204 nothing at all (no body, no content type)."""
+    if status == 204:
+        response = Response(status=204)
+        del response.headers["Content-Type"]
+        return response
+    return _json_response(body, status)
 
 
 def _authorize(tenant: Tenant, operation: Operation) -> None:
@@ -163,7 +177,7 @@ def _tenant() -> Tenant:
     return current_app.extensions[EXTENSION_KEY]
 
 
-def _json_response(body: dict[str, Any], status: int) -> Response:
+def _json_response(body: Any, status: int) -> Response:
     response = jsonify(body)
     response.status_code = status
     return response

@@ -61,6 +61,24 @@ def inexistent_user() -> Auth0Error:
     return Auth0Error(404, "The user does not exist.", "inexistent_user")
 
 
+def inexistent_organization() -> Auth0Error:
+    """404 for an organization id the tenant does not have."""
+    return Auth0Error(404, "No organization found by that id or name", "inexistent_organization")
+
+
+def invalid_body(message: str) -> Auth0Error:
+    """400 for a request body Auth0 refuses; Auth0's docs list ``invalid_body`` for every such
+    refusal ("The message will vary depending on the cause")."""
+    return Auth0Error(400, message, "invalid_body")
+
+
+def payload_error(rule: str, path: str) -> Auth0Error:
+    """400 for a body that breaks its operation's schema, worded as Auth0 words it, e.g.
+    ``Payload validation error: 'Additional properties not allowed: x' on property options.``"""
+    where = f" on property {path}" if path else ""
+    return invalid_body(f"Payload validation error: '{rule}'{where}.")
+
+
 def invalid_token(message: str = "Invalid token") -> Auth0Error:
     """401 for a bearer token the Management API will not accept."""
     return Auth0Error(401, message, attributes={"error": message})

@@ -7,9 +7,10 @@ validated against the spec excerpt, and returns the JSON body (or raises Auth0Er
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import Auth0Error, inexistent_user, query_error
+from .errors import Auth0Error, inexistent_organization, inexistent_user, query_error
 from .paging import (
     DEFAULT_PER_PAGE,
     USERS_PAGING_LIMIT_MESSAGE,
@@ -40,17 +41,90 @@ def organization_members(tenant: Tenant, call: Call) -> Any:
     :raise 400: offset paging past 1,000 records, or offset and checkpoint parameters mixed.
     """
     query = call.query
-    member_ids = tenant.member_ids(call.path_params["id"])
+    org_id = call.path_params["id"]
+    member_ids = tenant.member_ids(org_id)
     if member_ids is None:
-        raise Auth0Error(404, "No organization found by that id or name", "inexistent_organization")
+        raise inexistent_organization()
     uses_checkpoint = any(name in query for name in CHECKPOINT_PARAMETERS)
     if uses_checkpoint and any(name in query for name in OFFSET_PARAMETERS):
         raise query_error("Checkpoint paging (from/take) cannot be mixed with page/per_page.")
     if uses_checkpoint:
-        return _checkpoint_page(tenant, member_ids, query)
+        return _checkpoint_page(tenant, org_id, member_ids, query)
     window = offset_window(query, MEMBERS_PAGING_LIMIT_MESSAGE)
-    members = _project_members(tenant, window.of(member_ids), query)
+    members = _project_members(tenant, org_id, window.of(member_ids), query)
     return window.answer("members", members, len(member_ids), query)
+
+
+def organization(tenant: Tenant, call: Call) -> Any:
+    """The organization's id, name and display_name, with branding and metadata when set.
+
+    :raise 404 inexistent_organization: unknown organization id.
+    """
+    details = tenant.organization_details(call.path_params["id"])
+    if details is None:
+        raise inexistent_organization()
+    return details
+
+
+def organization_member_roles(tenant: Tenant, call: Call) -> Any:
+    """A member's roles in the organization, by name: an array or an offset page. A user who is
+    not a member simply has none (the spec lists no 404 for it).
+
+    :raise 404 inexistent_organization: unknown organization id.
+    """
+    roles = tenant.member_roles(call.path_params["id"], call.path_params["user_id"])
+    if roles is None:
+        raise inexistent_organization()
+    window = offset_window(call.query)
+    return window.answer("roles", list(window.of(roles)), len(roles), call.query)
+
+
+def organization_invitations(tenant: Tenant, call: Call) -> Any:
+    """The organization's invitations, newest first unless ``sort=created_at:1``; an array or
+    an offset page, which has no ``total`` (Auth0 does not count invitations; the spec's page
+    schema has none).
+
+    :raise 404 inexistent_organization: unknown organization id.
+    """
+    query = call.query
+    invitations = tenant.invitations(call.path_params["id"])
+    if invitations is None:
+        raise inexistent_organization()
+    # Auth0's default order is created_at:-1.
+    if query.get("sort", "created_at:-1") == "created_at:-1":
+        invitations.reverse()
+    window = offset_window(query)
+    page = [select_fields(invitation, query) for invitation in window.of(invitations)]
+    return window.answer("invitations", page, None, query)
+
+
+def organization_invitation(tenant: Tenant, call: Call) -> Any:
+    """One invitation of the organization.
+
+    :raise 404 inexistent_organization: unknown organization id.
+    :raise 404 inexistent_invitation: no such invitation in that organization.
+    """
+    org_id = call.path_params["id"]
+    invitation = tenant.invitation(org_id, call.path_params["invitation_id"])
+    if invitation is None:
+        if tenant.organization_details(org_id) is None:
+            raise inexistent_organization()
+        # Auth0 does not publish this answer; worded like its other "does not exist" 404s.
+        raise Auth0Error(404, "The invitation does not exist.", "inexistent_invitation")
+    return select_fields(invitation, call.query)
+
+
+def organization_enabled_connections(tenant: Tenant, call: Call) -> Any:
+    """The connections the organization's members may log in with: an array or an offset page.
+
+    :raise 404 inexistent_organization: unknown organization id.
+    """
+    connections = tenant.enabled_connections(call.path_params["id"])
+    if connections is None:
+        raise inexistent_organization()
+    window = offset_window(call.query)
+    page = list(window.of(connections))
+    return window.answer("enabled_connections", page, len(connections), call.query)
 
 
 def user(tenant: Tenant, call: Call) -> Any:
@@ -80,6 +154,16 @@ def user_organizations(tenant: Tenant, call: Call) -> Any:
     return window.answer("organizations", page, len(organizations), call.query)
 
 
+def users_by_email(tenant: Tenant, call: Call) -> Any:
+    """Every user with exactly this email (case-sensitive, as Auth0 documents), full profiles.
+
+    :raise 400 invalid_query_string: no ``email`` (checked against the spec).
+    """
+    return [
+        select_fields(profile, call.query) for profile in tenant.users_by_email(call.query["email"])
+    ]
+
+
 def users(tenant: Tenant, call: Call) -> Any:
     """List or search users (search_engine v3 only; offset paging within the first 1,000).
 
@@ -95,7 +179,7 @@ def users(tenant: Tenant, call: Call) -> Any:
 
 
 def _checkpoint_page(
-    tenant: Tenant, member_ids: tuple[str, ...], query: dict[str, Any]
+    tenant: Tenant, org_id: str, member_ids: tuple[str, ...], query: dict[str, Any]
 ) -> dict[str, Any]:
     """One checkpoint page; ``next`` is left out on the last page, which is how callers stop."""
     take = query.get("take", DEFAULT_PER_PAGE)
@@ -103,20 +187,22 @@ def _checkpoint_page(
     if "from" in query:
         start = bisect.bisect_right(member_ids, decode_checkpoint(query["from"]))
     page_ids = member_ids[start : start + take]
-    body: dict[str, Any] = {"members": _project_members(tenant, page_ids, query)}
+    body: dict[str, Any] = {"members": _project_members(tenant, org_id, page_ids, query)}
     if start + take < len(member_ids):
         body["next"] = encode_checkpoint(page_ids[-1])
     return body
 
 
 def _project_members(
-    tenant: Tenant, member_ids: tuple[str, ...], query: dict[str, Any]
+    tenant: Tenant, org_id: str, member_ids: Sequence[str], query: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Members carry user_id, email, picture and name; ``roles`` only when ``fields`` asks."""
-    return [
-        select_fields({**member, "roles": []}, query, default=MEMBER_FIELDS)
-        for member in tenant.members(member_ids)
-    ]
+    """Members carry user_id, email, picture and name; ``roles`` (their roles in this
+    organization, id and name) only when ``fields`` asks."""
+    members = tenant.members(member_ids)
+    if "roles" in select_fields({"roles": []}, query, default=MEMBER_FIELDS):
+        for member in members:
+            member["roles"] = tenant.member_role_summaries(org_id, member["user_id"])
+    return [select_fields(member, query, default=MEMBER_FIELDS) for member in members]
 
 
 def _matching_profiles(tenant: Tenant, query: dict[str, Any]) -> list[dict[str, Any]]:

@@ -29,12 +29,18 @@ class OffsetWindow:
     def of(self, records: Sequence[Any]) -> Sequence[Any]:
         return records[self.start : self.start + self.limit]
 
-    def answer(self, name: str, page: list, total: int, query: dict[str, Any], **extra) -> Any:
+    def answer(
+        self, name: str, page: list, total: int | None, query: dict[str, Any], **extra
+    ) -> Any:
         """Auth0's answer with this page: the bare array, or with ``include_totals`` the page
-        under ``name`` with ``start``, ``limit`` (and ``extra``) and ``total``."""
+        under ``name`` with ``start``, ``limit`` (and ``extra``) and ``total`` (left out when
+        None: Auth0 counts no total for some listings, e.g. invitations)."""
         if not query.get("include_totals"):
             return page
-        return {name: page, "start": self.start, "limit": self.limit, **extra, "total": total}
+        body = {name: page, "start": self.start, "limit": self.limit, **extra}
+        if total is not None:
+            body["total"] = total
+        return body
 
 
 def offset_window(query: dict[str, Any], limit_message: str | None = None) -> OffsetWindow:

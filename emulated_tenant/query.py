@@ -3,7 +3,7 @@
 Auth0 validates every Management API request against that schema and answers 400
 ``invalid_query_string`` for unknown parameters, wrong types and out-of-range values. Reading the
 rules from the spec (rather than restating them here) keeps the emulator exactly as strict as the
-real API for the operations it implements.
+real API for the operations it implements. (Request bodies: payload.py, from the same excerpt.)
 """
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ _NUMBER = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 @dataclass(frozen=True)
 class Operation:
-    """What the spec says about one operation: its parameters and accepted scopes."""
+    """What the spec says about one operation: its parameters, accepted scopes and (for a write)
+    its JSON request body's schema, every ``$ref`` inlined."""
 
     endpoint: str
     path_schemas: dict[str, dict[str, Any]]
     query_schemas: dict[str, dict[str, Any]]
     scopes: tuple[str, ...]
+    required_query: tuple[str, ...] = ()
+    body_schema: dict[str, Any] | None = None
 
 
 class SchemaViolation(Exception):
@@ -38,9 +41,15 @@ class SchemaViolation(Exception):
 
 
 @cache
+def load_spec(spec_path: Path = SPEC_PATH) -> dict[str, Any]:
+    """The excerpt, parsed once and shared: read it, never change it."""
+    return json.loads(spec_path.read_text(encoding="utf-8"))
+
+
+@cache
 def operations(spec_path: Path = SPEC_PATH) -> dict[str, Operation]:
     """Every operation of the excerpt, keyed like ``"GET /api/v2/users/{id}"``."""
-    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    spec = load_spec(spec_path)
     found = {}
     for path, item in spec["paths"].items():
         for method in HTTP_METHODS:
@@ -64,7 +73,7 @@ def validate_query(operation: Operation, pairs: list[tuple[str, str]]) -> dict[s
     """The query as typed values.
 
     :raise 400 invalid_query_string: unknown or repeated parameter, wrong type, out of range,
-        too long, pattern or enum mismatch.
+        too long, pattern or enum mismatch, a required parameter missing.
     """
     values: dict[str, Any] = {}
     for name, raw in pairs:
@@ -80,6 +89,9 @@ def validate_query(operation: Operation, pairs: list[tuple[str, str]]) -> dict[s
             values[name] = _check(raw, schema)
         except SchemaViolation as violation:
             raise _violation(name, str(violation)) from None
+    for name in operation.required_query:
+        if name not in values:
+            raise query_error(f"Query validation error: 'Missing required property: {name}'.")
     return values
 
 
@@ -89,14 +101,30 @@ def _violation(name: str, rule: str) -> Auth0Error:
 
 def _operation(spec: dict[str, Any], endpoint: str, details: dict[str, Any]) -> Operation:
     schemas: dict[str, dict[str, dict[str, Any]]] = {"path": {}, "query": {}}
+    required = []
     for parameter in details.get("parameters", []):
         schemas[parameter["in"]][parameter["name"]] = _resolve(spec, parameter.get("schema", {}))
+        if parameter["in"] == "query" and parameter.get("required"):
+            required.append(parameter["name"])
     scopes = tuple(
         scope
         for requirement in details.get("security", [])
         for scope in requirement.get("oAuth2ClientCredentials", [])
     )
-    return Operation(endpoint, schemas["path"], schemas["query"], scopes)
+    body = details.get("requestBody", {}).get("content", {}).get("application/json")
+    body_schema = inline_refs(spec, body["schema"]) if body else None
+    return Operation(
+        endpoint, schemas["path"], schemas["query"], scopes, tuple(required), body_schema
+    )
+
+
+def inline_refs(spec: dict[str, Any], node: Any) -> Any:
+    """``node`` with every local ``$ref`` replaced by its target (Auth0's schemas are acyclic)."""
+    if isinstance(node, dict):
+        return {key: inline_refs(spec, value) for key, value in _resolve(spec, node).items()}
+    if isinstance(node, list):
+        return [inline_refs(spec, item) for item in node]
+    return node
 
 
 def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -115,9 +143,9 @@ def _check(raw: str, schema: dict[str, Any]) -> Any:
     if "enum" in schema and value not in schema["enum"]:
         raise SchemaViolation(f"No enum match for: {json.dumps(value)}")
     if isinstance(value, str):
-        _check_string(value, schema)
+        check_string(value, schema)
     elif not isinstance(value, bool):
-        _check_number(value, schema)
+        check_number(value, schema)
     return value
 
 
@@ -133,7 +161,8 @@ def _coerce(raw: str, expected: str) -> Any:
     raise SchemaViolation(f"Expected type {expected} but found type string")
 
 
-def _check_string(value: str, schema: dict[str, Any]) -> None:
+def check_string(value: str, schema: dict[str, Any]) -> None:
+    """:raise SchemaViolation: too long, too short, or not matching the pattern."""
     if "maxLength" in schema and len(value) > schema["maxLength"]:
         maximum = schema["maxLength"]
         raise SchemaViolation(f"String is too long ({len(value)} chars), maximum {maximum}")
@@ -145,7 +174,8 @@ def _check_string(value: str, schema: dict[str, Any]) -> None:
         raise SchemaViolation(f"String does not match pattern {pattern}: {value}")
 
 
-def _check_number(value: float, schema: dict[str, Any]) -> None:
+def check_number(value: float, schema: dict[str, Any]) -> None:
+    """:raise SchemaViolation: below the minimum or above the maximum."""
     if "minimum" in schema and value < schema["minimum"]:
         raise SchemaViolation(f"Value {value} is less than minimum {schema['minimum']}")
     if "maximum" in schema and value > schema["maximum"]:

@@ -186,9 +186,14 @@ def endpoint_group(method: str, endpoint_or_path: str) -> str:
     if path != prefix and not path.startswith(prefix + "/"):
         raise ValueError(f"{endpoint_or_path!r} is not a Management API path")
     segments = path[len(prefix) + 1 :].split("/") if path != prefix else []
+    # Auth0's endpoint groups are reads; a write (creating users, invitations, members, roles)
+    # counts against the whole API's bucket only.
     if method.upper() != "GET" or not segments:
         return MANAGEMENT
     resource, rest = segments[0], segments[1:]
+    # An organization's other reads (invitations, enabled connections) are published under no
+    # group of their own: stricter reading, Read Organizations by ID's bucket; a member's roles
+    # are read with its members.
     if resource == "organizations":
         if len(rest) >= 2 and rest[0] != "name" and rest[1] == "members":
             return ORGANIZATION_MEMBERS

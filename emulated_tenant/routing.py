@@ -26,8 +26,9 @@ class Call:
     path_params: dict[str, str]
     #: typed and validated against the spec for Management routes; as sent for the others
     query: dict[str, Any] = field(default_factory=dict)
-    #: form or JSON body parameters (only /oauth/token reads them)
-    body: dict[str, str] = field(default_factory=dict)
+    #: /oauth/token: its form or JSON string parameters; a Management write: its JSON body,
+    #: validated against the operation's request schema
+    body: Any = field(default_factory=dict)
 
 
 Handler = Callable[["Tenant", Call], Any]
@@ -39,13 +40,15 @@ class MissingOperation(Exception):
 
 @dataclass(frozen=True)
 class Route:
-    """One row of the route table: ``"GET /api/v2/users/{id}"`` answered by ``handler``.
+    """One row of the route table: ``"GET /api/v2/users/{id}"`` answered by ``handler`` with
+    ``status`` (204: no body, whatever the handler returns).
 
     The endpoint string is also the key tests use for faults, counts and the request log.
     """
 
     endpoint: str
     handler: Handler
+    status: int = 200
 
     def __post_init__(self) -> None:
         method, _, template = self.endpoint.partition(" ")

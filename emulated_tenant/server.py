@@ -134,9 +134,15 @@ class TenantServer:
     @property
     def ca_bundle(self) -> str:
         """Path of the CA certificate to trust (``verify=`` / ``REQUESTS_CA_BUNDLE``)."""
+        return str(self.certificates.ca_bundle)
+
+    @property
+    def certificates(self) -> CertificatePaths:
+        """The CA and the localhost certificate the server uses (another loopback server, such
+        as the demo's proxy, may serve the same, so clients trust one CA)."""
         if self._certificates is None:
             raise RuntimeError("server is not running")
-        return str(self._certificates.ca_bundle)
+        return self._certificates
 
     def _certificate_directory(self) -> Path:
         if self._cert_dir is not None:

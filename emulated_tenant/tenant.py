@@ -6,32 +6,70 @@ shared state goes through one re-entrant lock. Readers get snapshots (tuples, fr
 
 from __future__ import annotations
 
+import secrets
+import string
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from joserfc.jwk import RSAKey
 
 from . import tokens
-from .errors import generic_error
+from .errors import (
+    Auth0Error,
+    generic_error,
+    inexistent_organization,
+    inexistent_user,
+    invalid_body,
+    payload_error,
+)
 from .ratelimit import MANAGEMENT, PlanLimits, RateLimitDecision, TokenBucket, take_from_each
 from .records import (
     AUTH0_PROFILE,
+    DATABASE_CONNECTION,
+    DATABASE_STRATEGY,
     DEFAULT_TOKEN_LIFETIME,
     MANAGEMENT_API,
     TOKEN_PROFILES,
     Api,
     Client,
+    Connection,
+    EnabledConnection,
+    Invitation,
     Organization,
+    Role,
     User,
+    normalized_email,
+    timestamp,
 )
 from .routes import ENDPOINTS
 
 #: How ``GET /users/{id}/organizations`` answers for a user that does not exist.
 UNKNOWN_USER_ORGANIZATIONS_MODES = ("empty", "404")
+#: The connections a new Auth0 tenant starts with; seeded users' identities name them.
+DATABASE_CONNECTION_ID = "con_database"
+GOOGLE_CONNECTION_ID = "con_google"
+DEFAULT_CONNECTIONS = (
+    (DATABASE_CONNECTION_ID, DATABASE_CONNECTION, DATABASE_STRATEGY),
+    (GOOGLE_CONNECTION_ID, "google-oauth2", "google-oauth2"),
+)
+#: an invitation's lifetime when ttl_sec is 0 or absent (Auth0's default; the spec caps ttl_sec
+#: at 30 days)
+INVITATION_TTL = 7 * 86_400
+# Auth0 builds the invitation URL on the client's application login URI; emulated clients have
+# none, so every invitation points here.
+INVITATION_LOGIN_URI = "https://app.example.com/login"
+_ID_ALPHABET = string.ascii_letters + string.digits
+# Auth0 publishes no wording for these refusals, so the messages are the emulator's; the answer
+# is 400 invalid_body, the code Auth0's docs list for a refused body of these writes (the spec
+# lists no 404 for POST /organizations/{id}/members nor for the member-roles writes).
+UNKNOWN_USERS = "One or more users do not exist."
+UNKNOWN_ROLES = "One or more roles do not exist."
+NOT_A_MEMBER = "The user is not a member of the organization."
 
 
 @dataclass
@@ -64,6 +102,11 @@ class Tenant:
         self._clients: dict[str, Client] = {}
         self._organizations: dict[str, Organization] = {}
         self._users: dict[str, User] = {}
+        self._roles: dict[str, Role] = {}
+        self._connections: dict[str, Connection] = {
+            connection_id: Connection(connection_id, name, strategy)
+            for connection_id, name, strategy in DEFAULT_CONNECTIONS
+        }
         self._live_management_tokens: set[str] = set()
         #: seconds a Management API token lives (Auth0's default: a day)
         self.management_token_lifetime = DEFAULT_TOKEN_LIFETIME
@@ -146,12 +189,112 @@ class Tenant:
         return client
 
     def add_organization(
-        self, org_id: str, name: str, display_name: str | None = None
+        self,
+        org_id: str,
+        name: str,
+        display_name: str | None = None,
+        *,
+        branding: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Organization:
         organization = Organization(org_id, name, display_name or name)
+        organization.branding = dict(branding) if branding is not None else None
+        organization.metadata = dict(metadata) if metadata is not None else None
         with self._lock:
             self._organizations[org_id] = organization
         return organization
+
+    def add_role(self, role_id: str, name: str, description: str = "") -> Role:
+        role = Role(role_id, name, description)
+        with self._lock:
+            self._roles[role_id] = role
+        return role
+
+    def add_connection(
+        self, connection_id: str, name: str, strategy: str = DATABASE_STRATEGY
+    ) -> Connection:
+        """Add a connection; strategy ``auth0`` is a database, any other a social or enterprise
+        connection (Username-Password-Authentication and google-oauth2 exist from the start)."""
+        connection = Connection(connection_id, name, strategy)
+        with self._lock:
+            self._connections[connection_id] = connection
+        return connection
+
+    def enable_connection(
+        self,
+        org_id: str,
+        connection_id: str,
+        assign_membership_on_login: bool = False,
+        show_as_button: bool = True,
+        is_signup_enabled: bool = False,
+    ) -> EnabledConnection:
+        """Let the organization's members log in with the connection.
+
+        :raise KeyError: no such organization or connection.
+        """
+        with self._lock:
+            organization = self._require_organization(org_id)
+            enabled = EnabledConnection(
+                self._connections[connection_id],
+                assign_membership_on_login,
+                show_as_button,
+                is_signup_enabled,
+            )
+            organization.enabled_connections[connection_id] = enabled
+            return enabled
+
+    def add_invitation(
+        self,
+        org_id: str,
+        invitee_email: str,
+        client_id: str | None = None,
+        inviter_name: str = "Admin",
+        *,
+        connection_id: str | None = None,
+        roles: Iterable[str] = (),
+        app_metadata: Mapping[str, Any] | None = None,
+        user_metadata: Mapping[str, Any] | None = None,
+        ttl_sec: int = 0,
+        invitation_id: str | None = None,
+        ticket_id: str | None = None,
+        created_at: float | None = None,
+    ) -> Invitation:
+        """Invite ``invitee_email`` to the organization through ``client_id``'s login (None, for
+        seeding only: an invitation naming no client); ``ttl_sec`` 0 means Auth0's default of 7
+        days.
+
+        :raise 404 inexistent_organization, 404 inexistent_client: unknown organization or client.
+        :raise 400 invalid_body: a connection the organization has not enabled, unknown roles.
+        """
+        role_ids = tuple(roles)
+        with self._lock:
+            organization = self._require_known_organization(org_id)
+            if client_id is not None and client_id not in self._clients:
+                raise Auth0Error(404, "The client does not exist", "inexistent_client")
+            if connection_id is not None and connection_id not in organization.enabled_connections:
+                raise invalid_body("The connection is not enabled for this organization.")
+            self._require_roles(role_ids)
+            created = time.time() if created_at is None else created_at
+            ticket_id = ticket_id or _random_id(32)
+            query = {"invitation": ticket_id, "organization": org_id}
+            invitation = Invitation(
+                id=invitation_id or f"uinv_{_random_id(16)}",
+                organization_id=org_id,
+                inviter_name=inviter_name,
+                invitee_email=invitee_email,
+                client_id=client_id,
+                invitation_url=f"{INVITATION_LOGIN_URI}?"
+                + urlencode({**query, "organization_name": organization.name}),
+                ticket_id=ticket_id,
+                created_at=timestamp(created),
+                expires_at=timestamp(created + (ttl_sec or INVITATION_TTL)),
+                connection_id=connection_id,
+                roles=role_ids,
+                app_metadata=dict(app_metadata or {}),
+                user_metadata=dict(user_metadata or {}),
+            )
+            organization.invitations[invitation.id] = invitation
+            return invitation
 
     def add_user(
         self,
@@ -187,8 +330,99 @@ class Tenant:
             self._require_organization(org_id).add_members([user_id])
 
     def remove_member(self, org_id: str, user_id: str) -> None:
+        """End a membership, and with it the member's roles in that organization."""
         with self._lock:
             self._require_organization(org_id).remove_member(user_id)
+
+    def add_members(self, org_id: str, user_ids: Iterable[str]) -> None:
+        """``POST /organizations/{id}/members``: all the users join, or none does.
+
+        :raise 404 inexistent_organization. :raise 400 invalid_body: an unknown user.
+        """
+        ids = list(user_ids)
+        with self._lock:
+            organization = self._require_known_organization(org_id)
+            if any(user_id not in self._users for user_id in ids):
+                raise invalid_body(UNKNOWN_USERS)
+            organization.add_members(ids)
+
+    def remove_members(self, org_id: str, user_ids: Iterable[str]) -> None:
+        """``DELETE /organizations/{id}/members``: the users (and their roles there) leave;
+        ids that are not members are ignored.
+
+        :raise 404 inexistent_organization.
+        """
+        with self._lock:
+            organization = self._require_known_organization(org_id)
+            for user_id in user_ids:
+                organization.remove_member(user_id)
+
+    def assign_member_roles(self, org_id: str, user_id: str, role_ids: Iterable[str]) -> None:
+        """Give a member roles in the organization (assigning a held role again is a no-op).
+
+        :raise 404 inexistent_organization. :raise 400 invalid_body: not a member, unknown role.
+        """
+        roles = tuple(role_ids)
+        with self._lock:
+            organization = self._require_membership(org_id, user_id)
+            self._require_roles(roles)
+            organization.member_roles.setdefault(user_id, set()).update(roles)
+
+    def remove_member_roles(self, org_id: str, user_id: str, role_ids: Iterable[str]) -> None:
+        """Take roles from a member; roles the member does not hold are ignored.
+
+        :raise 404 inexistent_organization. :raise 400 invalid_body: not a member.
+        """
+        with self._lock:
+            organization = self._require_membership(org_id, user_id)
+            organization.member_roles.get(user_id, set()).difference_update(role_ids)
+
+    def member_roles(self, org_id: str, user_id: str) -> list[dict[str, str]] | None:
+        """The user's roles in the organization by name ([] for a non-member), or None when the
+        organization does not exist."""
+        with self._lock:
+            organization = self._organizations.get(org_id)
+            if organization is None:
+                return None
+            return [role.body() for role in self._member_roles(organization, user_id)]
+
+    def member_role_summaries(self, org_id: str, user_id: str) -> list[dict[str, str]]:
+        """The ``roles`` a member listing shows for the user: id and name of each."""
+        with self._lock:
+            organization = self._organizations.get(org_id)
+            if organization is None:
+                return []
+            return [role.member_role() for role in self._member_roles(organization, user_id)]
+
+    def organization_details(self, org_id: str) -> dict[str, Any] | None:
+        """The ``GET /organizations/{id}`` body (by id only), or None."""
+        with self._lock:
+            organization = self._organizations.get(org_id)
+            return organization.details() if organization else None
+
+    def enabled_connections(self, org_id: str) -> list[dict[str, Any]] | None:
+        """The organization's enabled connections in the order they were enabled, or None."""
+        with self._lock:
+            organization = self._organizations.get(org_id)
+            if organization is None:
+                return None
+            return [enabled.body() for enabled in organization.enabled_connections.values()]
+
+    def invitations(self, org_id: str) -> list[dict[str, Any]] | None:
+        """The organization's invitations, oldest first (ties by id), or None."""
+        with self._lock:
+            organization = self._organizations.get(org_id)
+            if organization is None:
+                return None
+            ordered = sorted(organization.invitations.values(), key=_invitation_order)
+            return [invitation.body() for invitation in ordered]
+
+    def invitation(self, org_id: str, invitation_id: str) -> dict[str, Any] | None:
+        """One invitation of the organization, or None (for an unknown organization too)."""
+        with self._lock:
+            organization = self._organizations.get(org_id)
+            invitation = organization.invitations.get(invitation_id) if organization else None
+            return invitation.body() if invitation else None
 
     def seed_organization(self, org_id: str, count: int, prefix: str = "member") -> list[str]:
         """Add ``count`` generated members ``auth0|<prefix>-NNNNN`` (ids sort numerically)."""
@@ -232,6 +466,59 @@ class Tenant:
         """Every user's profile, ordered by user_id."""
         with self._lock:
             return [self._users[uid].profile() for uid in sorted(self._users)]
+
+    def users_by_email(self, email: str) -> list[dict[str, Any]]:
+        """Profiles whose email is exactly ``email``, ordered by user_id. Auth0 matches exactly
+        and case-sensitively ("Retrieve Users with Get Users by Email Endpoint"); it stores a
+        database user's email in lower case, so that is the case to search with."""
+        with self._lock:
+            return [
+                self._users[uid].profile()
+                for uid in sorted(self._users)
+                if self._users[uid].email == email
+            ]
+
+    def create_user(self, connection: str, **attributes: Any) -> dict[str, Any]:
+        """``POST /users`` in a database connection: the new profile (``user_id`` is
+        ``auth0|<attributes["user_id"] or a generated id>``, the email stored in lower case).
+
+        :raise 400: unknown or non-database connection, email or password missing.
+        :raise 409 auth0_idp_error: the id, or the email in that connection, is taken.
+        """
+        with self._lock:
+            database = self._database_connection(connection)
+            for required in ("email", "password"):
+                if not attributes.get(required):
+                    raise payload_error(f"Missing required property: {required}", "")
+            email = normalized_email(attributes["email"], database_user=True)
+            user_id = f"{DATABASE_STRATEGY}|{attributes.get('user_id') or secrets.token_hex(12)}"
+            if user_id in self._users or self._email_taken(database.name, email):
+                raise Auth0Error(409, "The user already exists.", "auth0_idp_error")
+            now = timestamp()
+            user = User(
+                user_id,
+                email,
+                attributes.get("name") or email,
+                {"email_verified": False, **_created_profile(attributes)},
+                connection=database.name,
+                created_at=now,
+                updated_at=now,
+                logins_count=0,
+            )
+            self._users[user_id] = user
+            return user.profile()
+
+    def update_user(self, user_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """``PATCH /users/{id}``: the updated profile (see ``User.update`` for the rules).
+
+        :raise 404 inexistent_user.
+        """
+        with self._lock:
+            user = self._users.get(user_id)
+            if user is None:
+                raise inexistent_user()
+            user.update(changes)
+            return user.profile()
 
     def organizations_of(self, user_id: str) -> list[dict[str, str]]:
         """The organizations ``user_id`` belongs to, ordered by id."""
@@ -496,6 +783,77 @@ class Tenant:
         if user is None:
             raise KeyError(f"no user {user_id!r}")
         return user
+
+    def _require_known_organization(self, org_id: str) -> Organization:
+        """:raise 404 inexistent_organization: as the Management API answers."""
+        organization = self._organizations.get(org_id)
+        if organization is None:
+            raise inexistent_organization()
+        return organization
+
+    def _require_membership(self, org_id: str, user_id: str) -> Organization:
+        organization = self._require_known_organization(org_id)
+        if user_id not in organization.member_ids:
+            raise invalid_body(NOT_A_MEMBER)
+        return organization
+
+    def _require_roles(self, role_ids: Iterable[str]) -> None:
+        if any(role_id not in self._roles for role_id in role_ids):
+            raise invalid_body(UNKNOWN_ROLES)
+
+    def _member_roles(self, organization: Organization, user_id: str) -> list[Role]:
+        held = organization.member_roles.get(user_id, set())
+        roles = [self._roles[role_id] for role_id in held if role_id in self._roles]
+        return sorted(roles, key=lambda role: (role.name, role.id))
+
+    def _database_connection(self, name: str) -> Connection:
+        """:raise 400: no connection of that name, or not a database one."""
+        found = [c for c in self._connections.values() if c.name == name]
+        if not found:
+            raise Auth0Error(400, "The connection does not exist.", "inexistent_connection")
+        if not found[0].is_database:
+            # Auth0 creates users only in database (and passwordless) connections; its wording
+            # for a social one is not published.
+            raise Auth0Error(
+                400,
+                "Users can only be created in database or passwordless connections.",
+                "operation_not_supported",
+            )
+        return found[0]
+
+    def _email_taken(self, connection: str, email: str | None) -> bool:
+        return any(
+            user.identity()["connection"] == connection and (user.email or "").lower() == email
+            for user in self._users.values()
+        )
+
+
+#: what ``POST /users`` keeps besides email, name and the connection (password: never stored)
+_CREATED_PROFILE_FIELDS = (
+    "email_verified",
+    "given_name",
+    "family_name",
+    "nickname",
+    "picture",
+    "username",
+    "phone_number",
+    "phone_verified",
+    "blocked",
+    "user_metadata",
+    "app_metadata",
+)
+
+
+def _created_profile(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: attributes[name] for name in _CREATED_PROFILE_FIELDS if name in attributes}
+
+
+def _invitation_order(invitation: Invitation) -> tuple[str, str]:
+    return invitation.created_at, invitation.id
+
+
+def _random_id(length: int) -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
 
 
 __all__ = ["MANAGEMENT_API", "Fault", "Tenant"]

@@ -39,15 +39,66 @@ MANAGEMENT_ENDPOINTS = {
     "user organizations": "/api/v2/users/auth0%7Calice-acme/organizations",
     "users": "/api/v2/users",
 }
-# A request the demo tenant answers 200, for each row of the route table.
-ROUTE_EXAMPLES = {
-    "POST /oauth/token": "/oauth/token",
-    "GET /.well-known/jwks.json": "/.well-known/jwks.json",
-    "GET /.well-known/openid-configuration": "/.well-known/openid-configuration",
-    "GET /api/v2/organizations/{id}/members": MANAGEMENT_ENDPOINTS["members"],
-    "GET /api/v2/users/{id}": MANAGEMENT_ENDPOINTS["user"],
-    "GET /api/v2/users/{id}/organizations": MANAGEMENT_ENDPOINTS["user organizations"],
-    "GET /api/v2/users": MANAGEMENT_ENDPOINTS["users"],
+ALICE_ACME_ROLES = "/api/v2/organizations/org_acme/members/auth0%7Calice-acme/roles"
+# A request the demo tenant answers with the route's success status, for each row of the route
+# table: its path and, for a Management write, its JSON body.
+ROUTE_EXAMPLES: dict[str, tuple[str, Any]] = {
+    "POST /oauth/token": ("/oauth/token", None),
+    "GET /.well-known/jwks.json": ("/.well-known/jwks.json", None),
+    "GET /.well-known/openid-configuration": ("/.well-known/openid-configuration", None),
+    "GET /api/v2/organizations/{id}": ("/api/v2/organizations/org_acme", None),
+    "GET /api/v2/organizations/{id}/members": (MANAGEMENT_ENDPOINTS["members"], None),
+    "POST /api/v2/organizations/{id}/members": (
+        MANAGEMENT_ENDPOINTS["members"],
+        {"members": [demo.ORPHAN_USER_ID]},
+    ),
+    "DELETE /api/v2/organizations/{id}/members": (
+        MANAGEMENT_ENDPOINTS["members"],
+        {"members": ["auth0|bob-acme"]},
+    ),
+    "GET /api/v2/organizations/{id}/members/{user_id}/roles": (ALICE_ACME_ROLES, None),
+    "POST /api/v2/organizations/{id}/members/{user_id}/roles": (
+        ALICE_ACME_ROLES,
+        {"roles": ["rol_admin"]},
+    ),
+    "DELETE /api/v2/organizations/{id}/members/{user_id}/roles": (
+        ALICE_ACME_ROLES,
+        {"roles": ["rol_viewer"]},
+    ),
+    "GET /api/v2/organizations/{id}/invitations": (
+        "/api/v2/organizations/org_acme/invitations",
+        None,
+    ),
+    "POST /api/v2/organizations/{id}/invitations": (
+        "/api/v2/organizations/org_acme/invitations",
+        {
+            "inviter": {"name": "Alice Anders"},
+            "invitee": {"email": "newcomer@acme.example"},
+            "client_id": demo.PORTAL_CLIENT_ID,
+        },
+    ),
+    "GET /api/v2/organizations/{id}/invitations/{invitation_id}": (
+        "/api/v2/organizations/org_acme/invitations/uinv_acme0000000001",
+        None,
+    ),
+    "GET /api/v2/organizations/{id}/enabled_connections": (
+        "/api/v2/organizations/org_acme/enabled_connections",
+        None,
+    ),
+    "GET /api/v2/users/{id}": (MANAGEMENT_ENDPOINTS["user"], None),
+    "PATCH /api/v2/users/{id}": (MANAGEMENT_ENDPOINTS["user"], {"name": "Alice A. Anders"}),
+    "DELETE /api/v2/users/{id}": ("/api/v2/users/auth0%7Cdave-acme", None),
+    "GET /api/v2/users/{id}/organizations": (MANAGEMENT_ENDPOINTS["user organizations"], None),
+    "GET /api/v2/users": (MANAGEMENT_ENDPOINTS["users"], None),
+    "POST /api/v2/users": (
+        "/api/v2/users",
+        {
+            "connection": "Username-Password-Authentication",
+            "email": "zoe@acme.example",
+            "password": "correct horse battery staple",
+        },
+    ),
+    "GET /api/v2/users-by-email": ("/api/v2/users-by-email?email=alice%40acme.example", None),
 }
 INEXISTENT_USER = {
     "statusCode": 404,
@@ -183,7 +234,10 @@ def test_management_token_is_tenant_wide_with_default_profile(
     claims = decode(server, http, response.json()["access_token"]).claims
     assert claims["aud"] == f"https://localhost:{server.port}/api/v2/"
     assert claims["gty"] == "client-credentials"
-    assert claims["scope"] == "read:users read:organization_members read:organizations"
+    assert claims["scope"].split() == demo.MGMT_SCOPES
+    assert {"read:users", "read:organization_members", "read:organizations"} <= set(
+        demo.MGMT_SCOPES
+    )
     assert "org_id" not in claims
 
 
@@ -334,7 +388,11 @@ def test_members_fields_projection(api: Any) -> None:
     only_ids = api(MEMBERS.format(demo.ACME_ORG_ID), fields="user_id").json()
     assert all(member.keys() == {"user_id"} for member in only_ids)
     with_roles = api(MEMBERS.format(demo.ACME_ORG_ID), fields="user_id,roles").json()
-    assert with_roles[0] == {"user_id": "auth0|alice-acme", "roles": []}
+    assert with_roles[0] == {
+        "user_id": "auth0|alice-acme",
+        "roles": [{"id": "rol_editor", "name": "Editor"}, {"id": "rol_viewer", "name": "Viewer"}],
+    }
+    assert with_roles[1] == {"user_id": "auth0|bob-acme", "roles": []}
     without_email = api(
         MEMBERS.format(demo.ACME_ORG_ID), fields="email", include_fields="false"
     ).json()
@@ -771,21 +829,24 @@ def test_every_route_in_the_table_is_served(
         "client_secret": demo.MGMT_CLIENT_SECRET,
         "audience": tenant.management_audience,
     }
+    path, body = ROUTE_EXAMPLES[route.endpoint]
     response = http.request(
         route.method,
-        server.url + ROUTE_EXAMPLES[route.endpoint],
+        server.url + path,
         headers={"Authorization": f"Bearer {mgmt_token}"} if route.is_management else None,
-        data=token_request if route.method == "POST" else None,
+        data=token_request if route.endpoint == "POST /oauth/token" else None,
+        json=body,
     )
-    assert response.status_code == 200
+    assert response.status_code == route.status
     assert tenant.requests[-1]["endpoint"] == route.endpoint
 
 
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("POST", "/api/v2/users"),
-        ("DELETE", "/api/v2/users/auth0%7Calice-acme"),
+        ("PUT", "/api/v2/users"),
+        ("PUT", "/api/v2/users/auth0%7Calice-acme"),
+        ("POST", "/api/v2/organizations/org_acme"),
         ("GET", "/api/v2/clients"),
         ("GET", "/api/v2/users/"),
         ("GET", "/"),
