@@ -9,7 +9,8 @@ listening socket per worker). The proxy waits on Auth0, not on the CPU, so threa
 import os
 import sys
 
-from auth0_proxy.config import ConfigError, config_path, load_config_file
+from auth0_proxy import load_configuration
+from auth0_proxy.config import ConfigError
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -35,7 +36,7 @@ control_socket_disable = True
 def on_starting(server):
     """Refuse to start with a bad config: one clear line, not a worker traceback per worker."""
     try:
-        load_config_file(config_path())
+        load_configuration()
     except ConfigError as error:
         print(f"auth0-m2m-proxy: configuration error: {error}", file=sys.stderr)
         sys.exit(1)

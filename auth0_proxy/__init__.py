@@ -8,12 +8,19 @@ from collections.abc import Callable, Mapping
 
 from flask import Flask
 
-from . import errors, health, limits, logs, request_log, users
+from . import errors, health, limits, logs, management_api, request_log, users
 from .auth import Auth0TokenValidator
 from .budget import Governor
 from .cache import SharedCache
 from .changes import ChangeFeed
-from .config import ProxySettings, Settings, config_path, load_config_file, load_settings
+from .config import (
+    ConfigError,
+    ProxySettings,
+    Settings,
+    config_path,
+    load_config_file,
+    load_settings,
+)
 from .directory import Directory
 from .extensions import cache, require_oauth
 from .json_codec import FastJSONProvider
@@ -52,9 +59,7 @@ def create_app(test_config: Mapping | None = None) -> Flask:
 
     :raise ConfigError: the configuration is missing or invalid.
     """
-    settings = (
-        load_settings(test_config) if test_config is not None else load_config_file(config_path())
-    )
+    settings = load_configuration(test_config)
     app = ProxyApp(__name__, static_folder=None)  # it serves no files
     # A user id may hold slashes ("%2F0" arrives as "/users//0"): it is the id, not a path to
     # tidy up with a redirect (an HTML 308 that would drop the slash).
@@ -66,6 +71,29 @@ def create_app(test_config: Mapping | None = None) -> Flask:
     register_blueprints(app)
     register_errorhandlers(app)
     return app
+
+
+def load_configuration(test_config: Mapping | None = None) -> Settings:
+    """The settings from ``test_config`` or the config file, with every check, also those
+    that need the Management API surface's rule table.
+
+    :raise ConfigError: the configuration is missing or invalid.
+    """
+    settings = (
+        load_settings(test_config) if test_config is not None else load_config_file(config_path())
+    )
+    check_write_permissions(settings)
+    return settings
+
+
+def check_write_permissions(settings: Settings) -> None:
+    """:raise ConfigError: a ``writes`` permission that no write of the surface needs."""
+    for client_id, grant in settings.writes.items():
+        for permission in sorted(grant.permissions - management_api.WRITE_PERMISSIONS):
+            raise ConfigError(
+                f"writes.{client_id}.permissions: {permission!r} is no write of the proxy; "
+                f"use {', '.join(sorted(management_api.WRITE_PERMISSIONS))}"
+            )
 
 
 def configure_logger() -> None:
@@ -109,9 +137,12 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         ChangeFeed(shared_cache, retention=proxy.changes_retention_seconds),
         ttl=proxy.cache_ttl_seconds,
         max_stale=proxy.max_stale_seconds,
+        writable_orgs=frozenset(
+            org_id for client_id in settings.writes for org_id in settings.clients[client_id]
+        ),
     )
     app.extensions["policy"] = ClientPolicy(
-        store, fresh_read_interval=proxy.fresh_read_interval_seconds
+        store, fresh_read_interval=proxy.fresh_read_interval_seconds, writes=settings.writes
     )
     require_oauth.init_app(
         app,
@@ -148,8 +179,10 @@ def bind_cache(app: Flask, settings: Settings) -> Store:
 
 
 def register_blueprints(app: Flask) -> None:
-    """The users resource and the health probes."""
+    """The users resource, the Management API surface and the health probes."""
+    app.url_map.converters["id"] = users.IdConverter
     app.register_blueprint(users.bp)
+    app.register_blueprint(management_api.bp)
     app.register_blueprint(health.bp)
 
 

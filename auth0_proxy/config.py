@@ -18,7 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
 
 from .budget import DEFAULT_PLAN, GROUPS, PLANS, Limit
 
@@ -76,11 +84,24 @@ class BudgetSettings:
 
 
 @dataclass(frozen=True)
+class WriteGrant:
+    """The writes one client may make through /api/v2 (each also needs the permission in its
+    token), and what they may touch: roles it may assign or remove, ``app_metadata`` keys it may
+    change, connections it may create users in."""
+
+    permissions: frozenset[str] = frozenset()
+    roles: frozenset[str] = frozenset()
+    app_metadata_keys: frozenset[str] = frozenset()
+    connections: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class Settings:
     clients: Mapping[str, tuple[str, ...]]
     auth0: Auth0Settings
     proxy: ProxySettings
     budget: BudgetSettings = BudgetSettings()
+    writes: Mapping[str, WriteGrant] = dataclasses.field(default_factory=dict)
 
 
 class OrgIds(fields.Field):
@@ -197,6 +218,25 @@ class BudgetSchema(Schema):
         return BudgetSettings(plan=data["plan"], share=data["share"], limits=limits)
 
 
+def _names(pattern: str = r"^\S+$", example: str = "a name") -> fields.List:
+    item = fields.String(validate=validate.Regexp(pattern, error=f"must be {example}"))
+    return fields.List(item, load_default=list)
+
+
+class WriteGrantSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    permissions = _names(r"^(create|update|delete):[a-z_]+$", "a permission such as 'update:users'")
+    roles = _names(r"^rol_[A-Za-z0-9]+$", "a role id such as 'rol_abc123'")
+    app_metadata_keys = _names()
+    connections = _names()
+
+    @post_load
+    def build(self, data, **kwargs):
+        return WriteGrant(**{name: frozenset(values) for name, values in data.items()})
+
+
 class ConfigSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -205,6 +245,19 @@ class ConfigSchema(Schema):
     auth0 = fields.Nested(Auth0Schema, required=True)
     proxy = fields.Nested(ProxySchema, load_default=None)
     budget = fields.Nested(BudgetSchema, load_default=None)
+    writes = fields.Dict(
+        keys=fields.String(validate=NON_EMPTY),
+        values=fields.Nested(WriteGrantSchema),
+        load_default=dict,
+    )
+
+    @validates_schema
+    def writers_are_clients(self, data, **kwargs):
+        unknown = [client for client in data.get("writes", {}) if client not in data["clients"]]
+        if "clients" in data and unknown:
+            raise ValidationError(
+                {"writes": {client: ["not a client of the clients map"] for client in unknown}}
+            )
 
 
 def load_settings(data: object, environ: Mapping[str, str] | None = None) -> Settings:
@@ -238,6 +291,7 @@ def load_settings(data: object, environ: Mapping[str, str] | None = None) -> Set
         auth0=Auth0Settings(**auth0),
         proxy=proxy,
         budget=loaded["budget"] or BudgetSettings(),
+        writes=loaded["writes"],
     )
 
 

@@ -17,9 +17,11 @@ import functools
 import hashlib
 import math
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 
@@ -32,6 +34,9 @@ from .paging import CheckpointPaging, OffsetPaging, needs_profiles
 from .schemas import public_profile
 
 MEMBER_LIST_KEY = "member-list:{org_id}"
+# Changed by each write to the organization; part of the keys of what is cached for it.
+GENERATION_KEY = "generation:{org_id}"
+GENERATION_GRACE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,10 @@ class Directory:
         *,
         ttl: int,
         max_stale: int,
+        writable_orgs: frozenset[str] = frozenset(),
     ):
         self.management = management
+        self.writable_orgs = writable_orgs
         self.cache = cache
         self.changes = changes
         self.ttl = ttl
@@ -88,17 +95,54 @@ class Directory:
         :raise UserNotFound: the user does not exist, or is not a member: the same answer for
             both, so a caller cannot learn that a user exists in another organization (404).
         """
-        user = _key_part(user_id)
-        organizations = lambda: self.management.user_organization_ids(user_id)  # noqa: E731
-        membership = self._cached(f"user-orgs:{user}", organizations, fresh)
-        if org_id not in membership.value:
-            raise UserNotFound(reason="user is not a member of the caller's organization")
+        membership = self.require_member(org_id, user_id, fresh=fresh)
         # Stripped before it is cached, so identity-provider tokens are never stored either;
         # kept as JSON, so a cached profile costs no encoding.
         profile_json = lambda: dumps(public_profile(self.management.get_user(user_id)))  # noqa: E731
-        profile = self._cached(f"profile-json:{user}", profile_json, fresh)
+        key = f"profile-json:{_key_part(user_id)}{self._generation(org_id)}"
+        profile = self._cached(key, profile_json, fresh)
         etag = _entity_tag(hashlib.sha256(profile.value).hexdigest())
         return Answer(profile.value, self._freshness(membership, profile), etag)
+
+    def require_member(self, org_id: str, user_id: str, *, fresh: bool = False) -> Entry:
+        """The user's organizations, if the organization is one of them.
+
+        :raise UserNotFound: the user does not exist, or is not a member (404).
+        """
+        organizations = lambda: self.management.user_organization_ids(user_id)  # noqa: E731
+        key = f"user-orgs:{_key_part(user_id)}{self._generation(org_id)}"
+        membership = self._cached(key, organizations, fresh)
+        if org_id not in membership.value:
+            raise UserNotFound(reason="user is not a member of the caller's organization")
+        return membership
+
+    def organization_read(self, org_id: str, path: str, params: dict[str, str]) -> Answer:
+        """Auth0's answer to a read about the organization (its profile, invitations,
+        connections, a member's roles), as JSON, cached like every answer; ``path`` must be
+        the organization's own, checked by the caller.
+
+        :raise Relayed: Auth0 refused the read (an invitation it does not have: 404).
+        """
+        query = urlencode(sorted(params.items()))
+        fetch = lambda: dumps(self.management.relay("GET", path, params=params)[1])  # noqa: E731
+        key = f"org-read:{_key_part(f'{path}?{query}')}{self._generation(org_id)}"
+        entry = self._cached(key, fetch, fresh=False)
+        return Answer(entry.value, self._freshness(entry))
+
+    def written(self, org_id: str) -> None:
+        """A write changed what Auth0 holds for the organization: every answer cached for it
+        (member list, memberships, profiles, organization reads) is read afresh from now on,
+        by every worker and host, whatever each holds in memory."""
+        if org_id in self.writable_orgs:
+            lifetime = self.ttl + self.max_stale + GENERATION_GRACE_SECONDS
+            self.cache.store.set(GENERATION_KEY.format(org_id=org_id), uuid.uuid4().hex, lifetime)
+
+    def _generation(self, org_id: str) -> str:
+        """The part of the organization's cache keys that a write changes; only for those a
+        client may write to (a shared-store read per request: the others need none)."""
+        if org_id not in self.writable_orgs:
+            return ""
+        return f"@{self.cache.store.get(GENERATION_KEY.format(org_id=org_id)) or 0}"
 
     def member_list(self, org_id: str, *, fresh: bool = False) -> Answer:
         """The organization's members, a page of JSON text at a time (objects joined by commas):
@@ -106,7 +150,7 @@ class Directory:
         fetch = functools.partial(self._fetch_member_pages, org_id)
         if not self.ttl:
             return Answer(fetch(1).pages_then_stored(), FETCHED_NOW)
-        key = MEMBER_LIST_KEY.format(org_id=org_id)
+        key = MEMBER_LIST_KEY.format(org_id=org_id) + self._generation(org_id)
         entry, pages = self.cache.listing(
             key, fetch, ttl=self.ttl, stale_seconds=self.max_stale, fresh=fresh
         )
@@ -126,6 +170,13 @@ class Directory:
         """
         listing = self.member_list(org_id, fresh=fresh)
         return Answer(self._with_profiles(listing.body, fields), listing.freshness)
+
+    def search_profiles(self, user_ids: list[str]) -> list[dict]:
+        """The profiles of these users (at most 100), found by one users search, in their
+        order, without identity-provider tokens; one the search does not find yet (it is
+        eventually consistent) is left out."""
+        found = {u["user_id"]: u for u in self.management.search_users(user_ids, fields=None)}
+        return [public_profile(found[user_id]) for user_id in user_ids if user_id in found]
 
     def member_changes(self, org_id: str, since: str | None) -> Answer:
         """The members added, removed and updated since the cursor ``since`` (none: just the

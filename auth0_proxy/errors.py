@@ -96,6 +96,49 @@ class UserNotFound(APIError):
     message = "The user does not exist."
 
 
+class OrganizationNotFound(APIError):
+    """Auth0's answer for an unknown organization: also what another organization's id gets,
+    so a caller cannot learn that it exists."""
+
+    status_code = 404
+    error_code = "inexistent_organization"
+    message = "No organization found by that id or name"
+
+
+class OperationNotAllowed(APIError):
+    """A Management API operation outside the proxy's rule table, or a write this client may
+    not make: refused before Auth0 is asked."""
+
+    status_code = 403
+    error_code = "operation_not_allowed"
+    message = "This operation is not available through the organization proxy."
+
+
+class InvalidBody(APIError):
+    status_code = 400
+    error_code = "invalid_body"
+    message = "Payload validation error: the body must be a JSON object."
+
+
+class SharedUser(APIError):
+    status_code = 409
+    error_code = "user_in_other_organizations"
+    message = (
+        "The user also belongs to other organizations, so the proxy will not delete it; remove "
+        "it from this organization with DELETE /api/v2/organizations/{id}/members instead."
+    )
+
+
+class Relayed(APIError):
+    """Auth0's own refusal of a request the proxy made for the caller (a body Auth0 found
+    invalid, an invitation it does not have), passed on as Auth0 worded it."""
+
+    def __init__(self, status: int, body: dict, *, reason: str):
+        self.status_code = status
+        self.error_code = str(body.get("errorCode") or HTTP_STATUS_CODES.get(status, "error"))
+        super().__init__(str(body.get("message") or HTTP_STATUS_CODES.get(status)), reason=reason)
+
+
 class TooManyRequests(APIError):
     status_code = 429
     error_code = "too_many_requests"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, request
 from werkzeug.exceptions import LengthRequired, RequestEntityTooLarge
 
-# The proxy's endpoints take no body; anything large is at best a mistake.
+# The largest body a write of the Management API surface needs is a few kilobytes.
 MAX_BODY_BYTES = 1024 * 1024
 
 
@@ -21,6 +21,6 @@ def refuse_unwanted_body() -> None:
     """
     environ = request.environ
     if environ.get("HTTP_TRANSFER_ENCODING"):
-        raise LengthRequired("Send no request body (or one with Content-Length).")
+        raise LengthRequired("Send the request body with Content-Length.")
     if environ.get("CONTENT_LENGTH") and (request.content_length or 0) > MAX_BODY_BYTES:
         raise RequestEntityTooLarge()

@@ -18,7 +18,13 @@ from marshmallow import ValidationError
 from .budget import Prepaid
 from .cache import SharedCache
 from .config import Auth0Settings
-from .errors import APIError, TooManyRequests, UpstreamFailed, UpstreamUnavailable, UserNotFound
+from .errors import (
+    Relayed,
+    TooManyRequests,
+    UpstreamFailed,
+    UpstreamUnavailable,
+    UserNotFound,
+)
 from .paging import OFFSET_PAGING_LIMIT, CheckpointPaging, OffsetPaging
 from .schemas import members_offset_page, members_page, user_organizations_page, users_page
 from .upstream import Upstream, retry_after_seconds
@@ -28,6 +34,8 @@ log = logging.getLogger(__name__)
 TOKEN_CACHE_KEY = "management-token:{client_id}"  # noqa: S105 - a cache key
 # Renew this long before expiry, so a token is never used in its last minutes.
 TOKEN_RENEWAL_MARGIN_SECONDS = 300
+# Auth0's refusals of a caller's own request, passed on as they are.
+RELAYED_STATUSES = (400, 404, 409)
 USER_ORGANIZATIONS_PAGE = 100  # the endpoint's maximum per_page (Management API spec)
 MAX_PAGES = 100_000  # a bound on any paging loop: 5 million members at 50 per page
 
@@ -79,8 +87,9 @@ class ManagementClient:
         schema = members_page if isinstance(paging, CheckpointPaging) else members_offset_page
         return _load(schema, self.get_json(path, paging.params(), prepaid=prepaid), path)
 
-    def search_users(self, user_ids: list[str], fields: tuple[str, ...]) -> list[dict]:
-        """The profiles of these users (at most 100, the search's page size), in one call.
+    def search_users(self, user_ids: list[str], fields: tuple[str, ...] | None) -> list[dict]:
+        """The profiles of these users (at most 100, the search's page size), in one call; with
+        just ``fields``, or whole.
 
         Users search (``q=user_id:("a" OR "b")``) answers many users per call where
         GET /users/{id} would take one call each. Only the users asked for are kept, whatever
@@ -92,9 +101,9 @@ class ManagementClient:
             "search_engine": "v3",
             "per_page": len(user_ids),
             "include_totals": "true",
-            "fields": ",".join(fields),
-            "include_fields": "true",
         }
+        if fields is not None:
+            params.update(fields=",".join(fields), include_fields="true")
         page = _load(users_page, self.get_json("/api/v2/users", params), "/api/v2/users")
         wanted = set(user_ids)
         return [user for user in page["users"] if user.get("user_id") in wanted]
@@ -135,19 +144,50 @@ class ManagementClient:
         missing=UpstreamFailed,
         prepaid: Prepaid | None = None,
     ) -> dict:
-        """GET a Management API path with the cached token; refresh it once on a 401.
+        """GET a Management API path with the cached token.
 
         :raise missing: 404 from Auth0 (by default a 502: the proxy asked for something absent).
         :raise TooManyRequests: Auth0 rate-limits the tenant (429, with Retry-After).
         :raise UpstreamFailed: any other error answer (502).
         """
+        response = self._call("GET", path, params=params, prepaid=prepaid)
+        if response.status_code == 404:
+            raise missing(reason=f"Auth0 answered 404 on {path}: {_error_summary(response)}")
+        return _json_object(_success(response, path), f"GET {path}")
+
+    def relay(
+        self, method: str, path: str, *, params: dict | None = None, body: object = None
+    ) -> tuple[int, object]:
+        """Make a request for the caller; Auth0's status and JSON answer (None for 204). Auth0's
+        refusals of the request itself (400, 404, 409) reach the caller as Auth0 worded them.
+        A write is sent once: only a 429, which Auth0 answers before acting, is retried.
+
+        :raise Relayed: Auth0 refused the request (400, 404, 409).
+        :raise TooManyRequests: Auth0 rate-limits the tenant (429, with Retry-After).
+        :raise UpstreamFailed: any other error answer, or a body that is not JSON (502).
+        """
+        response = self._call(
+            method, path, params=params, json=body, retry_failures=method == "GET"
+        )
+        if response.status_code in RELAYED_STATUSES:
+            error = _json_value(response, f"{method} {path}")
+            reason = f"Auth0 answered {response.status_code} on {method} {path}"
+            raise Relayed(
+                response.status_code, error if isinstance(error, dict) else {}, reason=reason
+            )
+        status = _success(response, path).status_code
+        return status, None if status == 204 else _json_value(response, f"{method} {path}")
+
+    def _call(self, method: str, path: str, **kwargs) -> requests.Response:
+        """Send with the cached token; on a 401 (expired or rotated early), once more with a
+        new one: Auth0 refused the first before acting on it."""
         token = self.token()
-        response = self._get(path, params, token, prepaid)
+        response = self._send(method, path, token, **kwargs)
         if response.status_code == 401:
             log.info("management token refused; using or fetching a new one")
             self.cache.discard(self.token_cache_key, token)
-            response = self._get(path, params, self.token(), prepaid)
-        return _json_or_raise(response, path, missing)
+            response = self._send(method, path, self.token(), **kwargs)
+        return response
 
     def token(self) -> str:
         """The proxy's management token, from the cache or fetched once for all workers.
@@ -156,11 +196,9 @@ class ManagementClient:
         """
         return self.cache.get_or_create(self.token_cache_key, self._fetch_token, refresh_ahead=True)
 
-    def _get(
-        self, path: str, params: dict | None, token: str, prepaid: Prepaid | None
-    ) -> requests.Response:
+    def _send(self, method: str, path: str, token: str, **kwargs) -> requests.Response:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        return self.upstream.request("GET", path, params=params, headers=headers, prepaid=prepaid)
+        return self.upstream.request(method, path, headers=headers, **kwargs)
 
     def _fetch_token(self) -> tuple[str, int]:
         response = self.upstream.request(
@@ -190,6 +228,15 @@ class ManagementClient:
         return grant["access_token"], ttl
 
 
+def api_path(template: str, **params: str) -> str:
+    """A Management API path from a template such as "/users/{id}", each parameter encoded as
+    one path segment.
+
+    :raise UserNotFound: a parameter that is a dot-segment or empty (404).
+    """
+    return "/api/v2" + template.format(**{name: _segment(v) for name, v in params.items()})
+
+
 def _lucene_phrase(value: str) -> str:
     """A quoted Lucene term: backslashes and quotes escaped, so an id cannot widen the query."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -208,13 +255,15 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def _json_or_raise(response: requests.Response, path: str, missing: type[APIError]) -> dict:
+def _success(response: requests.Response, path: str) -> requests.Response:
+    """The response, if Auth0 succeeded.
+
+    :raise TooManyRequests: 429 (with Retry-After). :raise UpstreamFailed: any other error.
+    """
     status = response.status_code
-    if status == 200:
-        return _json_object(response, f"GET {path}")
+    if status < 300:
+        return response
     reason = f"Auth0 answered {status} on {path}: {_error_summary(response)}"
-    if status == 404:
-        raise missing(reason=reason)
     if status == 429:
         retry_after = math.ceil(retry_after_seconds(response))
         raise TooManyRequests(reason=reason, headers={"Retry-After": str(retry_after)})
@@ -236,14 +285,20 @@ def _load(schema, body: dict, path: str) -> dict:
 
 def _json_object(response: requests.Response, endpoint: str) -> dict:
     """The JSON object Auth0 answered; anything else is a bad gateway (502), not a crash."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
+    body = _json_value(response, endpoint)
     if not isinstance(body, dict):
         log.warning("Auth0 answered %s with a body that is not a JSON object", endpoint)
         raise UpstreamFailed(reason=f"{endpoint}: body is not a JSON object")
     return body
+
+
+def _json_value(response: requests.Response, endpoint: str) -> object:
+    """:raise UpstreamFailed: the body is not JSON (502)."""
+    try:
+        return response.json()
+    except ValueError:
+        log.warning("Auth0 answered %s with a body that is not JSON", endpoint)
+        raise UpstreamFailed(reason=f"{endpoint}: body is not JSON") from None
 
 
 def _error_summary(response: requests.Response) -> str:

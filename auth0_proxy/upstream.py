@@ -66,12 +66,20 @@ class Upstream:
         self.session.mount("http://", adapter)
 
     def request(
-        self, method: str, path: str, *, prepaid: Prepaid | None = None, **kwargs
+        self,
+        method: str,
+        path: str,
+        *,
+        prepaid: Prepaid | None = None,
+        retry_failures: bool = True,
+        **kwargs,
     ) -> requests.Response:
         """Send one request to the tenant, retrying 429, 5xx and broken connections in budget.
 
-        ``path`` must already be percent-encoded. Only reads and the token request (which has
-        no side effect) go through here, so a retry is always safe. Each attempt is paid from
+        ``path`` must already be percent-encoded. A write passes ``retry_failures=False``: a 5xx
+        or a broken connection may have left it done, so only a 429 (which Auth0 answers before
+        doing anything) is retried; reads and the token request are always safe to retry. Each
+        attempt is paid from
         ``prepaid`` (a listing's pages) or the governor's budget. The last answer is returned
         as it is, 429 and 5xx included.
 
@@ -86,7 +94,8 @@ class Upstream:
             try:
                 response = self._send(method, path, **kwargs)
             except UpstreamFailed:
-                if attempt + 1 == MAX_ATTEMPTS or not _sleep_before_retry(attempt, deadline):
+                last = not retry_failures or attempt + 1 == MAX_ATTEMPTS
+                if last or not _sleep_before_retry(attempt, deadline):
                     raise
                 continue
             if response.status_code == 429:
@@ -101,7 +110,8 @@ class Upstream:
                     )
             else:
                 self.governor.observe(group, response, 0.0)
-                if response.status_code < 500 or not _sleep_before_retry(attempt, deadline):
+                final = response.status_code < 500 or not retry_failures
+                if final or not _sleep_before_retry(attempt, deadline):
                     return response
         return response
 

@@ -37,9 +37,6 @@ class IdConverter(BaseConverter):
     part_isolating = False  # may span path segments
 
 
-bp.record_once(lambda state: state.app.url_map.converters.setdefault("id", IdConverter))
-
-
 @bp.get("/users")
 @require_organization("read:users")
 def list_users(caller: Caller):

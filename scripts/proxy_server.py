@@ -16,6 +16,8 @@ from pathlib import Path
 
 import requests
 
+from emulated_tenant.certs import CertificatePaths
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,7 +29,8 @@ def free_port() -> int:
 
 class ProxyServer:
     """gunicorn serving ``app`` (the proxy's ``wsgi:app``) with the given config dict and the
-    project's gunicorn.conf.py; logs captured to a file."""
+    project's gunicorn.conf.py; logs captured to a file. With ``tls`` (a certificate and key,
+    and the CA that signed them), gunicorn serves HTTPS itself, as the Auth0 SDKs require."""
 
     def __init__(
         self,
@@ -40,15 +43,18 @@ class ProxyServer:
         workdir: str | None = None,
         env: dict | None = None,
         app: str = "wsgi:app",
+        tls: CertificatePaths | None = None,
     ):
         self.app = app
+        self.tls = tls
         self.workers = workers
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="auth0-proxy-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "config.json"
         self.log_path = self.workdir / "proxy.log"
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.domain = f"127.0.0.1:{self.port}"  # what an Auth0 SDK takes as its domain
+        self.url = f"{'https' if tls else 'http'}://{self.domain}"
         proxy_block = {"cache_dir": str(self.workdir / "cache"), **config.get("proxy", {})}
         self.config_path.write_text(json.dumps({**config, "proxy": proxy_block}, indent=2))
         self.env = {
@@ -61,7 +67,8 @@ class ProxyServer:
             "GUNICORN_THREADS": str(threads),
             # gunicorn's own lines at INFO whatever the app's LOG_LEVEL: start() waits for its
             # "Worker ready" lines.
-            "GUNICORN_CMD_ARGS": "--log-level info",
+            "GUNICORN_CMD_ARGS": "--log-level info"
+            + (f" --certfile {tls.cert} --keyfile {tls.key}" if tls else ""),
             **(env or {}),
         }
         self.process: subprocess.Popen | None = None
@@ -111,7 +118,9 @@ class ProxyServer:
                 )
             if self.log_text().count("Worker ready (pid:") >= self.workers:
                 try:
-                    if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    verify = str(self.tls.ca_bundle) if self.tls else True
+                    healthz = requests.get(f"{self.url}/healthz", timeout=1, verify=verify)
+                    if healthz.status_code == 200:
                         return
                 except requests.ConnectionError:
                     pass

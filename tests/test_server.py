@@ -80,7 +80,7 @@ def test_chunked_body_is_refused_without_reading_it(proxy, make_token):
     assert response.status_code == 411
     assert response.json()["errorCode"] == "length_required"
     [line] = [r for r in proxy.log_records() if r.get("request_id") == "chunked-body"]
-    assert line["reason"] == "Send no request body (or one with Content-Length)."
+    assert line["reason"] == "Send the request body with Content-Length."
 
 
 def test_stalled_chunked_bodies_do_not_hold_the_worker(start_proxy, call, make_token):

@@ -1,0 +1,217 @@
+"""The invisible proxy: Auth0's Management API at /api/v2, for the caller's organization only.
+
+An edge server keeps its Auth0 SDK and changes two settings, the domain (the proxy's) and the
+token (its M2M token for the proxy's API). What it may do is the table below, one rule per
+operation: method, path, the Auth0 permission it needs (a read also takes ``read:users``), how
+the organization is enforced, whether it writes. Routing and refusal both follow from the table:
+any other method or path under /api/v2 is 403 before the token is even read, and never reaches
+Auth0. Writes are off unless the config's ``writes`` block grants them to the client, and each
+one is an audit line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+from flask import Blueprint, Response, current_app, g, request
+
+from . import api_reads, api_writes
+from .access import Caller, identify_caller
+from .api_query import CHECKPOINT, EMAIL, FIELDS, OFFSET, SEARCH, SORT, Query, checked_query
+from .config import WriteGrant
+from .errors import APIError, OperationNotAllowed, OrganizationNotFound
+from .management import api_path
+
+audit_log = logging.getLogger("auth0_proxy.audit")
+
+PREFIX = "/api/v2"
+READ_ANY = "read:users"  # grants every read of the surface, as it does on the users proxy
+
+
+class Org(enum.Enum):
+    """How a rule keeps the caller within its organization."""
+
+    OWN = "the path's {id} is the caller's organization; any other is Auth0's 404"
+    OWN_MEMBER = "as OWN, and {user_id} is a member of it (else Auth0's 404 for a user)"
+    MEMBER = "the path's {id} is a user who is a member (else Auth0's 404 for a user)"
+    MEMBERS_ONLY = "the answer holds the organization's members only"
+    NEW_MEMBER = "the user created becomes a member, or is deleted again"
+
+
+@dataclass(frozen=True)
+class Call:
+    """What an operation's handler gets: the caller, the path's decoded parameters, the checked
+    query, and for a write the client's grant."""
+
+    caller: Caller
+    template: str
+    params: dict[str, str]
+    query: Query
+    grant: WriteGrant | None = None
+
+    def path(self, template: str) -> str:
+        """An Auth0 path from a template of this call's parameters."""
+        return api_path(template, **self.params)
+
+
+@dataclass(frozen=True)
+class Rule:
+    method: str
+    template: str
+    permission: str
+    org: Org
+    write: bool
+    handler: Callable[[Call], Response]
+    query: tuple[str, ...] = ()
+
+    def match(self, method: str, segments: list[str]) -> dict[str, str] | None:
+        """The decoded path parameters, if the request is this rule's."""
+        expected = self.template.split("/")
+        if method != self.method or len(expected) != len(segments):
+            return None
+        params = {}
+        for want, got in zip(expected, segments, strict=True):
+            if want.startswith("{"):
+                if not got:
+                    return None
+                params[want[1:-1]] = unquote(got, errors="strict")
+            elif want != got:
+                return None
+        return params
+
+
+ORG = "/organizations/{id}"
+ROLES = ORG + "/members/{user_id}/roles"
+READ, WRITE = False, True
+reads, writes = api_reads, api_writes
+RULES = (
+    # method, path under /api/v2, Auth0 permission, organization, writes?, handler, query taken
+    Rule("GET", ORG, "read:organizations", Org.OWN, READ, reads.relayed),
+    Rule("GET", ORG + "/members", "read:organization_members", Org.OWN, READ, reads.members,
+         OFFSET + CHECKPOINT + FIELDS),
+    Rule("GET", ROLES, "read:organization_member_roles", Org.OWN_MEMBER, READ, reads.relayed,
+         OFFSET),
+    Rule("GET", ORG + "/invitations", "read:organization_invitations", Org.OWN, READ,
+         reads.relayed, OFFSET + FIELDS + SORT),
+    Rule("GET", ORG + "/invitations/{invitation_id}", "read:organization_invitations", Org.OWN,
+         READ, reads.relayed, FIELDS),
+    Rule("GET", ORG + "/enabled_connections", "read:organization_connections", Org.OWN, READ,
+         reads.relayed, OFFSET),
+    Rule("GET", "/users/{id}", "read:users", Org.MEMBER, READ, reads.user, FIELDS),
+    Rule("GET", "/users/{id}/organizations", "read:organizations", Org.MEMBER, READ,
+         reads.user_organizations, OFFSET),
+    Rule("GET", "/users", "read:users", Org.MEMBERS_ONLY, READ, reads.users,
+         OFFSET + FIELDS + SEARCH),
+    Rule("GET", "/users-by-email", "read:users", Org.MEMBERS_ONLY, READ, reads.users_by_email,
+         FIELDS + EMAIL),
+    Rule("POST", ORG + "/invitations", "create:organization_invitations", Org.OWN, WRITE,
+         writes.invite),
+    Rule("DELETE", ORG + "/members", "delete:organization_members", Org.OWN, WRITE,
+         writes.remove_members),
+    Rule("POST", ROLES, "create:organization_member_roles", Org.OWN_MEMBER, WRITE,
+         writes.assign_roles),
+    Rule("DELETE", ROLES, "delete:organization_member_roles", Org.OWN_MEMBER, WRITE,
+         writes.remove_roles),
+    Rule("PATCH", "/users/{id}", "update:users", Org.MEMBER, WRITE, writes.update_user),
+    Rule("POST", "/users", "create:users", Org.NEW_MEMBER, WRITE, writes.create_user),
+    Rule("DELETE", "/users/{id}", "delete:users", Org.MEMBER, WRITE, writes.delete_user),
+)  # fmt: skip
+WRITE_PERMISSIONS = frozenset(rule.permission for rule in RULES if rule.write)
+
+bp = Blueprint("management_api", __name__)
+
+
+# Every method reaches the dispatcher, which refuses what the table does not name (OPTIONS
+# included: Flask would answer it with the methods the route takes).
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+ROUTE = {"methods": METHODS, "provide_automatic_options": False}
+
+
+@bp.route(PREFIX, **ROUTE)
+@bp.route(f"{PREFIX}/", **ROUTE)
+@bp.route(f"{PREFIX}/<id:rest>", **ROUTE)
+def dispatch(rest: str = "") -> Response:
+    """Answer a Management API request by its rule, or refuse it."""
+    rule, params = match(request.method, raw_path())
+    if rule is None:
+        raise OperationNotAllowed(reason=f"no rule for {request.method} {request.path[:200]}")
+    scopes = [rule.permission] if rule.write else [READ_ANY, rule.permission]
+    caller = identify_caller(scopes)
+    call = Call(caller, rule.template, params, checked_query(request.args, rule.query))
+    if not rule.write:
+        enforce_organization(rule, call)
+        return rule.handler(call)
+    return audited(rule, call)
+
+
+def match(method: str, path: str) -> tuple[Rule | None, dict[str, str]]:
+    """The rule for this request and its path parameters; (None, {}) for any other request."""
+    segments = path.removeprefix(PREFIX).split("/")
+    for rule in RULES:
+        try:
+            params = rule.match(method, segments)
+        except UnicodeDecodeError:
+            return None, {}
+        if params is not None:
+            return rule, params
+    return None, {}
+
+
+def enforce_organization(rule: Rule, call: Call) -> None:
+    """:raise OrganizationNotFound: another organization's id (404, as if it did not exist).
+    :raise UserNotFound: a user who is not a member (404, as if it did not exist).
+    """
+    org_id = call.caller.org_id
+    if rule.org in (Org.OWN, Org.OWN_MEMBER) and call.params["id"] != org_id:
+        raise OrganizationNotFound(reason="another organization's id")
+    member = {Org.OWN_MEMBER: "user_id", Org.MEMBER: "id"}.get(rule.org)
+    if member is not None:
+        api_reads.directory().require_member(org_id, call.params[member])
+
+
+def audited(rule: Rule, call: Call) -> Response:
+    """Run a write for a client the config lets make it, with its audit line whatever the
+    outcome."""
+    outcome = "failed"
+    try:
+        grant = current_app.extensions["policy"].write_grant(call.caller.client_id, rule.permission)
+        call = dataclasses.replace(call, grant=grant)
+        enforce_organization(rule, call)
+        response = rule.handler(call)
+        outcome = "done"
+        return response
+    except APIError as error:
+        outcome = f"refused: {error.status_code} {error.error_code}"
+        raise
+    finally:
+        audit_log.info(
+            "write %s",
+            outcome,
+            extra={
+                "fields": {
+                    "audit": True,
+                    "request_id": g.request_facts.request_id,
+                    "client_id": call.caller.client_id,
+                    "org_id": call.caller.org_id,
+                    "action": f"{rule.method} {rule.template}",
+                    "permission": rule.permission,
+                    "target": g.get("write_target") or call.params.get("id", ""),
+                    "outcome": outcome,
+                }
+            },
+        )
+
+
+def raw_path() -> str:
+    """The path as the client sent it, encoding intact: Auth0 ids carry ``|`` and may carry an
+    encoded ``/``, which the decoded path would split into two segments."""
+    environ = request.environ
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if not raw:
+        return quote(request.path, safe="/|:@!$&'()*+,;=")
+    return raw.split("?", 1)[0]

@@ -1,0 +1,274 @@
+"""The /api/v2 surface's rules, in process: the default refusal, the organization rule, Auth0's
+query semantics, the cache it shares with /users, and what writes leave behind (the audit line,
+a new cache generation every worker sees). tests/test_sdk.py proves the same operations through
+the official SDK over TLS; this file covers what the SDK never sends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from auth0_proxy import create_app
+from auth0_proxy.config import ConfigError
+from auth0_proxy.management_api import RULES, WRITE_PERMISSIONS
+from tests.support import ERROR_KEYS, MEMBER_FIELDS, MEMBERS, proxy_config_for
+
+ACME_MEMBERS = sorted(
+    [
+        "auth0|alice-acme",
+        "auth0|bob-acme",
+        "auth0|carol-acme",
+        "auth0|dave-acme",
+        "google-oauth2|erin-acme",
+        "auth0|shared-consultant",
+    ]
+)
+DENIED = [
+    ("GET", "/api/v2/clients"),
+    ("GET", "/api/v2/organizations"),
+    ("GET", "/api/v2/roles"),
+    ("GET", "/api/v2/users/auth0%7Calice-acme/roles"),
+    ("GET", "/api/v2/users/auth0%7Calice-acme/logs"),
+    ("GET", "/api/v2/organizations/org_acme/members/auth0%7Calice-acme"),
+    ("PUT", "/api/v2/users/auth0%7Calice-acme"),
+    ("POST", "/api/v2/organizations/org_acme/members"),
+    ("DELETE", "/api/v2/organizations/org_acme"),
+    ("PATCH", "/api/v2/organizations/org_acme"),
+    ("OPTIONS", "/api/v2/users"),
+    ("HEAD", "/api/v2/users"),
+    ("GET", "/api/v2"),
+    ("GET", "/api/v2/"),
+    ("GET", "/api/v2/users/"),
+    ("GET", "/api/v2/users/a/b/organizations"),
+    ("GET", "/api/v2/organizations/org_acme/members/../../clients"),
+]
+
+
+def upstream_management_calls(tenant) -> list[str]:
+    return [r["raw_uri"] for r in tenant.requests if r["raw_uri"].startswith("/api/v2")]
+
+
+@pytest.mark.parametrize(("method", "path"), DENIED)
+def test_anything_outside_the_table_is_403_before_the_token_or_auth0(
+    call, tenant, make_token, method, path
+):
+    for token in (None, make_token()):
+        answer = call(path, token, method=method)
+        assert answer.status_code == 403, path
+        if method == "HEAD":
+            continue  # no body
+        body = answer.json()
+        assert set(body) == ERROR_KEYS and body["errorCode"] == "operation_not_allowed"
+        assert body["message"] == "This operation is not available through the organization proxy."
+    assert tenant.requests == [], "no call to Auth0 at all, not even for the signing keys"
+
+
+def test_the_table_declares_each_operation_once():
+    keys = [(rule.method, rule.template) for rule in RULES]
+    assert len(keys) == len(set(keys))
+    assert {
+        "create:organization_invitations",
+        "delete:organization_members",
+        "create:organization_member_roles",
+        "delete:organization_member_roles",
+        "update:users",
+        "create:users",
+        "delete:users",
+    } == WRITE_PERMISSIONS
+
+
+def test_a_read_takes_read_users_or_its_own_permission(call, make_token):
+    path = "/api/v2/organizations/org_acme/members"
+    assert call(path, make_token(scope="read:organization_members")).status_code == 200
+    assert call(path, make_token(scope="read:users")).status_code == 200
+    refused = call(path, make_token(scope="read:organizations"))
+    assert refused.status_code == 403 and refused.json()["errorCode"] == "insufficient_scope"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v2/organizations/org_globex"),
+        ("GET", "/api/v2/organizations/org_globex/members"),
+        ("GET", "/api/v2/organizations/org_globex/invitations"),
+        ("GET", "/api/v2/organizations/org_nope/enabled_connections"),
+        ("GET", "/api/v2/organizations/org_globex/members/auth0%7Cfrank-globex/roles"),
+    ],
+)
+def test_another_organization_is_auth0s_404_without_an_upstream_call(
+    call, tenant, make_token, method, path
+):
+    answer = call(path, make_token(), method=method)
+    assert answer.status_code == 404
+    assert answer.json() == {
+        "statusCode": 404,
+        "error": "Not Found",
+        "message": "No organization found by that id or name",
+        "errorCode": "inexistent_organization",
+    }
+    assert upstream_management_calls(tenant) == []
+
+
+def test_members_by_offset_with_totals(call, make_token):
+    answer = call("/api/v2/organizations/org_acme/members?page=1&per_page=2&include_totals=true",
+                  make_token())  # fmt: skip
+    body = answer.json()
+    assert answer.status_code == 200
+    assert [m["user_id"] for m in body["members"]] == ACME_MEMBERS[2:4]
+    assert (body["start"], body["limit"], body["total"]) == (2, 2, len(ACME_MEMBERS))
+    assert all(set(m) == MEMBER_FIELDS for m in body["members"])
+
+
+def test_members_without_paging_are_auth0s_first_page_as_an_array(call, make_token):
+    body = call("/api/v2/organizations/org_acme/members", make_token()).json()
+    assert [m["user_id"] for m in body] == ACME_MEMBERS
+
+
+def test_members_offset_window_ends_at_1000(call, make_token):
+    answer = call("/api/v2/organizations/org_big/members?page=10&per_page=100",
+                  make_token("edge-big"))  # fmt: skip
+    assert answer.status_code == 400 and answer.json()["errorCode"] == "invalid_paging"
+
+
+def test_members_by_checkpoint_reach_past_1000(make_app, call, make_token, tenant):
+    app, token, seen, checkpoint = make_app(cache_ttl_seconds=60), make_token("edge-big"), [], None
+    while True:
+        path = "/api/v2/organizations/org_big/members?take=100"
+        answer = call(path + (f"&from={checkpoint}" if checkpoint else ""), token, via=app)
+        answer = answer.json()
+        seen += [m["user_id"] for m in answer["members"]]
+        checkpoint = answer.get("next")
+        if not checkpoint:
+            break
+    assert len(seen) == len(set(seen)) == 2500
+    assert tenant.counts[MEMBERS] == 50, "the list read once, in Auth0's pages of 50"
+
+
+def test_members_fields_excluded(call, make_token):
+    path = "/api/v2/organizations/org_acme/members?fields=picture,email&include_fields=false"
+    body = call(path, make_token()).json()
+    assert all(set(m) == {"user_id", "name"} for m in body)
+
+
+def test_a_bad_checkpoint_is_a_400(call, make_token):
+    answer = call("/api/v2/organizations/org_acme/members?from=%25%25", make_token())
+    assert answer.status_code == 400 and answer.json()["errorCode"] == "invalid_query_string"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["per_page=0", "per_page=101", "page=-1", "take=x", "include_totals=yes", "bogus=1",
+     "page=1&page=2", "page=0&from=abc"],
+)  # fmt: skip
+def test_query_validation_before_any_upstream_call(call, make_token, tenant, query):
+    answer = call(f"/api/v2/organizations/org_acme/members?{query}", make_token())
+    assert answer.status_code == 400
+    assert answer.json()["errorCode"] == "invalid_query_string"
+    assert upstream_management_calls(tenant) == []
+
+
+def test_an_sdk_paging_the_cached_list_costs_no_upstream_call(make_app, call, make_token, tenant):
+    app, token = make_app(cache_ttl_seconds=60), make_token()
+    call("/users", token, via=app)
+    tenant.reset_counts()
+    for page in range(3):
+        path = f"/api/v2/organizations/org_acme/members?page={page}&per_page=2"
+        assert call(path, token, via=app).status_code == 200
+    assert tenant.counts[MEMBERS] == 0
+
+
+def test_users_search_never_finds_another_organizations_member(call, make_token):
+    q = "user_id:auth0%7Cfrank-globex%20OR%20email:grace@globex.example"
+    answer = call(f"/api/v2/users?q={q}&include_totals=true", make_token())
+    assert answer.json() == {"users": [], "start": 0, "limit": 50, "length": 0, "total": 0}
+
+
+def test_users_list_includes_totals_as_auth0(call, make_token):
+    body = call("/api/v2/users?per_page=4&include_totals=true", make_token()).json()
+    assert [u["user_id"] for u in body["users"]] == ACME_MEMBERS[:4]
+    assert (body["start"], body["limit"], body["length"], body["total"]) == (0, 4, 4, 6)
+    assert all("identities" in user for user in body["users"]), "full profiles"
+
+
+def test_user_organizations_of_a_shared_user_name_only_the_callers(call, make_token):
+    body = call("/api/v2/users/auth0%7Cshared-consultant/organizations", make_token()).json()
+    assert [organization["id"] for organization in body] == ["org_acme"]
+
+
+def test_identity_provider_tokens_never_reach_the_caller(call, make_token, tenant):
+    identity = {"connection": "c", "provider": "oauth2", "user_id": "1",
+                "access_token": "idp-secret", "refresh_token": "idp-refresh"}  # fmt: skip
+    tenant.add_user(
+        "auth0|idp-acme", "idp@acme.example", organizations=["org_acme"], identities=[identity]
+    )
+    try:
+        for path in ("/api/v2/users/auth0%7Cidp-acme",
+                     "/api/v2/users?q=user_id:auth0%7Cidp-acme",
+                     "/api/v2/users-by-email?email=idp@acme.example"):  # fmt: skip
+            answer = call(path, make_token())
+            assert answer.status_code == 200 and b"idp@acme.example" in answer.body
+            assert b"idp-secret" not in answer.body and b"idp-refresh" not in answer.body
+    finally:
+        tenant.delete_user("auth0|idp-acme")
+
+
+def test_a_write_permission_unknown_to_the_table_is_a_config_error(tenant_server):
+    config = proxy_config_for(tenant_server)
+    config["writes"] = {"edge-acme": {"permissions": ["update:clients"]}}
+    with pytest.raises(ConfigError, match=r"writes\.edge-acme\.permissions: 'update:clients'"):
+        create_app(config)
+
+
+@pytest.fixture
+def writer_app(tenant_server, tmp_path, monkeypatch, app_log):
+    """``writer_app()``: an app whose edge-acme may update users' user_metadata, sharing one
+    cache directory with every other app this fixture makes (workers of one host)."""
+    config = proxy_config_for(tenant_server, cache_ttl_seconds=60, cache_dir=str(tmp_path / "c"))
+    config["writes"] = {"edge-acme": {"permissions": ["update:users"]}}
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_server.ca_bundle)
+
+    def make():
+        app = create_app(config)  # sets the proxy's log handlers: the capture comes after
+        logging.getLogger("auth0_proxy").addHandler(app_log)
+        return app
+
+    return make
+
+
+def test_a_write_is_seen_by_the_next_read_on_another_worker(writer_app, call, make_token, tenant):
+    first, second = writer_app(), writer_app()
+    reader = make_token()
+    writer = make_token(scope="read:users update:users")
+    path = "/api/v2/users/auth0%7Cdave-acme"
+    assert call(path, reader, via=second).json()["user_metadata"] == {}  # cached by both
+    call(path, reader, via=first)
+    try:
+        answer = first.test_client().patch(
+            path, json={"user_metadata": {"desk": 7}}, headers={"Authorization": f"Bearer {writer}"}
+        )
+        assert answer.status_code == 200
+        assert call(path, reader, via=second).json()["user_metadata"] == {"desk": 7}
+    finally:
+        tenant.add_user("auth0|dave-acme", "dave@acme.example", "Dave Diaz", ["org_acme"])
+
+
+def test_a_refused_write_is_an_audit_line_too(writer_app, make_token, app_log, tenant):
+    app = writer_app()
+    token = make_token(scope="read:users update:users")
+    answer = app.test_client().patch(
+        "/api/v2/users/auth0%7Cdave-acme",
+        json={"email": "taken@evil.example"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 400 and "'email'" in answer.get_json()["message"]
+    audit = [r for r in app_log.records if r.get("audit")]
+    assert audit[-1]["outcome"] == "refused: 400 invalid_body"
+    assert audit[-1]["client_id"] == "edge-acme" and audit[-1]["org_id"] == "org_acme"
+    assert audit[-1]["target"] == "auth0|dave-acme"
+    assert upstream_management_calls(tenant) == [
+        "/api/v2/users/auth0%7Cdave-acme/organizations?page=0&per_page=100&include_totals=true"
+    ], "only the membership check"
+    assert "taken@evil.example" not in json.dumps(audit)
