@@ -16,6 +16,8 @@ import signal
 import sys
 
 import requests
+from auth0.management import ManagementClient
+from auth0.management.errors import ForbiddenError
 
 from emulated_tenant import TenantServer, demo_tenant
 from emulated_tenant.demo import (
@@ -28,6 +30,7 @@ from emulated_tenant.demo import (
 from scripts.proxy_server import ROOT, ProxyServer
 
 WORKDIR = ROOT / ".demo"
+VERIFY = str(WORKDIR / "certs" / "ca.pem")  # the emulated tenant's CA: it signs both servers
 LOG_FIELDS = ("level", "client_id", "org_id", "path", "status", "upstream_calls", "reason")
 
 
@@ -51,6 +54,7 @@ def main() -> int:
         port=args.port,
         workdir=str(WORKDIR),
         env={"LOG_LEVEL": "INFO"},
+        tls=tenant.certificates,  # HTTPS, as the Auth0 SDKs require; one CA for both servers
     )
     try:
         proxy.start()
@@ -91,6 +95,7 @@ def show(tenant: TenantServer, proxy: ProxyServer) -> None:
     )
     call("GET", f"{proxy.url}/users", {}, "5. No token: 401")
     show_conditional_request(f"{proxy.url}/users", auth)
+    show_sdk_call(proxy, token)
 
     heading("The proxy logged one JSON line per call (no token in them):")
     for record in proxy.log_records()[-6:]:
@@ -101,28 +106,48 @@ def show(tenant: TenantServer, proxy: ProxyServer) -> None:
       -d grant_type=client_credentials -d client_id={ACME_CLIENT_ID} \\
       -d client_secret={ACME_CLIENT_SECRET} -d audience={API_AUDIENCE} | python3 -c \\
       'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  export CURL_CA_BUNDLE={tenant.ca_bundle}
   curl -s -H "Authorization: Bearer $TOKEN" {proxy.url}/users
   curl -s -H "Authorization: Bearer $TOKEN" {proxy.url}/users/auth0%7Calice-acme
   curl -s -H "Authorization: Bearer $TOKEN" {proxy.url}/users/changes
+  curl -s -H "Authorization: Bearer $TOKEN" {proxy.url}/api/v2/organizations/org_acme/members
 The proxy's JSON log: {proxy.log_path}""")
 
 
 def show_conditional_request(url: str, auth: dict) -> None:
     """A cached answer says how fresh it is; sending its ETag back costs nothing upstream."""
     heading("6. GET /users again: from the cache, saying how fresh it is")
-    cached = requests.get(url, headers=auth, timeout=30)
+    cached = requests.get(url, headers=auth, timeout=30, verify=VERIFY)
     print(f"GET {url} -> {cached.status_code}")
     for name in ("Age", "Cache-Status", "ETag"):
         print(f"  {name}: {cached.headers.get(name)}")
     heading("7. The same with If-None-Match: that ETag: 304, no body, no call to Auth0")
     validator = {**auth, "If-None-Match": cached.headers.get("ETag", "")}
-    unchanged = requests.get(url, headers=validator, timeout=30)
+    unchanged = requests.get(url, headers=validator, timeout=30, verify=VERIFY)
     print(f"GET {url} -> {unchanged.status_code} ({len(unchanged.content)} bytes of body)")
+
+
+def show_sdk_call(proxy: ProxyServer, token: str) -> None:
+    """The official Auth0 SDK, changed in two settings only: the domain and the token."""
+    heading(
+        "8. The Auth0 Python SDK pointed at the proxy: "
+        f'ManagementClient(domain="{proxy.domain}", token=<the same token>)'
+    )
+    os.environ["SSL_CERT_FILE"] = str(proxy.tls.ca_bundle)  # the demo's CA, for the SDK
+    auth0 = ManagementClient(domain=proxy.domain, token=token)
+    members = auth0.organizations.members.list("org_acme", take=3)
+    print("auth0.organizations.members.list('org_acme', take=3), every page:")
+    for member in members:
+        print(f"  {member.user_id:28} {member.email}")
+    try:
+        auth0.clients.list()
+    except ForbiddenError as refusal:
+        print(f"auth0.clients.list() -> {refusal.status_code}: {refusal.body['message']}")
 
 
 def call(method: str, url: str, headers: dict, title: str):
     heading(title)
-    response = requests.request(method, url, headers=headers, timeout=30)
+    response = requests.request(method, url, headers=headers, timeout=30, verify=VERIFY)
     print(f"{method} {url} -> {response.status_code}")
     body = response.json()
     print(json.dumps(body, indent=2))

@@ -30,4 +30,6 @@ def test_demo_shows_an_organizations_users_and_a_refusal():
     assert "GET /users: all members of org_acme" in out
     assert "auth0|alice-acme" in out
     assert "-> 404" in out and "-> 401" in out and "-> 304 (0 bytes of body)" in out
+    assert "auth0|carol-acme" in out.split("8. The Auth0 Python SDK")[1], "the SDK pages on"
+    assert "auth0.clients.list() -> 403" in out
     assert "Stopped the proxy and the emulated tenant." in out
