@@ -13,10 +13,16 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import ValidationError, fields, validate
 from werkzeug.datastructures import MultiDict
 
-from .paging import DEFAULT_PAGE_SIZE, OFFSET_PAGING_LIMIT, InvalidPaging, InvalidQuery
+from .paging import (
+    DEFAULT_PAGE_SIZE,
+    OFFSET_PAGING_LIMIT,
+    InvalidPaging,
+    InvalidQuery,
+    PagingSchema,
+)
 
 # What each operation accepts, by group (Management API spec).
 OFFSET = ("page", "per_page", "include_totals")
@@ -34,19 +40,9 @@ _TERM = re.compile(r'\s*(email|user_id):(?:"((?:[^"\\]|\\.)*)"|([^\s"()]+))\s*',
 _OR = re.compile(r"\s+OR\s+")
 
 
-class QuerySchema(Schema):
+class QuerySchema(PagingSchema):
     """Every parameter any operation of the surface takes, with the spec's types and ranges."""
 
-    class Meta:
-        unknown = RAISE
-
-    page = fields.Integer(validate=validate.Range(min=0))
-    per_page = fields.Integer(validate=validate.Range(1, 100))
-    include_totals = fields.Boolean(truthy={"true"}, falsy={"false"})
-    from_ = fields.String(data_key="from", validate=validate.Length(1, 1024))
-    take = fields.Integer(validate=validate.Range(1, 100))
-    fields_ = fields.String(data_key="fields", validate=validate.Length(max=1000))
-    include_fields = fields.Boolean(truthy={"true"}, falsy={"false"})
     q = fields.String(validate=validate.Length(max=2000))
     search_engine = fields.String(validate=validate.OneOf(["v3"]))
     email = fields.String(validate=validate.Length(1, 320))

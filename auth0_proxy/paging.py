@@ -105,7 +105,9 @@ def needs_profiles(fields: tuple[str, ...]) -> bool:
     return not set(fields) <= set(MEMBER_FIELDS)
 
 
-class MemberQuerySchema(Schema):
+class PagingSchema(Schema):
+    """The Management API's paging and field-selection parameters, with its types and ranges."""
+
     class Meta:
         unknown = RAISE
 
@@ -117,6 +119,8 @@ class MemberQuerySchema(Schema):
     fields_ = fields.String(data_key="fields", validate=validate.Length(1, 1000))
     include_fields = fields.Boolean(truthy={"true"}, falsy={"false"})
 
+
+class MemberQuerySchema(PagingSchema):
     @validates_schema
     def one_kind_of_paging(self, data, **kwargs):
         offset = any(name in data for name in OFFSET)

@@ -36,14 +36,8 @@ MGMT_SCOPES = [
     "read:organization_member_roles",
     "read:organization_invitations",
     "read:organization_connections",
-    "create:organization_invitations",
     "create:organization_members",
-    "delete:organization_members",
-    "create:organization_member_roles",
-    "delete:organization_member_roles",
-    "update:users",
-    "create:users",
-    "delete:users",
+    *WRITE_SCOPES,
 ]
 
 ACME_ORG_ID = "org_acme"

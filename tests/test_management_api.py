@@ -14,6 +14,7 @@ import pytest
 from auth0_proxy import create_app
 from auth0_proxy.config import ConfigError
 from auth0_proxy.management_api import RULES, WRITE_PERMISSIONS
+from emulated_tenant.demo import WRITE_SCOPES
 from tests.support import ERROR_KEYS, MEMBER_FIELDS, MEMBERS, proxy_config_for
 
 ACME_MEMBERS = sorted(
@@ -69,15 +70,7 @@ def test_anything_outside_the_table_is_403_before_the_token_or_auth0(
 def test_the_table_declares_each_operation_once():
     keys = [(rule.method, rule.template) for rule in RULES]
     assert len(keys) == len(set(keys))
-    assert {
-        "create:organization_invitations",
-        "delete:organization_members",
-        "create:organization_member_roles",
-        "delete:organization_member_roles",
-        "update:users",
-        "create:users",
-        "delete:users",
-    } == WRITE_PERMISSIONS
+    assert set(WRITE_SCOPES) == WRITE_PERMISSIONS  # the write permissions of the demo API
 
 
 def test_a_read_takes_read_users_or_its_own_permission(call, make_token):
@@ -222,11 +215,18 @@ def test_a_write_permission_unknown_to_the_table_is_a_config_error(tenant_server
         create_app(config)
 
 
-@pytest.fixture
-def writer_app(tenant_server, tmp_path, monkeypatch, app_log):
-    """``writer_app()``: an app whose edge-acme may update users' user_metadata, sharing one
-    cache directory with every other app this fixture makes (workers of one host)."""
-    config = proxy_config_for(tenant_server, cache_ttl_seconds=60, cache_dir=str(tmp_path / "c"))
+@pytest.fixture(params=["filesystem", "redis"])
+def writer_app(request, tenant_server, tmp_path, monkeypatch, app_log):
+    """``writer_app()``: an app whose edge-acme may update users' user_metadata, sharing its
+    cache with every other app this fixture makes: a directory (workers of one host) or a Redis
+    prefix of the test's own (hosts)."""
+    shared = {"cache_dir": str(tmp_path / "c")}
+    if request.param == "redis":
+        shared = {
+            "cache_type": "redis",
+            "cache_key_prefix": request.getfixturevalue("redis_prefix"),
+        }
+    config = proxy_config_for(tenant_server, cache_ttl_seconds=60, **shared)
     config["writes"] = {"edge-acme": {"permissions": ["update:users"]}}
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_server.ca_bundle)
 
