@@ -17,7 +17,7 @@ from flask import Response, current_app, jsonify
 from .api_query import checkpoint_page, offset_page, search_terms, selected
 from .directory import Answer, Directory, Freshness
 from .management import api_path
-from .paging import MEMBER_FIELDS
+from .paging import MEMBER_FIELDS, InvalidQuery
 from .users import described
 
 if TYPE_CHECKING:
@@ -54,7 +54,9 @@ def members(call: Call) -> Response:
 
 def user(call: Call) -> Response:
     """A member's profile, with the fields asked for."""
-    answer = directory().member_profile(call.caller.org_id, call.params["id"])
+    answer = directory().member_profile(
+        call.caller.org_id, call.params["id"], membership=call.membership
+    )
     return _answer(selected(orjson.loads(answer.body), call.query), answer.freshness)
 
 
@@ -86,8 +88,11 @@ def users(call: Call) -> Response:
 def users_by_email(call: Call) -> Response:
     """The members with exactly this email (case-sensitive, as Auth0 documents the endpoint;
     it stores a database user's email in lower case)."""
+    email = call.query.get("email")
+    if not email:
+        raise InvalidQuery("Query validation error: 'Missing required property: email'.")
     everyone, freshness = _all_members(call)
-    found = [member for member in everyone if member.get("email") == call.query.get("email")]
+    found = [member for member in everyone if member.get("email") == email]
     return _answer([selected(p, call.query) for p in _profiles(call, found)], freshness)
 
 
@@ -106,10 +111,7 @@ def _profiles(call: Call, members: list[dict]) -> list[dict]:
     users search for the page (Auth0's own GET /users answers from that search too)."""
     if len(members) <= FEW_PROFILES:
         org_id = call.caller.org_id
-        return [
-            orjson.loads(directory().member_profile(org_id, member["user_id"]).body)
-            for member in members
-        ]
+        return [orjson.loads(directory().listed_profile(org_id, m["user_id"])) for m in members]
     return directory().search_profiles([member["user_id"] for member in members])
 
 

@@ -1,11 +1,12 @@
 """The writes of the Management API surface: each only for a client the config grants it, only
 within the caller's organization, only touching what the grant names (roles, ``app_metadata``
-keys, connections), and each followed by a new cache generation for the organization, so the
-next read, on any worker or host, sees what it changed.
+keys, connections, the applications an invitation names). Once a write is sent, the
+organization's cache generation changes, whatever Auth0 answered (a timeout may hide a write
+done), so the next read, on any worker or host, sees what it changed.
 
 Auth0's own refusals (a body it finds invalid, a user that exists) reach the caller as Auth0
 worded them. The rule table in management_api has checked the grant, the organization and the
-membership, and writes the audit line.
+membership (with Auth0, at the time of the write), and writes the audit line.
 """
 
 from __future__ import annotations
@@ -25,15 +26,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-UPDATABLE_USER_FIELDS = ("user_metadata", "app_metadata")
+METADATA = ("user_metadata", "app_metadata")
+# What a created user may be given; no verified email, blocked state or chosen id.
+CREATE_FIELDS = frozenset(
+    ["connection", "email", "password", "name", "given_name", "family_name", "nickname",
+     "picture", "username", "phone_number", "verify_email", *METADATA]
+)  # fmt: skip
 
 
 def invite(call: Call) -> Response:
-    """Invite someone to the caller's organization, with allowed roles only."""
+    """Invite someone to the caller's organization, with allowed roles, metadata, connection
+    and login application only."""
     body = json_body()
-    _check_roles(call, body.get("roles", []))
-    status, invitation = management().relay("POST", call.path(call.template), body=body)
-    directory().written(call.caller.org_id)
+    _check_roles(call, body)
+    _check_metadata(call, body)
+    _check_allowed(call.grant.connections, body, "connection_id", required=False)
+    _check_allowed(call.grant.invitation_clients, body, "client_id", required=True)
+    status, invitation = _write(call, call.path(call.template), body)
     g.write_target = invitation.get("id") if isinstance(invitation, dict) else None
     return jsonify(invitation), status
 
@@ -41,16 +50,15 @@ def invite(call: Call) -> Response:
 def remove_members(call: Call) -> Response:
     """Remove users from the caller's organization (Auth0 ignores ids that are no members)."""
     body = json_body()
-    g.write_target = ",".join(map(str, body.get("members", [])))[:512]
-    return _relayed_write(call, body)
+    g.write_target = ",".join(_strings(body, "members"))[:512]
+    return _answer(*_write(call, call.path(call.template), body))
 
 
 def assign_roles(call: Call) -> Response:
-    """Give a member roles in the caller's organization: allowed roles only."""
+    """Give a member roles in the caller's organization (or take them): allowed roles only."""
     body = json_body()
-    _check_roles(call, body.get("roles", []))
-    g.write_target = call.params["user_id"]
-    return _relayed_write(call, body)
+    _check_roles(call, body)
+    return _answer(*_write(call, call.path(call.template), body))
 
 
 remove_roles = assign_roles  # the same checks; the method tells Auth0 which
@@ -59,15 +67,9 @@ remove_roles = assign_roles  # the same checks; the method tells Auth0 which
 def update_user(call: Call) -> Response:
     """Change a member's ``user_metadata``, or its allowed ``app_metadata`` keys."""
     body = json_body()
-    for name in body:
-        if name not in UPDATABLE_USER_FIELDS:
-            raise InvalidBody(
-                f"Payload validation error: '{name}' cannot be changed through the organization "
-                f"proxy (only {' and '.join(UPDATABLE_USER_FIELDS)})."
-            )
+    _check_fields(body, METADATA)
     _check_metadata(call, body)
-    status, profile = management().relay("PATCH", call.path(call.template), body=body)
-    directory().written(call.caller.org_id)
+    status, profile = _write(call, call.path(call.template), body)
     return jsonify(public_profile(profile)), status
 
 
@@ -76,32 +78,23 @@ def create_user(call: Call) -> Response:
     as one operation: if it cannot become a member, it is deleted again, so no user is left
     outside every organization."""
     body = json_body()
-    connection = body.get("connection")
-    if connection not in call.grant.connections:
-        raise OperationNotAllowed(
-            f"Creating users in the connection {str(connection)[:100]!r} is not enabled for "
-            "this client in the proxy.",
-            reason="connection not in the client's writes",
-        )
+    _check_fields(body, CREATE_FIELDS)
+    _check_allowed(call.grant.connections, body, "connection", required=True)
     _check_metadata(call, body)
-    status, created = management().relay("POST", call.path(call.template), body=body)
-    user_id = created["user_id"] if isinstance(created, dict) else None
+    status, created = _write(call, call.path(call.template), body)
+    user_id = created.get("user_id") if isinstance(created, dict) else None
     if not isinstance(user_id, str):
         raise UpstreamFailed(reason="POST /api/v2/users answered without a user_id")
     g.write_target = user_id
     _make_member(call, user_id)
-    directory().written(call.caller.org_id)
     return jsonify(public_profile(created)), status
 
 
 def delete_user(call: Call) -> Response:
-    """Delete a member who belongs to no other organization (read afresh from Auth0, not from
-    the cache: a deletion is not undone)."""
-    user_id = call.params["id"]
-    organizations = set(management().user_organization_ids(user_id))
-    if organizations - {call.caller.org_id}:
+    """Delete a member who belongs to no other organization (as Auth0 lists them now)."""
+    if set(call.membership.value) != {call.caller.org_id}:
         raise SharedUser(reason="user belongs to other organizations too")
-    return _relayed_write(call, None)
+    return _answer(*_write(call, call.path(call.template), None))
 
 
 def json_body() -> dict:
@@ -112,9 +105,16 @@ def json_body() -> dict:
     return body
 
 
-def _relayed_write(call: Call, body: dict | None) -> Response:
-    status, answer = management().relay(request.method, call.path(call.template), body=body)
-    directory().written(call.caller.org_id)
+def _write(call: Call, path: str, body: dict | None) -> tuple[int, object]:
+    """Send the request's write to Auth0; whatever comes of it, what is cached for the
+    organization is read afresh from now on."""
+    try:
+        return management().relay(request.method, path, body=body)
+    finally:
+        directory().written(call.caller.org_id)
+
+
+def _answer(status: int, answer: object) -> Response:
     return Response(status=status) if answer is None else (jsonify(answer), status)
 
 
@@ -123,7 +123,7 @@ def _make_member(call: Call, user_id: str) -> None:
     that fail too, the answer and an error line say so)."""
     members = api_path("/organizations/{id}/members", id=call.caller.org_id)
     try:
-        management().relay("POST", members, body={"members": [user_id]})
+        _write(call, members, {"members": [user_id]})
     except APIError as error:
         log.warning("created user could not be made a member: %s; deleting it", error.reason)
         try:
@@ -142,21 +142,51 @@ def _make_member(call: Call, user_id: str) -> None:
         ) from None
 
 
-def _check_roles(call: Call, roles: object) -> None:
+def _strings(body: dict, name: str) -> list[str]:
+    """:raise InvalidBody: ``name`` is not a list of strings (400)."""
+    values = body.get(name, [])
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise InvalidBody(f"Payload validation error: '{name}' must be a list of strings.")
+    return values
+
+
+def _check_fields(body: dict, allowed) -> None:
+    """:raise InvalidBody: a field the proxy does not let edge clients set (400, naming it)."""
+    for name in body:
+        if name not in allowed:
+            raise InvalidBody(
+                f"Payload validation error: '{str(name)[:100]}' cannot be set through the "
+                "organization proxy."
+            )
+
+
+def _check_roles(call: Call, body: dict) -> None:
     """:raise OperationNotAllowed: a role the client may not give or take (403)."""
-    for role in roles if isinstance(roles, list) else [roles]:
+    for role in _strings(body, "roles"):
         if role not in call.grant.roles:
             raise OperationNotAllowed(
-                f"The role {str(role)[:100]!r} cannot be assigned or removed by this client "
+                f"The role {role[:100]!r} cannot be assigned or removed by this client "
                 "through the proxy.",
                 reason="role not in the client's writes",
             )
 
 
+def _check_allowed(allowed: frozenset[str], body: dict, name: str, *, required: bool) -> None:
+    """:raise OperationNotAllowed: ``name`` holds a value the grant does not list (403)."""
+    if name not in body and not required:
+        return
+    value = body.get(name)
+    if not isinstance(value, str) or value not in allowed:
+        raise OperationNotAllowed(
+            f"The {name} {str(value)[:100]!r} is not enabled for this client in the proxy.",
+            reason=f"{name} not in the client's writes",
+        )
+
+
 def _check_metadata(call: Call, body: dict) -> None:
     """:raise InvalidBody: metadata that is no object, or an ``app_metadata`` key the client
     may not change (400, naming it)."""
-    for name in UPDATABLE_USER_FIELDS:
+    for name in METADATA:
         if name in body and not isinstance(body[name], dict):
             raise InvalidBody(f"Payload validation error: '{name}' must be an object.")
     for key in body.get("app_metadata", {}):

@@ -16,7 +16,7 @@ from authlib.integrations.flask_oauth2 import ResourceProtector
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import MissingAuthorizationError, UnsupportedTokenTypeError
 from authlib.oauth2.rfc6750 import BearerTokenValidator
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 from flask import request as flask_request
 from joserfc import jwt
 from joserfc.errors import (
@@ -169,6 +169,7 @@ class Auth0TokenValidator(BearerTokenValidator):
         :raise InsufficientScope: the token lacks a required scope (403).
         """
         if scopes and not any(token.scopes.issuperset(scope.split()) for scope in scopes):
+            g.client_id = token.client_id  # a valid token's client, for the refusal's log lines
             raise InsufficientScope(" ".join(scopes), reason="insufficient scope")
 
     def _key_for(self, guest):

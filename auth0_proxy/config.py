@@ -87,12 +87,14 @@ class BudgetSettings:
 class WriteGrant:
     """The writes one client may make through /api/v2 (each also needs the permission in its
     token), and what they may touch: roles it may assign or remove, ``app_metadata`` keys it may
-    change, connections it may create users in."""
+    change, connections it may create users or invite them in (by name for a user, by id for
+    an invitation), applications an invitation may name for its login."""
 
     permissions: frozenset[str] = frozenset()
     roles: frozenset[str] = frozenset()
     app_metadata_keys: frozenset[str] = frozenset()
     connections: frozenset[str] = frozenset()
+    invitation_clients: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,7 @@ class WriteGrantSchema(Schema):
     roles = _names(r"^rol_[A-Za-z0-9]+$", "a role id such as 'rol_abc123'")
     app_metadata_keys = _names()
     connections = _names()
+    invitation_clients = _names()
 
     @post_load
     def build(self, data, **kwargs):

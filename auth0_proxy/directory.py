@@ -88,21 +88,24 @@ class Directory:
         self.ttl = ttl
         self.max_stale = max_stale
 
-    def member_profile(self, org_id: str, user_id: str, *, fresh: bool = False) -> Answer:
+    def member_profile(
+        self, org_id: str, user_id: str, *, fresh: bool = False, membership: Entry | None = None
+    ) -> Answer:
         """The profile of a user who belongs to the organization, as JSON, without
-        identity-provider tokens.
+        identity-provider tokens (``membership``: the user's organizations, if just checked).
 
         :raise UserNotFound: the user does not exist, or is not a member: the same answer for
             both, so a caller cannot learn that a user exists in another organization (404).
         """
-        membership = self.require_member(org_id, user_id, fresh=fresh)
-        # Stripped before it is cached, so identity-provider tokens are never stored either;
-        # kept as JSON, so a cached profile costs no encoding.
-        profile_json = lambda: dumps(public_profile(self.management.get_user(user_id)))  # noqa: E731
-        key = f"profile-json:{_key_part(user_id)}{self._generation(org_id)}"
-        profile = self._cached(key, profile_json, fresh)
+        membership = membership or self.require_member(org_id, user_id, fresh=fresh)
+        profile = self._profile(org_id, user_id, fresh)
         etag = _entity_tag(hashlib.sha256(profile.value).hexdigest())
         return Answer(profile.value, self._freshness(membership, profile), etag)
+
+    def listed_profile(self, org_id: str, user_id: str) -> bytes:
+        """The profile (JSON) of a user the organization's member list names. The list is the
+        authority here: a membership read at another moment could disagree with it."""
+        return self._profile(org_id, user_id, fresh=False).value
 
     def require_member(self, org_id: str, user_id: str, *, fresh: bool = False) -> Entry:
         """The user's organizations, if the organization is one of them.
@@ -111,10 +114,18 @@ class Directory:
         """
         organizations = lambda: self.management.user_organization_ids(user_id)  # noqa: E731
         key = f"user-orgs:{_key_part(user_id)}{self._generation(org_id)}"
-        membership = self._cached(key, organizations, fresh)
-        if org_id not in membership.value:
-            raise UserNotFound(reason="user is not a member of the caller's organization")
-        return membership
+        return _member_of(org_id, self._cached(key, organizations, fresh))
+
+    def confirm_member(self, org_id: str, user_id: str) -> Entry:
+        """The user's organizations as Auth0 lists them now, if the organization is one of
+        them: what authorizes a write, never a cached answer (which may be minutes old, and
+        miss a change made in Auth0 itself).
+
+        :raise UserNotFound: the user does not exist, or is not a member (404).
+        """
+        now = time.time()
+        organizations = self.management.user_organization_ids(user_id)
+        return _member_of(org_id, Entry(organizations, now, now, now))
 
     def organization_read(self, org_id: str, path: str, params: dict[str, str]) -> Answer:
         """Auth0's answer to a read about the organization (its profile, invitations,
@@ -225,6 +236,13 @@ class Directory:
                 members = list(map(public_profile, self.management.search_users(user_ids, fields)))
             yield members
 
+    def _profile(self, org_id: str, user_id: str, fresh: bool) -> Entry:
+        # Stripped before it is cached, so identity-provider tokens are never stored either;
+        # kept as JSON, so a cached profile costs no encoding.
+        profile_json = lambda: dumps(public_profile(self.management.get_user(user_id)))  # noqa: E731
+        key = f"profile-json:{_key_part(user_id)}{self._generation(org_id)}"
+        return self._cached(key, profile_json, fresh)
+
     def _cached(self, key: str, fetch: Callable[[], Any], fresh: bool) -> Entry:
         """The entry for ``key``; with caching off, one for a value fetched now."""
         if not self.ttl:
@@ -237,6 +255,13 @@ class Directory:
 
     def _freshness(self, *entries: Entry) -> Freshness:
         return Freshness.of(*entries) if self.ttl else FETCHED_NOW
+
+
+def _member_of(org_id: str, membership: Entry) -> Entry:
+    """:raise UserNotFound: the organization is not among the user's (404)."""
+    if org_id not in membership.value:
+        raise UserNotFound(reason="user is not a member of the caller's organization")
+    return membership
 
 
 def _entity_tag(hexdigest: str) -> str:

@@ -23,6 +23,7 @@ from flask import Blueprint, Response, current_app, g, request
 from . import api_reads, api_writes
 from .access import Caller, identify_caller
 from .api_query import CHECKPOINT, EMAIL, FIELDS, OFFSET, SEARCH, SORT, Query, checked_query
+from .cache import Entry
 from .config import WriteGrant
 from .errors import APIError, OperationNotAllowed, OrganizationNotFound
 from .management import api_path
@@ -46,13 +47,14 @@ class Org(enum.Enum):
 @dataclass(frozen=True)
 class Call:
     """What an operation's handler gets: the caller, the path's decoded parameters, the checked
-    query, and for a write the client's grant."""
+    query, for a write the client's grant, and for a path naming a member its organizations."""
 
     caller: Caller
     template: str
     params: dict[str, str]
     query: Query
     grant: WriteGrant | None = None
+    membership: Entry | None = None  # the path's user's organizations, once checked
 
     def path(self, template: str) -> str:
         """An Auth0 path from a template of this call's parameters."""
@@ -140,13 +142,10 @@ def dispatch(rest: str = "") -> Response:
     rule, params = match(request.method, raw_path())
     if rule is None:
         raise OperationNotAllowed(reason=f"no rule for {request.method} {request.path[:200]}")
-    scopes = [rule.permission] if rule.write else [READ_ANY, rule.permission]
-    caller = identify_caller(scopes)
-    call = Call(caller, rule.template, params, checked_query(request.args, rule.query))
-    if not rule.write:
-        enforce_organization(rule, call)
-        return rule.handler(call)
-    return audited(rule, call)
+    if rule.write:
+        return audited(rule, params)
+    call = Call(identify_caller([READ_ANY, rule.permission]), rule.template, params, _query(rule))
+    return rule.handler(enforce_organization(rule, call))
 
 
 def match(method: str, path: str) -> tuple[Rule | None, dict[str, str]]:
@@ -162,33 +161,40 @@ def match(method: str, path: str) -> tuple[Rule | None, dict[str, str]]:
     return None, {}
 
 
-def enforce_organization(rule: Rule, call: Call) -> None:
-    """:raise OrganizationNotFound: another organization's id (404, as if it did not exist).
+def enforce_organization(rule: Rule, call: Call) -> Call:
+    """The call, once its organization and member (if the path names one) are the caller's;
+    a write's member is confirmed with Auth0 now.
+
+    :raise OrganizationNotFound: another organization's id (404, as if it did not exist).
     :raise UserNotFound: a user who is not a member (404, as if it did not exist).
     """
     org_id = call.caller.org_id
     if rule.org in (Org.OWN, Org.OWN_MEMBER) and call.params["id"] != org_id:
         raise OrganizationNotFound(reason="another organization's id")
     member = {Org.OWN_MEMBER: "user_id", Org.MEMBER: "id"}.get(rule.org)
-    if member is not None:
-        api_reads.directory().require_member(org_id, call.params[member])
+    if member is None:
+        return call
+    directory = api_reads.directory()
+    check = directory.confirm_member if rule.write else directory.require_member
+    return dataclasses.replace(call, membership=check(org_id, call.params[member]))
 
 
-def audited(rule: Rule, call: Call) -> Response:
+def audited(rule: Rule, params: dict[str, str]) -> Response:
     """Run a write for a client the config lets make it, with its audit line whatever the
-    outcome."""
+    outcome (a refused token's too)."""
     outcome = "failed"
     try:
-        grant = current_app.extensions["policy"].write_grant(call.caller.client_id, rule.permission)
-        call = dataclasses.replace(call, grant=grant)
-        enforce_organization(rule, call)
-        response = rule.handler(call)
+        caller = identify_caller([rule.permission])
+        grant = current_app.extensions["policy"].write_grant(caller.client_id, rule.permission)
+        call = Call(caller, rule.template, params, _query(rule), grant)
+        response = rule.handler(enforce_organization(rule, call))
         outcome = "done"
         return response
     except APIError as error:
         outcome = f"refused: {error.status_code} {error.error_code}"
         raise
     finally:
+        caller = g.get("caller")
         audit_log.info(
             "write %s",
             outcome,
@@ -196,15 +202,19 @@ def audited(rule: Rule, call: Call) -> Response:
                 "fields": {
                     "audit": True,
                     "request_id": g.request_facts.request_id,
-                    "client_id": call.caller.client_id,
-                    "org_id": call.caller.org_id,
+                    "client_id": g.get("client_id"),
+                    "org_id": caller.org_id if caller else None,
                     "action": f"{rule.method} {rule.template}",
                     "permission": rule.permission,
-                    "target": g.get("write_target") or call.params.get("id", ""),
+                    "target": g.get("write_target") or params.get("user_id") or params.get("id"),
                     "outcome": outcome,
                 }
             },
         )
+
+
+def _query(rule: Rule) -> Query:
+    return checked_query(request.args, rule.query)
 
 
 def raw_path() -> str:

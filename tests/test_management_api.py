@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
-from auth0_proxy import create_app
+from auth0_proxy import create_app, load_configuration
 from auth0_proxy.config import ConfigError
 from auth0_proxy.management_api import RULES, WRITE_PERMISSIONS
 from emulated_tenant.demo import WRITE_SCOPES
@@ -215,22 +216,16 @@ def test_a_write_permission_unknown_to_the_table_is_a_config_error(tenant_server
         create_app(config)
 
 
-@pytest.fixture(params=["filesystem", "redis"])
-def writer_app(request, tenant_server, tmp_path, monkeypatch, app_log):
-    """``writer_app()``: an app whose edge-acme may update users' user_metadata, sharing its
-    cache with every other app this fixture makes: a directory (workers of one host) or a Redis
-    prefix of the test's own (hosts)."""
-    shared = {"cache_dir": str(tmp_path / "c")}
-    if request.param == "redis":
-        shared = {
-            "cache_type": "redis",
-            "cache_key_prefix": request.getfixturevalue("redis_prefix"),
-        }
-    config = proxy_config_for(tenant_server, cache_ttl_seconds=60, **shared)
-    config["writes"] = {"edge-acme": {"permissions": ["update:users"]}}
+@pytest.fixture
+def make_writer(tenant_server, tmp_path, monkeypatch, app_log):
+    """``make_writer(grant, **proxy_settings)``: an app whose edge-acme has ``grant`` as its
+    ``writes`` entry (by default: update users' metadata); the apps share a cache directory."""
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_server.ca_bundle)
 
-    def make():
+    def make(grant: dict | None = None, **proxy_settings):
+        proxy_settings.setdefault("cache_dir", str(tmp_path / "shared"))
+        config = proxy_config_for(tenant_server, **proxy_settings)
+        config["writes"] = {"edge-acme": grant or {"permissions": ["update:users"]}}
         app = create_app(config)  # sets the proxy's log handlers: the capture comes after
         logging.getLogger("auth0_proxy").addHandler(app_log)
         return app
@@ -238,31 +233,179 @@ def writer_app(request, tenant_server, tmp_path, monkeypatch, app_log):
     return make
 
 
-def test_a_write_is_seen_by_the_next_read_on_another_worker(writer_app, call, make_token, tenant):
-    first, second = writer_app(), writer_app()
-    reader = make_token()
-    writer = make_token(scope="read:users update:users")
-    path = "/api/v2/users/auth0%7Cdave-acme"
-    assert call(path, reader, via=second).json()["user_metadata"] == {}  # cached by both
-    call(path, reader, via=first)
+@pytest.fixture(params=["filesystem", "redis"])
+def shared_cache(request, tmp_path) -> dict:
+    """The proxy settings of a cache shared by workers of one host, or by hosts (Redis)."""
+    if request.param == "redis":
+        return {"cache_type": "redis", "cache_key_prefix": request.getfixturevalue("redis_prefix")}
+    return {"cache_dir": str(tmp_path / "shared")}
+
+
+def write(app, method: str, path: str, body, token: str):
+    return app.test_client().open(
+        path, method=method, json=body, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+WRITER_SCOPE = "read:users update:users delete:users create:organization_invitations"
+DAVE = "/api/v2/users/auth0%7Cdave-acme"
+
+
+def test_a_write_is_seen_by_the_next_read_on_another_worker(
+    make_writer, shared_cache, call, make_token, tenant
+):
+    first, second = (make_writer(cache_ttl_seconds=60, **shared_cache) for _ in range(2))
+    reader, writer = make_token(), make_token(scope=WRITER_SCOPE)
+    assert call(DAVE, reader, via=second).json()["user_metadata"] == {}  # cached by both
+    call(DAVE, reader, via=first)
     try:
-        answer = first.test_client().patch(
-            path, json={"user_metadata": {"desk": 7}}, headers={"Authorization": f"Bearer {writer}"}
+        assert (
+            write(first, "PATCH", DAVE, {"user_metadata": {"desk": 7}}, writer).status_code == 200
         )
-        assert answer.status_code == 200
-        assert call(path, reader, via=second).json()["user_metadata"] == {"desk": 7}
+        assert call(DAVE, reader, via=second).json()["user_metadata"] == {"desk": 7}
     finally:
         tenant.add_user("auth0|dave-acme", "dave@acme.example", "Dave Diaz", ["org_acme"])
 
 
-def test_a_refused_write_is_an_audit_line_too(writer_app, make_token, app_log, tenant):
-    app = writer_app()
-    token = make_token(scope="read:users update:users")
-    answer = app.test_client().patch(
-        "/api/v2/users/auth0%7Cdave-acme",
-        json={"email": "taken@evil.example"},
-        headers={"Authorization": f"Bearer {token}"},
-    )
+def test_a_write_is_authorized_by_auth0s_membership_now_not_the_cache(
+    make_writer, call, make_token, tenant
+):
+    """A member moved to another organization in Auth0 (not through the proxy) is no longer
+    the caller's to change, even while the cache still says so."""
+    app = make_writer(cache_ttl_seconds=60, max_stale_seconds=600)
+    assert call(DAVE, make_token(), via=app).status_code == 200  # membership cached
+    tenant.remove_member("org_acme", "auth0|dave-acme")
+    tenant.add_member("org_globex", "auth0|dave-acme")
+    try:
+        answer = write(
+            app, "PATCH", DAVE, {"user_metadata": {"x": 1}}, make_token(scope=WRITER_SCOPE)
+        )
+        assert answer.status_code == 404 and answer.get_json()["errorCode"] == "inexistent_user"
+        assert tenant.user_profile("auth0|dave-acme")["user_metadata"] == {}
+    finally:
+        tenant.remove_member("org_globex", "auth0|dave-acme")
+        tenant.add_member("org_acme", "auth0|dave-acme")
+
+
+def test_a_user_of_no_organization_is_not_deleted(make_writer, call, make_token, tenant):
+    app = make_writer({"permissions": ["delete:users"]}, cache_ttl_seconds=60)
+    tenant.add_user("auth0|leaving-acme", "leaving@acme.example", organizations=["org_acme"])
+    try:
+        path = "/api/v2/users/auth0%7Cleaving-acme"
+        assert call(path, make_token(), via=app).status_code == 200  # membership cached
+        tenant.remove_member("org_acme", "auth0|leaving-acme")
+        answer = write(app, "DELETE", path, None, make_token(scope=WRITER_SCOPE))
+        assert answer.status_code == 404
+        assert tenant.user_profile("auth0|leaving-acme") is not None
+    finally:
+        tenant.delete_user("auth0|leaving-acme")
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"app_metadata": {"admin": True}}, 400),
+        ({"connection_id": "con_google"}, 403),
+        ({"client_id": "edge-globex"}, 403),
+        ({"roles": ["rol_admin"]}, 403),
+        ({"roles": [{"id": "rol_viewer"}]}, 400),
+        ({"roles": "rol_viewer"}, 400),
+    ],
+)
+def test_an_invitation_stays_within_the_grant(make_writer, make_token, tenant, body, status):
+    grant = {
+        "permissions": ["create:organization_invitations"],
+        "roles": ["rol_viewer"],
+        "app_metadata_keys": ["plan"],
+        "connections": ["con_database"],
+        "invitation_clients": ["customer-portal"],
+    }
+    allowed = {"inviter": {"name": "Ops"}, "invitee": {"email": "new@acme.example"},
+               "client_id": "customer-portal", "connection_id": "con_database",
+               "roles": ["rol_viewer"], "app_metadata": {"plan": "gold"}}  # fmt: skip
+    app, token = make_writer(grant), make_token(scope=WRITER_SCOPE)
+    path = "/api/v2/organizations/org_acme/invitations"
+    answer = write(app, "POST", path, {**allowed, **body}, token)
+    assert answer.status_code == status and set(answer.get_json()) == ERROR_KEYS
+    assert upstream_management_calls(tenant) == []
+    assert write(app, "POST", path, allowed, token).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("DELETE", "/api/v2/organizations/org_acme/members", {"members": 5}),
+        ("DELETE", "/api/v2/organizations/org_acme/members", {"members": None}),
+        ("POST", "/api/v2/users", {"connection": ["Username-Password-Authentication"]}),
+        ("POST", "/api/v2/users", {"connection": "Username-Password-Authentication",
+                                   "email": "v@acme.example", "email_verified": True}),
+        ("PATCH", DAVE, {"user_metadata": "x"}),
+        ("PATCH", DAVE, ["user_metadata"]),
+        ("PATCH", DAVE, "not json"),
+    ],
+)  # fmt: skip
+def test_a_malformed_write_is_a_400(make_writer, make_token, method, path, body):
+    grant = {"permissions": ["delete:organization_members", "create:users", "update:users"],
+             "connections": ["Username-Password-Authentication"]}  # fmt: skip
+    scope = "delete:organization_members create:users update:users"
+    answer = write(make_writer(grant), method, path, body, make_token(scope=scope))
+    assert answer.status_code in (400, 403), answer.get_data()
+    assert answer.get_json()["errorCode"] in ("invalid_body", "operation_not_allowed")
+
+
+def test_a_write_auth0_did_but_answered_late_still_refreshes_the_cache(
+    make_writer, call, make_token, tenant
+):
+    app = make_writer(cache_ttl_seconds=60, read_timeout_seconds=0.5)
+    reader = make_token()
+    assert call(DAVE, reader, via=app).json()["user_metadata"] == {}
+    tenant.inject_fault("PATCH /api/v2/users/{id}", status=None, delay=1.0)
+    try:
+        answer = write(
+            app, "PATCH", DAVE, {"user_metadata": {"desk": 9}}, make_token(scope=WRITER_SCOPE)
+        )
+        assert answer.status_code == 504
+        assert tenant.wait_until_idle(timeout=10)
+        assert call(DAVE, reader, via=app).json()["user_metadata"] == {"desk": 9}
+        assert tenant.counts["PATCH /api/v2/users/{id}"] == 1, "a write is never resent"
+    finally:
+        tenant.add_user("auth0|dave-acme", "dave@acme.example", "Dave Diaz", ["org_acme"])
+
+
+def test_members_the_list_names_are_found_whatever_a_cached_membership_says(
+    make_app, call, make_token, tenant
+):
+    app, token = make_app(cache_ttl_seconds=60), make_token()
+    path = "/api/v2/users/auth0%7Clate-acme"
+    tenant.add_user("auth0|late-acme", "late@acme.example")
+    try:
+        assert call(path, token, via=app).status_code == 404  # not a member yet: cached
+        tenant.add_member("org_acme", "auth0|late-acme")  # an invitation accepted
+        for query in ("/api/v2/users-by-email?email=late@acme.example",
+                      "/api/v2/users?q=email:late@acme.example"):  # fmt: skip
+            answer = call(query, token, via=app)
+            assert answer.status_code == 200 and b"auth0|late-acme" in answer.body
+    finally:
+        tenant.delete_user("auth0|late-acme")
+
+
+def test_users_by_email_needs_the_email(call, make_token):
+    answer = call("/api/v2/users-by-email", make_token())
+    assert answer.status_code == 400 and answer.json()["errorCode"] == "invalid_query_string"
+
+
+def test_a_write_refused_for_its_token_is_an_audit_line_too(make_writer, make_token, app_log):
+    answer = write(make_writer(), "PATCH", DAVE, {"user_metadata": {}}, make_token())
+    assert answer.status_code == 403
+    line = [r for r in app_log.records if r.get("audit")][-1]
+    assert line["outcome"] == "refused: 403 insufficient_scope"
+    assert line["client_id"] == "edge-acme" and line["target"] == "auth0|dave-acme"
+
+
+def test_a_refused_write_is_an_audit_line_too(make_writer, make_token, app_log, tenant):
+    app = make_writer()
+    token = make_token(scope=WRITER_SCOPE)
+    answer = write(app, "PATCH", DAVE, {"email": "taken@evil.example"}, token)
     assert answer.status_code == 400 and "'email'" in answer.get_json()["message"]
     audit = [r for r in app_log.records if r.get("audit")]
     assert audit[-1]["outcome"] == "refused: 400 invalid_body"
@@ -272,3 +415,9 @@ def test_a_refused_write_is_an_audit_line_too(writer_app, make_token, app_log, t
         "/api/v2/users/auth0%7Cdave-acme/organizations?page=0&per_page=100&include_totals=true"
     ], "only the membership check"
     assert "taken@evil.example" not in json.dumps(audit)
+
+
+def test_the_example_config_grants_writes_of_the_table():
+    example = json.loads((Path(__file__).parent.parent / "config.json.example").read_text())
+    grant = load_configuration(example).writes["EDGE_CLIENT_ID_OF_ACME"]
+    assert grant.permissions <= WRITE_PERMISSIONS

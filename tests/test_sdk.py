@@ -73,6 +73,7 @@ def sdk_proxy(tenant_server, tmp_path_factory) -> Iterator[ProxyServer]:
             "roles": [ROLE],
             "app_metadata_keys": ["plan"],
             "connections": [DATABASE],
+            "invitation_clients": [READER],
         }
     }
     workdir = tmp_path_factory.mktemp("sdk-proxy")
