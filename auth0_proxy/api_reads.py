@@ -9,6 +9,7 @@ in management_api has checked the organization and membership before a handler r
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import orjson
@@ -16,6 +17,7 @@ from flask import Response, current_app, jsonify
 
 from .api_query import checkpoint_page, offset_page, search_terms, selected
 from .directory import Answer, Directory, Freshness
+from .errors import UserNotFound
 from .management import api_path
 from .paging import MEMBER_FIELDS, InvalidQuery
 from .users import described
@@ -109,10 +111,15 @@ def _answer(body: object, freshness: Freshness) -> Response:
 def _profiles(call: Call, members: list[dict]) -> list[dict]:
     """The full profiles of these members, in their order: the cached ones for a few, else one
     users search for the page (Auth0's own GET /users answers from that search too)."""
-    if len(members) <= FEW_PROFILES:
-        org_id = call.caller.org_id
-        return [orjson.loads(directory().listed_profile(org_id, m["user_id"])) for m in members]
-    return directory().search_profiles([member["user_id"] for member in members])
+    if len(members) > FEW_PROFILES:
+        return directory().search_profiles([member["user_id"] for member in members])
+    profiles = []
+    for member in members:
+        # One deleted since the list was read is left out, as the search would.
+        with contextlib.suppress(UserNotFound):
+            profile = directory().listed_profile(call.caller.org_id, member["user_id"])
+            profiles.append(orjson.loads(profile))
+    return profiles
 
 
 def directory() -> Directory:
