@@ -88,11 +88,12 @@ def load_configuration(test_config: Mapping | None = None) -> Settings:
 
 def check_write_permissions(settings: Settings) -> None:
     """:raise ConfigError: a ``writes`` permission that no write of the surface needs."""
+    known = management_api.WRITE_PERMISSIONS
     for client_id, grant in settings.writes.items():
-        for permission in sorted(grant.permissions - management_api.WRITE_PERMISSIONS):
+        if unknown := sorted(grant.permissions - known):
             raise ConfigError(
-                f"writes.{client_id}.permissions: {permission!r} is no write of the proxy; "
-                f"use {', '.join(sorted(management_api.WRITE_PERMISSIONS))}"
+                f"writes.{client_id}.permissions: {unknown[0]!r} is no write of the proxy; "
+                f"use {', '.join(sorted(known))}"
             )
 
 

@@ -33,8 +33,7 @@ FEW_PROFILES = 3
 def relayed(call: Call) -> Response:
     """Auth0's answer to a read of the organization itself or its own resources (invitations,
     connections, a member's roles), cached per query."""
-    path = call.path(call.template)
-    answer = directory().organization_read(call.caller.org_id, path, call.query.sent)
+    answer = directory().organization_read(call.caller.org_id, call.upstream_path, call.query.sent)
     return described(Response(answer.body, content_type="application/json"), answer)
 
 

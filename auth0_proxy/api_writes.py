@@ -42,7 +42,7 @@ def invite(call: Call) -> Response:
     _check_metadata(call, body)
     _check_allowed(call.grant.connections, body, "connection_id", required=False)
     _check_allowed(call.grant.invitation_clients, body, "client_id", required=True)
-    status, invitation = _write(call, call.path(call.template), body)
+    status, invitation = _write(call, body)
     g.write_target = invitation.get("id") if isinstance(invitation, dict) else None
     return jsonify(invitation), status
 
@@ -51,14 +51,14 @@ def remove_members(call: Call) -> Response:
     """Remove users from the caller's organization (Auth0 ignores ids that are no members)."""
     body = json_body()
     g.write_target = ",".join(_strings(body, "members"))[:512]
-    return _answer(*_write(call, call.path(call.template), body))
+    return _answer(*_write(call, body))
 
 
 def assign_roles(call: Call) -> Response:
     """Give a member roles in the caller's organization (or take them): allowed roles only."""
     body = json_body()
     _check_roles(call, body)
-    return _answer(*_write(call, call.path(call.template), body))
+    return _answer(*_write(call, body))
 
 
 remove_roles = assign_roles  # the same checks; the method tells Auth0 which
@@ -69,7 +69,7 @@ def update_user(call: Call) -> Response:
     body = json_body()
     _check_fields(body, METADATA)
     _check_metadata(call, body)
-    status, profile = _write(call, call.path(call.template), body)
+    status, profile = _write(call, body)
     return jsonify(public_profile(profile)), status
 
 
@@ -81,7 +81,7 @@ def create_user(call: Call) -> Response:
     _check_fields(body, CREATE_FIELDS)
     _check_allowed(call.grant.connections, body, "connection", required=True)
     _check_metadata(call, body)
-    status, created = _write(call, call.path(call.template), body)
+    status, created = _write(call, body)
     user_id = created.get("user_id") if isinstance(created, dict) else None
     if not isinstance(user_id, str):
         raise UpstreamFailed(reason="POST /api/v2/users answered without a user_id")
@@ -94,7 +94,7 @@ def delete_user(call: Call) -> Response:
     """Delete a member who belongs to no other organization (as Auth0 lists them now)."""
     if set(call.membership.value) != {call.caller.org_id}:
         raise SharedUser(reason="user belongs to other organizations too")
-    return _answer(*_write(call, call.path(call.template), None))
+    return _answer(*_write(call, None))
 
 
 def json_body() -> dict:
@@ -105,11 +105,13 @@ def json_body() -> dict:
     return body
 
 
-def _write(call: Call, path: str, body: dict | None) -> tuple[int, object]:
-    """Send the request's write to Auth0; whatever comes of it, what is cached for the
-    organization is read afresh from now on."""
+def _write(
+    call: Call, body: dict | None, *, method: str | None = None, path: str | None = None
+) -> tuple[int, object]:
+    """Send a write to Auth0 (by default the request's own); whatever comes of it, what is
+    cached for the organization is read afresh from now on."""
     try:
-        return management().relay(request.method, path, body=body)
+        return management().relay(method or request.method, path or call.upstream_path, body=body)
     finally:
         directory().written(call.caller.org_id)
 
@@ -123,7 +125,7 @@ def _make_member(call: Call, user_id: str) -> None:
     that fail too, the answer and an error line say so)."""
     members = api_path("/organizations/{id}/members", id=call.caller.org_id)
     try:
-        _write(call, members, {"members": [user_id]})
+        _write(call, {"members": [user_id]}, method="POST", path=members)
     except APIError as error:
         log.warning("created user could not be made a member: %s; deleting it", error.reason)
         try:

@@ -56,9 +56,10 @@ class Call:
     grant: WriteGrant | None = None
     membership: Entry | None = None  # the path's user's organizations, once checked
 
-    def path(self, template: str) -> str:
-        """An Auth0 path from a template of this call's parameters."""
-        return api_path(template, **self.params)
+    @property
+    def upstream_path(self) -> str:
+        """The Auth0 path this call addresses: its rule's template with its parameters."""
+        return api_path(self.template, **self.params)
 
 
 @dataclass(frozen=True)

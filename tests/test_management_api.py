@@ -200,13 +200,23 @@ def test_identity_provider_tokens_never_reach_the_caller(call, make_token, tenan
     )
     try:
         for path in ("/api/v2/users/auth0%7Cidp-acme",
-                     "/api/v2/users?q=user_id:auth0%7Cidp-acme",
+                     "/api/v2/users?q=user_id:auth0%7Cidp-acme",  # a few: the profile cache
+                     "/api/v2/users?per_page=50",  # a page: one users search
                      "/api/v2/users-by-email?email=idp@acme.example"):  # fmt: skip
             answer = call(path, make_token())
             assert answer.status_code == 200 and b"idp@acme.example" in answer.body
             assert b"idp-secret" not in answer.body and b"idp-refresh" not in answer.body
     finally:
         tenant.delete_user("auth0|idp-acme")
+
+
+@pytest.mark.parametrize("user_id", ["..", ".", "%2E%2E", "%2e"])
+def test_a_dot_segment_id_is_an_unknown_user_without_an_upstream_call(
+    call, make_token, tenant, user_id
+):
+    answer = call(f"/api/v2/users/{user_id}/organizations", make_token())
+    assert answer.status_code == 404 and answer.json()["errorCode"] == "inexistent_user"
+    assert upstream_management_calls(tenant) == []
 
 
 def test_a_write_permission_unknown_to_the_table_is_a_config_error(tenant_server):
@@ -368,6 +378,24 @@ def test_a_write_auth0_did_but_answered_late_still_refreshes_the_cache(
         assert tenant.wait_until_idle(timeout=10)
         assert call(DAVE, reader, via=app).json()["user_metadata"] == {"desk": 9}
         assert tenant.counts["PATCH /api/v2/users/{id}"] == 1, "a write is never resent"
+    finally:
+        tenant.add_user("auth0|dave-acme", "dave@acme.example", "Dave Diaz", ["org_acme"])
+
+
+def test_a_write_auth0_failed_is_not_resent_and_its_answer_holds_no_idp_token(
+    make_writer, make_token, tenant
+):
+    token = make_token(scope=WRITER_SCOPE)
+    tenant.inject_fault("PATCH /api/v2/users/{id}", status=503)
+    answer = write(make_writer(), "PATCH", DAVE, {"user_metadata": {"a": 1}}, token)
+    assert answer.status_code == 502
+    assert tenant.counts["PATCH /api/v2/users/{id}"] == 1, "a 5xx write may be done: not resent"
+    secret = {"connection": "c", "provider": "oauth2", "user_id": "1", "access_token": "idp-secret"}
+    tenant.add_user("auth0|dave-acme", "dave@acme.example", "Dave Diaz", ["org_acme"],
+                    identities=[secret])  # fmt: skip
+    try:
+        answer = write(make_writer(), "PATCH", DAVE, {"user_metadata": {"a": 1}}, token)
+        assert answer.status_code == 200 and b"idp-secret" not in answer.get_data()
     finally:
         tenant.add_user("auth0|dave-acme", "dave@acme.example", "Dave Diaz", ["org_acme"])
 
