@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
+from .version import __version__
+
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
 def healthz():
-    """Alive: the process answers. Makes no upstream call."""
-    return jsonify(status="ok")
+    """Alive: the process answers, and which version it is. Makes no upstream call."""
+    return jsonify(status="ok", version=__version__)
 
 
 @bp.get("/readyz")

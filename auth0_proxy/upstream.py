@@ -24,11 +24,12 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .budget import BudgetExhausted, Governor, Prepaid, endpoint_group
+from .version import __version__
 from .errors import UpstreamFailed, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = "auth0-m2m-proxy/0.1"
+USER_AGENT = f"auth0-m2m-proxy/{__version__}"
 # Auth0's SDK backs off 100 ms * 2^n, at most 1 s (auth0-python rest.py); jitter spreads a herd.
 FIRST_BACKOFF_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 1.0

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 from tests.support import TOKEN, assert_refused
 
 
-def test_healthz_makes_no_upstream_call(call, tenant):
+def test_healthz_names_the_packages_version_and_makes_no_upstream_call(call, tenant):
     response = call("/healthz")
-    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "version": version("auth0-m2m-proxy")}
     assert tenant.requests == []
 
 
