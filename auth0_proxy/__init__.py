@@ -73,14 +73,17 @@ def create_app(test_config: Mapping | None = None) -> Flask:
     return app
 
 
-def load_configuration(test_config: Mapping | None = None) -> Settings:
-    """The settings from ``test_config`` or the config file, with every check, also those
-    that need the Management API surface's rule table.
+def load_configuration(test_config: Mapping | None = None, path: str | None = None) -> Settings:
+    """The settings from ``test_config``, else the config file at ``path`` (default: where
+    ``config_path`` says), with every check, also those that need the Management API
+    surface's rule table.
 
     :raise ConfigError: the configuration is missing or invalid.
     """
     settings = (
-        load_settings(test_config) if test_config is not None else load_config_file(config_path())
+        load_settings(test_config)
+        if test_config is not None
+        else load_config_file(path or config_path())
     )
     check_write_permissions(settings)
     return settings
