@@ -37,10 +37,11 @@ simulate: install  ## fleets of edge clients polling two proxies under an Auth0 
 	$(PY) -m bench.simulate --clients 1000 --orgs 200 --members 100 --poll 60 --minutes $(SIMULATE_MINUTES)
 	$(PY) -m bench.simulate --clients 10000 --orgs 1000 --members 100 --poll 60 --minutes $(SIMULATE_MINUTES)
 
-lint: install  ## ruff lint and format check, hadolint on the Dockerfile
+lint: install  ## ruff lint and format check, hadolint on the Dockerfile, kubernetes-validate on deploy/
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml deploy/kubernetes/redis-example/*.yaml
 
 format: install
 	$(VENV)/bin/ruff check --fix .
