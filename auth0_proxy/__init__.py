@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 
 from flask import Flask
 
-from . import errors, health, limits, logs, management_api, request_log, users
+from . import errors, health, limits, logs, management_api, openapi, policy, request_log, users
 from .auth import Auth0TokenValidator
 from .budget import Governor
 from .cache import SharedCache
@@ -54,12 +54,31 @@ class ProxyApp(Flask):
         return self._synchronous[func]
 
 
-def create_app(test_config: Mapping | None = None) -> Flask:
-    """Build the app from ``test_config`` (same shape as config.json) or the config file.
+# The configuration gunicorn's master accepted, at start or at its last good reload (SIGHUP):
+# the workers it forks build their app from it, not from the file, which may have changed since
+# (a bad edit then stops no worker, and every worker serves the same mapping).
+_accepted: Settings | None = None
+
+
+def accept_configuration() -> Settings:
+    """Load the config file and make it the one the workers forked from now on start with.
+
+    :raise ConfigError: it is missing or invalid (the configuration accepted before stays).
+    """
+    global _accepted
+    _accepted = load_configuration()
+    return _accepted
+
+
+def create_app(test_config: Mapping | None = None, *, settings: Settings | None = None) -> Flask:
+    """Build the app from ``settings`` (already loaded), or ``test_config`` (same shape as
+    config.json), else from the configuration gunicorn's master accepted, else from the file.
 
     :raise ConfigError: the configuration is missing or invalid.
     """
-    settings = load_configuration(test_config)
+    if settings is None:
+        use_accepted = test_config is None and _accepted is not None
+        settings = _accepted if use_accepted else load_configuration(test_config)
     app = ProxyApp(__name__, static_folder=None)  # it serves no files
     # A user id may hold slashes ("%2F0" arrives as "/users//0"): it is the id, not a path to
     # tidy up with a redirect (an HTML 308 that would drop the slash).
@@ -102,9 +121,7 @@ def check_write_permissions(settings: Settings) -> None:
 
 def configure_logger() -> None:
     """JSON lines by default; ``LOG_FORMAT=text`` for development; level from ``LOG_LEVEL``."""
-    logs.configure_logging(
-        os.environ.get("LOG_LEVEL", "INFO"), os.environ.get("LOG_FORMAT", "json")
-    )
+    logs.configure_logging(os.environ.get("LOG_LEVEL", "INFO"), logs.log_format())
 
 
 def register_extensions(app: Flask, settings: Settings) -> None:
@@ -129,6 +146,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         read_timeout=proxy.read_timeout_seconds,
         retry_budget=proxy.retry_budget_seconds,
         on_call=request_log.count_upstream_call,
+        before_request=policy.charge_upstream_call,
     )
     keys = KeyStore(upstream, shared_cache, refetch_interval=proxy.jwks_refetch_interval_seconds)
     management = ManagementClient(upstream, shared_cache, settings.auth0, page_size=proxy.page_size)
@@ -146,7 +164,10 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         ),
     )
     app.extensions["policy"] = ClientPolicy(
-        store, fresh_read_interval=proxy.fresh_read_interval_seconds, writes=settings.writes
+        store,
+        limits=settings.rate_limits,
+        fresh_read_interval=proxy.fresh_read_interval_seconds,
+        writes=settings.writes,
     )
     require_oauth.init_app(
         app,
@@ -188,6 +209,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(users.bp)
     app.register_blueprint(management_api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
 
 
 def register_errorhandlers(app: Flask) -> None:
@@ -195,3 +217,4 @@ def register_errorhandlers(app: Flask) -> None:
     errors.init_app(app)
     request_log.init_app(app)
     limits.init_app(app)
+    policy.init_app(app)

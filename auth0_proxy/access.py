@@ -17,6 +17,7 @@ from flask import current_app, g
 from .auth import AccessToken
 from .errors import OrganizationDenied
 from .extensions import require_oauth
+from .policy import admit_request
 
 
 class Caller(NamedTuple):
@@ -37,6 +38,7 @@ def require_organization(*scopes: str) -> Callable[[Callable], Callable]:
     :raise TokenInQueryString: the token came in the URL (400).
     :raise InsufficientScope: the token grants none of ``scopes`` (403).
     :raise OrganizationDenied: the client may not act for any one organization (403).
+    :raise ClientRateLimited: the client is over its rate limit (429).
     """
 
     def decorate(view: Callable) -> Callable:
@@ -54,6 +56,7 @@ def identify_caller(scopes: list[str]) -> Caller:
     token = require_oauth.acquire_token(scopes)
     state = g._get_current_object()
     state.client_id = token.client_id  # logged even when its organization is refused
+    admit_request(token.client_id)
     org_id = org_for_token(token, current_app.config["SETTINGS"].clients)
     state.caller = caller = Caller(token.client_id, org_id, token.scopes)
     return caller

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import requests
 
+from . import metrics
 from .errors import TooManyRequests
 from .store import Bucket, Store
 
@@ -230,6 +231,7 @@ class Governor:
         if not buckets:
             return
         granted, levels = self.store.take_tokens(buckets, calls)
+        _count(buckets, levels, calls, granted, current)
         if granted:
             queued = max(
                 -level / bucket.rate for bucket, level in zip(buckets, levels, strict=True)
@@ -270,6 +272,19 @@ class Governor:
 
     def _rate(self, name: str) -> float:
         return self.share * self.limits[name].per_minute / 60
+
+
+def _count(
+    buckets: list[Bucket], levels: list[float], calls: int, granted: bool, current: Errand
+) -> None:
+    """The spend (or the refusal) in the metrics, and what each bucket holds now."""
+    for bucket, level in zip(buckets, levels, strict=True):
+        name = bucket.key.removeprefix("budget:")
+        if granted:
+            metrics.BUDGET_SPENT.labels(name).inc(calls)
+        else:
+            metrics.BUDGET_REFUSED.labels(name, current.rank.name.lower()).inc(calls)
+        metrics.BUDGET_LEFT.labels(name).set(level)
 
 
 def _integer(text: str | None) -> int | None:

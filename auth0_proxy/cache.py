@@ -33,6 +33,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from . import metrics
 from .budget import BudgetExhausted, Rank, errand
 from .errors import APIError, CachedPageMissing, UpstreamUnavailable
 from .store import Store
@@ -439,7 +440,11 @@ class SharedCache:
         """
         lock_key, owner = f"{name}:lock", uuid.uuid4().hex
         deadline = time.monotonic() + self.lock_seconds
+        waited = False
         while not self.store.add(lock_key, owner, self.lock_seconds):
+            if not waited:
+                waited = True
+                metrics.COALESCED_WAITS.inc()
             time.sleep(poll_seconds)
             if done() or time.monotonic() > deadline:
                 owner = None

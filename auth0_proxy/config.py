@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import tempfile
@@ -97,6 +98,36 @@ class WriteGrant:
     invitation_clients: frozenset[str] = frozenset()
 
 
+# Defaults that keep one client from spending a paid tenant's budget: a client may ask often (most
+# answers are cached), but reach Auth0 about once a second, against the 250 a minute of the
+# default budget's users group (half of Professional's 500).
+CLIENT_REQUESTS = Limit(burst=200, per_minute=1200)
+CLIENT_UPSTREAM = Limit(burst=20, per_minute=60)
+ALL_REQUESTS = Limit(burst=2000, per_minute=60_000)
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    """What one client may ask: requests of every kind (``requests``), and those of them that
+    reach Auth0 (``upstream``: cold reads, unknown ids, ``no-cache``); None is no limit."""
+
+    requests: Limit | None = CLIENT_REQUESTS
+    upstream: Limit | None = CLIENT_UPSTREAM
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """The per-client limits (``client``, with overrides per client id in ``clients``) and the
+    one limit on all clients' requests together (``total``, the config's ``global``)."""
+
+    client: ClientLimits = ClientLimits()
+    total: Limit | None = ALL_REQUESTS
+    clients: Mapping[str, ClientLimits] = dataclasses.field(default_factory=dict)
+
+    def of(self, client_id: str) -> ClientLimits:
+        return self.clients.get(client_id, self.client)
+
+
 @dataclass(frozen=True)
 class Settings:
     clients: Mapping[str, tuple[str, ...]]
@@ -104,6 +135,7 @@ class Settings:
     proxy: ProxySettings
     budget: BudgetSettings = BudgetSettings()
     writes: Mapping[str, WriteGrant] = dataclasses.field(default_factory=dict)
+    rate_limits: RateLimits = RateLimits()
 
 
 class OrgIds(fields.Field):
@@ -220,6 +252,56 @@ class BudgetSchema(Schema):
         return BudgetSettings(plan=data["plan"], share=data["share"], limits=limits)
 
 
+class RateSchema(Schema):
+    """A limit of the ``rate_limits`` block: ``per_minute`` 0 is none; ``burst`` defaults to ten
+    seconds' worth."""
+
+    class Meta:
+        unknown = RAISE
+
+    per_minute = fields.Float(required=True, validate=validate.Range(0, 10_000_000))
+    burst = fields.Integer(load_default=None, validate=validate.Range(1, 1_000_000), strict=True)
+
+    @post_load
+    def build(self, data, **kwargs):
+        if data["per_minute"] == 0:
+            return None
+        burst = data["burst"] or max(1, math.ceil(data["per_minute"] / 6))
+        return Limit(burst=burst, per_minute=data["per_minute"])
+
+
+class ClientLimitsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    requests = fields.Nested(RateSchema, allow_none=False)
+    upstream = fields.Nested(RateSchema, allow_none=False)
+
+
+class RateLimitsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    client = fields.Nested(ClientLimitsSchema, load_default=dict)
+    total = fields.Nested(RateSchema, data_key="global")
+    clients = fields.Dict(
+        keys=fields.String(validate=NON_EMPTY),
+        values=fields.Nested(ClientLimitsSchema),
+        load_default=dict,
+    )
+
+    @post_load
+    def build(self, data, **kwargs):
+        """Each client's overrides start from the ``client`` defaults, themselves from the
+        built-in ones."""
+        client = dataclasses.replace(ClientLimits(), **data["client"])
+        clients = {
+            name: dataclasses.replace(client, **over) for name, over in data["clients"].items()
+        }
+        extra = {"total": data["total"]} if "total" in data else {}
+        return RateLimits(client=client, clients=clients, **extra)
+
+
 def _names(pattern: str = r"^\S+$", example: str = "a name") -> fields.List:
     item = fields.String(validate=validate.Regexp(pattern, error=f"must be {example}"))
     return fields.List(item, load_default=list)
@@ -253,14 +335,26 @@ class ConfigSchema(Schema):
         values=fields.Nested(WriteGrantSchema),
         load_default=dict,
     )
+    rate_limits = fields.Nested(RateLimitsSchema, load_default=None)
 
     @validates_schema
-    def writers_are_clients(self, data, **kwargs):
-        unknown = [client for client in data.get("writes", {}) if client not in data["clients"]]
-        if "clients" in data and unknown:
-            raise ValidationError(
-                {"writes": {client: ["not a client of the clients map"] for client in unknown}}
-            )
+    def named_clients_are_clients(self, data, **kwargs):
+        """Writes and rate-limit overrides name clients of the clients map: a typo would
+        otherwise be a grant or a limit that applies to no one."""
+        if "clients" not in data:
+            return
+        overrides = (data.get("rate_limits") or RateLimits()).clients
+        errors = {}
+        if unknown := _not_clients(data.get("writes", {}), data["clients"]):
+            errors["writes"] = unknown
+        if unknown := _not_clients(overrides, data["clients"]):
+            errors["rate_limits"] = {"clients": unknown}
+        if errors:
+            raise ValidationError(errors)
+
+
+def _not_clients(named: Mapping, clients: Mapping) -> dict[str, list[str]]:
+    return {name: ["not a client of the clients map"] for name in named if name not in clients}
 
 
 def load_settings(data: object, environ: Mapping[str, str] | None = None) -> Settings:
@@ -295,6 +389,7 @@ def load_settings(data: object, environ: Mapping[str, str] | None = None) -> Set
         proxy=proxy,
         budget=loaded["budget"] or BudgetSettings(),
         writes=loaded["writes"],
+        rate_limits=loaded["rate_limits"] or RateLimits(),
     )
 
 

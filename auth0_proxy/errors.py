@@ -12,6 +12,8 @@ from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
+from . import metrics
+
 log = logging.getLogger(__name__)
 
 REALM = "auth0-m2m-proxy"
@@ -32,6 +34,11 @@ class APIError(Exception):
 
     def body(self) -> dict:
         return error_body(self.status_code, self.message, self.error_code)
+
+    @property
+    def metric_code(self) -> str:
+        """How the refusals metric names it: its error code, unless a subclass says more."""
+        return self.error_code
 
 
 class BearerChallenge(APIError):
@@ -200,12 +207,14 @@ def init_app(app: Flask) -> None:
 
 def _handle_api_error(error: APIError):
     g.denial_reason = error.reason
+    metrics.REFUSALS.labels(str(error.status_code), error.metric_code).inc()
     return jsonify(error.body()), error.status_code, error.headers
 
 
 def _handle_http_exception(error: HTTPException):
     code = (HTTP_STATUS_CODES.get(error.code, "error")).lower().replace(" ", "_")
     g.denial_reason = error.description
+    metrics.REFUSALS.labels(str(error.code), code).inc()
     body = error_body(error.code or 500, error.description or "", code)
     headers = [(name, value) for name, value in error.get_headers() if name == "Allow"]
     return jsonify(body), error.code, headers
@@ -213,6 +222,7 @@ def _handle_http_exception(error: HTTPException):
 
 def _handle_unexpected(error: Exception):
     log.exception("unexpected error")
+    metrics.REFUSALS.labels("500", APIError.error_code).inc()
     return jsonify(APIError().body()), 500
 
 

@@ -1,19 +1,21 @@
-"""gunicorn's threaded worker, keeping the proxy's promises for requests the app never sees.
+"""gunicorn's threaded worker and logger, keeping the proxy's promises where the app is not asked.
 
 gunicorn itself refuses requests that are not valid HTTP or exceed its limits (a request line
 over ``limit_request_line``, too many or too large headers). Its answer is an HTML page and its
 log line quotes the offending input, which may hold a token. Here the answer is Auth0-style JSON
-that echoes nothing, and gunicorn's log lines pass through the same token redaction as the app's.
+that echoes nothing, and gunicorn's own lines (boot, workers, errors: master's and workers')
+are written like the app's, JSON by default, through the same token redaction.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 
 from gunicorn import util
+from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import ThreadWorker
 
+from . import logs
 from .errors import error_body
 from .logs import RedactingFormatter
 
@@ -34,9 +36,16 @@ class ProxyWorker(ThreadWorker):
         # gunicorn's handle_error calls util.write_error by module lookup; in this worker process
         # every such answer is ours.
         util.write_error = write_json_error
-        for handler in logging.getLogger("gunicorn.error").handlers:
-            handler.setFormatter(RedactingFormatter(handler.formatter))
         super().init_process()
+
+
+class ProxyLogger(Logger):
+    """gunicorn's logger (``logger_class``), writing the app's JSON lines, or with
+    ``LOG_FORMAT=text`` its own lines redacted."""
+
+    def _set_handler(self, log, output, fmt, stream=None):
+        fmt = logs.formatter("json") if logs.log_format() == "json" else RedactingFormatter(fmt)
+        super()._set_handler(log, output, fmt, stream)
 
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:

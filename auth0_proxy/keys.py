@@ -12,6 +12,7 @@ import logging
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet, RSAKey
 
+from . import metrics
 from .cache import SharedCache
 from .errors import UpstreamUnavailable
 from .upstream import Upstream
@@ -80,6 +81,7 @@ class KeyStore:
         self.cache.replace(CACHE_KEY, self._fetch)
         return 1, self.refetch_interval
 
+    @metrics.fetch_of("jwks")
     def _fetch(self) -> tuple[dict, int]:
         response = self.upstream.request("GET", JWKS_PATH)
         if response.status_code != 200:

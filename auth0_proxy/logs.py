@@ -7,6 +7,7 @@ worker), so no line can carry a usable token or secret. A line is written with a
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -161,13 +162,25 @@ class LineHandler(logging.Handler):
             self.handleError(record)
 
 
+def log_format() -> str:
+    """``json`` (the default), or ``text`` where ``LOG_FORMAT`` says so."""
+    return "text" if os.environ.get("LOG_FORMAT", "json") == "text" else "json"
+
+
+def formatter(fmt: str) -> logging.Formatter:
+    """The formatter of every line, the proxy's and gunicorn's: both redact."""
+    if fmt == "text":
+        return TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return JsonFormatter()
+
+
 def configure_logging(level: str, fmt: str) -> None:
     """Send the proxy's logs to stderr, one line per record, in the chosen format."""
-    handler = LineHandler(sys.stderr.fileno())
-    if fmt == "text":
-        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    else:
-        handler.setFormatter(JsonFormatter())
+    try:
+        handler: logging.Handler = LineHandler(sys.stderr.fileno())
+    except (AttributeError, io.UnsupportedOperation):  # stderr replaced by a stream (a REPL)
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(fmt))
     logger = logging.getLogger("auth0_proxy")
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())

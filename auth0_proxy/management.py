@@ -15,6 +15,7 @@ from urllib.parse import quote
 import requests
 from marshmallow import ValidationError
 
+from . import metrics
 from .budget import Prepaid
 from .cache import SharedCache
 from .config import Auth0Settings
@@ -25,7 +26,7 @@ from .errors import (
     UpstreamUnavailable,
     UserNotFound,
 )
-from .paging import OFFSET_PAGING_LIMIT, CheckpointPaging, OffsetPaging
+from .paging import OFFSET_PAGING_LIMIT, CheckpointPaging, InvalidCheckpoint, OffsetPaging
 from .schemas import members_offset_page, members_page, user_organizations_page, users_page
 from .upstream import Upstream, retry_after_seconds
 
@@ -81,11 +82,16 @@ class ManagementClient:
         """One page of members, as Auth0 pages them: ``{"members", "next"}`` for a checkpoint,
         ``{"members", "start", "limit", "total"}`` by number. Members carry the member fields.
 
+        :raise InvalidCheckpoint: Auth0 refused the query: a ``from`` it never gave out (400).
         :raise UpstreamFailed: a page of an unexpected shape (502).
         """
         path = f"/api/v2/organizations/{_segment(org_id)}/members"
-        schema = members_page if isinstance(paging, CheckpointPaging) else members_offset_page
-        return _load(schema, self.get_json(path, paging.params(), prepaid=prepaid), path)
+        if isinstance(paging, CheckpointPaging):  # the caller's own ``from``, unchecked here
+            schema, invalid = members_page, InvalidCheckpoint
+        else:  # checked before: a 400 would be the proxy's fault
+            schema, invalid = members_offset_page, UpstreamFailed
+        page = self.get_json(path, paging.params(), invalid=invalid, prepaid=prepaid)
+        return _load(schema, page, path)
 
     def search_users(self, user_ids: list[str], fields: tuple[str, ...] | None) -> list[dict]:
         """The profiles of these users (at most 100, the search's page size), in one call; with
@@ -142,17 +148,22 @@ class ManagementClient:
         params: dict | None = None,
         *,
         missing=UpstreamFailed,
+        invalid=UpstreamFailed,
         prepaid: Prepaid | None = None,
     ) -> dict:
         """GET a Management API path with the cached token.
 
         :raise missing: 404 from Auth0 (by default a 502: the proxy asked for something absent).
+        :raise invalid: 400 from Auth0 (by default a 502: the proxy's own query was wrong; a
+            query with the caller's parameters passes the caller's error).
         :raise TooManyRequests: Auth0 rate-limits the tenant (429, with Retry-After).
         :raise UpstreamFailed: any other error answer (502).
         """
         response = self._call("GET", path, params=params, prepaid=prepaid)
-        if response.status_code == 404:
-            raise missing(reason=f"Auth0 answered 404 on {path}: {_error_summary(response)}")
+        if response.status_code in (400, 404):
+            error = missing if response.status_code == 404 else invalid
+            summary = _error_summary(response)
+            raise error(reason=f"Auth0 answered {response.status_code} on {path}: {summary}")
         return _json_object(_success(response, path), f"GET {path}")
 
     def relay(
@@ -200,6 +211,7 @@ class ManagementClient:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         return self.upstream.request(method, path, headers=headers, **kwargs)
 
+    @metrics.fetch_of("management_token")
     def _fetch_token(self) -> tuple[str, int]:
         response = self.upstream.request(
             "POST",

@@ -143,6 +143,7 @@ def dispatch(rest: str = "") -> Response:
     rule, params = match(request.method, raw_path())
     if rule is None:
         raise OperationNotAllowed(reason=f"no rule for {request.method} {request.path[:200]}")
+    g.route = PREFIX + rule.template  # for the metrics: the operation, not the catch-all route
     if rule.write:
         return audited(rule, params)
     call = Call(identify_caller([READ_ANY, rule.permission]), rule.template, params, _query(rule))

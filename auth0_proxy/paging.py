@@ -51,6 +51,10 @@ class InvalidQuery(APIError):
     error_code = "invalid_query_string"
 
 
+class InvalidCheckpoint(InvalidQuery):
+    message = "Query validation error: 'from' is not a checkpoint of a previous page's 'next'."
+
+
 class InvalidPaging(APIError):
     status_code = 400
     error_code = "invalid_paging"

@@ -1,19 +1,70 @@
 """Per-client policy: what one edge client may cost the tenant and change, beyond what it may see.
 
-Every client's allowances live here: how often its ``Cache-Control: no-cache`` reaches Auth0
-(counted in the shared store, so that it holds across workers and hosts), and the writes it may
-make through /api/v2 (from the ``writes`` block of the config; none by default).
+Every client's allowances live here, as token buckets in the shared store (the governor's
+mechanism, so they hold across workers and hosts):
+
+- its requests, and all clients' requests together (``rate_limits.client.requests`` and
+  ``rate_limits.global``), taken once a request's token names its client;
+- its requests that reach Auth0 (``rate_limits.client.upstream``): a cold read, an unknown id,
+  a ``no-cache`` read pays once, at its first upstream call, so no client can spend the
+  tenant's budget however it asks;
+- its ``Cache-Control: no-cache`` reads: one per ``proxy.fresh_read_interval_seconds``, and
+  only while its upstream allowance has one too (else the cache answers);
+- the writes it may make through /api/v2 (the ``writes`` block of the config; none by default).
+
+Answers to a client carry Auth0's ``x-ratelimit-*`` headers for the limit that binds it; over a
+limit it gets Auth0's 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from .config import WriteGrant
-from .errors import OperationNotAllowed
-from .store import Store
+from flask import Flask, Response, current_app, g, has_app_context
+
+from .budget import Limit, Rank, current_errand
+from .config import RateLimits, WriteGrant
+from .errors import OperationNotAllowed, TooManyRequests
+from .store import Bucket, Store
 
 NO_WRITES = WriteGrant()
+
+
+class ClientRateLimited(TooManyRequests):
+    """Auth0's own answer when a caller exceeds its limit; ``limit`` names which."""
+
+    message = (
+        "Too many requests. Check the X-RateLimit-Limit, X-RateLimit-Remaining and "
+        "X-RateLimit-Reset headers."
+    )
+
+    def __init__(self, limit: str, **kwargs):
+        super().__init__(reason=f"rate limit: {limit}", **kwargs)
+        self.limit = limit
+
+    @property
+    def metric_code(self) -> str:
+        return f"rate_limit_{self.limit}"
+
+
+@dataclass(frozen=True)
+class Quota:
+    """One bucket as the ``x-ratelimit-*`` headers tell it: its burst, the whole calls left,
+    and the UNIX second it is full again."""
+
+    limit: int
+    remaining: int
+    reset: int
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "x-ratelimit-limit": str(self.limit),
+            "x-ratelimit-remaining": str(self.remaining),
+            "x-ratelimit-reset": str(self.reset),
+        }
 
 
 class ClientPolicy:
@@ -21,17 +72,42 @@ class ClientPolicy:
         self,
         store: Store,
         *,
+        limits: RateLimits | None = None,
         fresh_read_interval: int,
         writes: Mapping[str, WriteGrant] | None = None,
     ):
         self.store = store
-        self.fresh_read_interval = fresh_read_interval
+        self.limits = limits or RateLimits()
+        self.fresh_read = Limit(burst=1, per_minute=60 / fresh_read_interval)
         self.writes = dict(writes or {})
 
-    def may_read_fresh(self, client_id: str) -> bool:
-        """Whether this client's ``no-cache`` is honoured now: once per interval, so that no
-        client can make every one of its requests an upstream call."""
-        return self.store.add(f"fresh-read:{client_id}", 1, self.fresh_read_interval)
+    def admit(self, client_id: str) -> Quota | None:
+        """Take one request from the client's and the global allowance; the client's quota
+        after it (None: the client has no request limit).
+
+        :raise ClientRateLimited: either is spent (429, with Retry-After).
+        """
+        return self._take(
+            Allowance(f"requests:{client_id}", self.limits.of(client_id).requests, "requests"),
+            Allowance("requests", self.limits.total, "global"),
+        )
+
+    def charge_upstream(self, client_id: str) -> Quota | None:
+        """Take one of the client's requests that reach Auth0.
+
+        :raise ClientRateLimited: its upstream allowance is spent (429, with Retry-After).
+        """
+        return self._take(self._upstream(client_id))
+
+    def take_fresh_read(self, client_id: str) -> bool:
+        """Whether this client's ``no-cache`` is honoured now: once per interval, and only
+        while its upstream allowance holds one, which it then pays."""
+        fresh = Allowance(f"fresh:{client_id}", self.fresh_read, "fresh")
+        try:
+            self._take(fresh, self._upstream(client_id))
+        except ClientRateLimited:
+            return False
+        return True
 
     def write_grant(self, client_id: str, permission: str) -> WriteGrant:
         """What the client may touch with a write that needs ``permission``.
@@ -45,3 +121,100 @@ class ClientPolicy:
                 reason=f"{permission} not in the client's writes",
             )
         return grant
+
+    def _upstream(self, client_id: str) -> Allowance:
+        return Allowance(f"upstream:{client_id}", self.limits.of(client_id).upstream, "upstream")
+
+    def _take(self, *allowances: Allowance) -> Quota | None:
+        """Spend one call from every limited allowance, or from none: the first one's quota
+        after the spend.
+
+        :raise ClientRateLimited: naming the allowance that refused, with its quota.
+        """
+        limited = [allowance for allowance in allowances if allowance.limit is not None]
+        if not limited:
+            return None
+        granted, levels = self.store.take_tokens([a.bucket() for a in limited], 1)
+        now = time.time()
+        if granted:
+            return limited[0].quota(levels[0], now)
+        allowance, level = next((a, v) for a, v in zip(limited, levels, strict=True) if v < 1)
+        wait = (1 - level) / allowance.bucket().rate
+        raise ClientRateLimited(
+            allowance.name,
+            headers={
+                "Retry-After": str(max(1, math.ceil(wait))),
+                **allowance.quota(level, now).headers(),
+            },
+        )
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """A limit applied to one key of the shared store; ``name`` is for the log and metrics."""
+
+    key: str
+    limit: Limit | None
+    name: str
+
+    def bucket(self) -> Bucket:
+        return Bucket(f"limit:{self.key}", self.limit.per_minute / 60, self.limit.burst)
+
+    def quota(self, level: float, now: float) -> Quota:
+        limit = self.limit
+        return Quota(
+            limit=limit.burst,
+            remaining=max(0, math.floor(level)),
+            reset=math.ceil(now + max(0.0, limit.burst - level) * 60 / limit.per_minute),
+        )
+
+
+def init_app(app: Flask) -> None:
+    app.after_request(_quota_headers)
+
+
+def admit_request(client_id: str) -> None:
+    """Admit the request of ``client_id`` (the token is verified) against its limits.
+
+    :raise ClientRateLimited: over a limit (429).
+    """
+    g.rate_quota = policy().admit(client_id)
+
+
+def may_read_fresh(client_id: str) -> bool:
+    """Whether the request's ``no-cache`` is honoured (see ``ClientPolicy.take_fresh_read``);
+    a request so honoured has paid its upstream call."""
+    if not policy().take_fresh_read(client_id):
+        return False
+    g.upstream_paid = True
+    return True
+
+
+def charge_upstream_call() -> None:
+    """Told before each upstream request: the first of a client's request pays from its
+    upstream allowance (background refreshes, and the checks before the token names a
+    client, pay nothing).
+
+    :raise ClientRateLimited: the allowance is spent (429).
+    """
+    if not has_app_context() or current_errand().rank is not Rank.CLIENT:
+        return
+    state = g._get_current_object()
+    client_id = state.get("client_id")
+    if client_id is None or state.get("upstream_paid"):
+        return
+    state.upstream_paid = True
+    quota = policy().charge_upstream(client_id)
+    if quota is not None and quota.remaining < getattr(state.get("rate_quota"), "remaining", 1e9):
+        state.rate_quota = quota  # the headers tell the tighter of the two
+
+
+def _quota_headers(response: Response) -> Response:
+    quota = g.get("rate_quota")
+    if quota is not None:
+        response.headers.update(quota.headers())
+    return response
+
+
+def policy() -> ClientPolicy:
+    return current_app.extensions["policy"]

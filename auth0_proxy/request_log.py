@@ -13,7 +13,9 @@ import random
 import re
 import time
 
-from flask import Flask, Response, g, has_app_context, request
+from flask import Flask, Response, current_app, g, has_app_context, request
+
+from . import metrics
 
 log = logging.getLogger("auth0_proxy.request")
 STARTED = time.time()  # for records' relativeCreated, about when logging started
@@ -35,6 +37,7 @@ class RequestFacts:
 def init_app(app: Flask) -> None:
     app.before_request(start)
     app.after_request(finish)
+    app.teardown_request(end)
 
 
 def start() -> None:
@@ -42,6 +45,13 @@ def start() -> None:
     # A caller's id is kept only if it is harmless in a log line and a header.
     request_id = supplied if supplied and REQUEST_ID.match(supplied) else new_request_id()
     g.request_facts = RequestFacts(request_id)
+    metrics.IN_FLIGHT.inc()
+
+
+def end(error: BaseException | None) -> None:
+    """The request is over, its streamed body included (the context outlives the stream)."""
+    if g.pop("request_facts", None) is not None:
+        metrics.IN_FLIGHT.dec()
 
 
 def new_request_id() -> str:
@@ -68,7 +78,22 @@ def finish(response: Response) -> Response:
     level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
     if log.isEnabledFor(level):
         log.handle(AccessRecord(level, _fields(state, facts, status)))
+    _measure(state, facts, response)
     return response
+
+
+def _measure(state, facts: RequestFacts, response: Response) -> None:
+    """The answer in the metrics: by route (an /api/v2 operation by its rule), status and
+    client; from the cache or not, by its ``Cache-Status``."""
+    req = request._get_current_object()
+    route = state.get("route") or (req.url_rule.rule if req.url_rule else "unmatched")
+    client_id = state.get("client_id")
+    if client_id is not None and client_id not in current_app.config["SETTINGS"].clients:
+        client_id = "other"  # bounded: only the config's clients are labels of their own
+    seconds = time.perf_counter() - facts.started
+    metrics.observe_answer(route, req.method, response.status_code, client_id or "", seconds)
+    headers = response.headers
+    metrics.observe_cache(headers.get("Cache-Status"), headers.get("Age"), response.status_code)
 
 
 class AccessRecord(logging.LogRecord):

@@ -7,7 +7,7 @@ Answers are shaped here too, as Auth0 shapes them, and nowhere else.
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, fields
+from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, fields, validate
 
 from .paging import CheckpointPaging, MemberQuery
 
@@ -114,3 +114,146 @@ def public_profile(user: dict) -> dict:
             if isinstance(identity, dict)
         ],
     }
+
+
+class ErrorSchema(Schema):
+    """Every error the proxy answers, in the Management API's shape (``errors.error_body``)."""
+
+    class Meta:
+        unknown = RAISE
+
+    status_code = fields.Integer(
+        required=True, data_key="statusCode", metadata={"description": "The HTTP status."}
+    )
+    error = fields.String(
+        required=True, metadata={"description": "The status's reason phrase, e.g. Unauthorized."}
+    )
+    message = fields.String(required=True, metadata={"description": "What went wrong, in words."})
+    error_code = fields.String(
+        required=True,
+        data_key="errorCode",
+        metadata={
+            "description": "What went wrong, for programs: Auth0's code, e.g. invalid_token."
+        },
+    )
+
+
+class MemberChangesSchema(Schema):
+    """GET /users/changes: the members added, removed (ids) and updated since the cursor, and
+    the cursor to ask with next; without a cursor, empty lists and the cursor to start from."""
+
+    class Meta:
+        unknown = RAISE
+
+    added = fields.List(fields.Nested(MemberSchema), required=True)
+    removed = fields.List(fields.String(), required=True)
+    updated = fields.List(fields.Nested(MemberSchema), required=True)
+    cursor = fields.String(required=True)
+
+
+class HealthSchema(Schema):
+    """GET /healthz: the process answers, and which version it is."""
+
+    class Meta:
+        unknown = RAISE
+
+    status = fields.String(required=True, validate=validate.OneOf(["ok"]))
+    version = fields.String(required=True)
+
+
+class ReadinessSchema(Schema):
+    """GET /readyz: the signing keys and a management token are at hand."""
+
+    class Meta:
+        unknown = RAISE
+
+    status = fields.String(required=True, validate=validate.OneOf(["ready"]))
+
+
+# The bodies the /api/v2 writes take, as /openapi.json describes them (api_writes checks them,
+# field by field, as Auth0 words its refusals). Field names and limits are the Management API's.
+
+
+class InviterSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(required=True, validate=validate.Length(1, 300))
+
+
+class InviteeSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    email = fields.Email(required=True)
+
+
+class InvitationRequestSchema(Schema):
+    """POST /api/v2/organizations/{id}/invitations: ``client_id`` (the application the invitee
+    logs in to), ``roles`` and ``connection_id`` must be ones the client's grant lists."""
+
+    class Meta:
+        unknown = RAISE
+
+    inviter = fields.Nested(InviterSchema, required=True)
+    invitee = fields.Nested(InviteeSchema, required=True)
+    client_id = fields.String(required=True)
+    connection_id = fields.String()
+    app_metadata = fields.Dict()
+    user_metadata = fields.Dict()
+    ttl_sec = fields.Integer(validate=validate.Range(0, 2_592_000))
+    roles = fields.List(fields.String(), validate=validate.Length(min=1))
+    send_invitation_email = fields.Boolean()
+
+
+class MembersRequestSchema(Schema):
+    """DELETE /api/v2/organizations/{id}/members: the user ids to remove."""
+
+    class Meta:
+        unknown = INCLUDE  # Auth0 takes other fields too
+
+    members = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
+
+
+class MemberRolesRequestSchema(Schema):
+    """POST and DELETE /api/v2/organizations/{id}/members/{user_id}/roles: role ids the
+    client's grant lists."""
+
+    class Meta:
+        unknown = RAISE
+
+    roles = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
+
+
+class UserUpdateRequestSchema(Schema):
+    """PATCH /api/v2/users/{id}: ``user_metadata``, and ``app_metadata`` keys the client's grant
+    lists; any other field is refused (400)."""
+
+    class Meta:
+        unknown = RAISE
+
+    user_metadata = fields.Dict()
+    app_metadata = fields.Dict()
+
+
+class UserCreateRequestSchema(Schema):
+    """POST /api/v2/users: a user in a connection the client's grant lists, made a member of the
+    caller's organization; any other field (``email_verified``, ``blocked``, ``user_id``...) is
+    refused (400)."""
+
+    class Meta:
+        unknown = RAISE
+
+    connection = fields.String(required=True)
+    email = fields.Email()
+    password = fields.String()
+    name = fields.String()
+    given_name = fields.String()
+    family_name = fields.String()
+    nickname = fields.String()
+    picture = fields.String()
+    username = fields.String()
+    phone_number = fields.String()
+    verify_email = fields.Boolean()
+    user_metadata = fields.Dict()
+    app_metadata = fields.Dict()

@@ -88,8 +88,8 @@ class Bucket:
     floor: float = 0.0
     ceiling: float = float("inf")
 
-    def refilled(self, state: tuple[float, float] | None, now: float) -> float:
-        level, at = state if state is not None else (self.capacity, now)
+    def refilled(self, state: Sequence[float] | None, now: float) -> float:
+        level, at = state[:2] if state is not None else (self.capacity, now)
         return min(self.capacity, level + max(0.0, now - at) * self.rate, self.ceiling)
 
     def seconds_to_refill(self, level: float) -> int:
@@ -161,7 +161,7 @@ class Store:
 
     @staticmethod
     def _take_from(
-        states: dict[str, tuple[float, float]], buckets: Sequence[Bucket], calls: int
+        states: dict[str, tuple[float, ...]], buckets: Sequence[Bucket], calls: int
     ) -> tuple[bool, list[float]]:
         """Spend from buckets whose states are in ``states``, and update them there."""
         now = time.time()
@@ -211,14 +211,22 @@ class FileStore(Store):
 
     def _take_tokens(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
         """In a file of their own: cachelib prunes the entries soonest to expire first, and a
-        bucket pruned would be a full one."""
+        bucket pruned would be a full one. Each state keeps when its bucket is full again, and
+        full buckets leave the file (one per client would otherwise pile up in it)."""
         with self._exclusive():
+            now = time.time()
             try:
                 with open(self.budget_path, encoding="utf-8") as file:
-                    states = {key: tuple(state) for key, state in json.load(file).items()}
+                    states = {
+                        key: tuple(state)
+                        for key, state in json.load(file).items()
+                        if len(state) < 3 or state[2] > now
+                    }
             except (OSError, ValueError, AttributeError, TypeError):
                 states = {}  # none yet (or unreadable): full buckets
             taken = self._take_from(states, buckets, calls)
+            for bucket, level in zip(buckets, taken[1], strict=True):
+                states[bucket.key] = (*states[bucket.key], now + bucket.seconds_to_refill(level))
             with open(self.budget_scratch, "w", encoding="utf-8") as file:
                 json.dump(states, file)
             os.replace(self.budget_scratch, self.budget_path)

@@ -23,9 +23,10 @@ from collections.abc import Callable
 import requests
 from requests.adapters import HTTPAdapter
 
+from . import metrics
 from .budget import BudgetExhausted, Governor, Prepaid, endpoint_group
-from .version import __version__
 from .errors import UpstreamFailed, UpstreamTimeout
+from .version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ class Upstream:
     """A pooled ``requests.Session`` to ``base_url``; one per worker process.
 
     ``on_call`` is told of each call, so the request log can count upstream calls without
-    this module knowing about Flask.
+    this module knowing about Flask; ``before_request`` of each request (and listing) before
+    its budget is spent, and may refuse it by raising (a client's upstream allowance).
     """
 
     def __init__(
@@ -54,12 +56,14 @@ class Upstream:
         retry_budget: float,
         pool_size: int = 16,
         on_call: Callable[[], None] | None = None,
+        before_request: Callable[[], None] | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.governor = governor
         self.timeout = (connect_timeout, read_timeout)
         self.retry_budget = retry_budget
         self.on_call = on_call or (lambda: None)
+        self.before_request = before_request or (lambda: None)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
@@ -88,6 +92,7 @@ class Upstream:
         :raise UpstreamTimeout: connect or read timeout (504); not retried, it used the time.
         :raise UpstreamFailed: the connection failed on every attempt (502).
         """
+        self.before_request()
         group = endpoint_group(path)
         deadline = time.monotonic() + self.retry_budget
         for attempt in range(MAX_ATTEMPTS):
@@ -98,10 +103,12 @@ class Upstream:
                 last = not retry_failures or attempt + 1 == MAX_ATTEMPTS
                 if last or not _sleep_before_retry(attempt, deadline):
                     raise
+                metrics.UPSTREAM_RETRIES.labels(group, "connection").inc()
                 continue
             if response.status_code == 429:
                 wait = retry_after_seconds(response)
                 log.warning("Auth0 answered 429 on %s; backing off %.1fs", group, wait)
+                metrics.UPSTREAM_RATE_LIMITED.labels(group).inc()
                 self.governor.observe(group, response, wait)
                 # Sleep here too: the shared budget may be lost (a cache outage), the wait must not.
                 if not _sleep_with_jitter(wait, deadline):
@@ -109,11 +116,13 @@ class Upstream:
                         reason=f"Auth0 answered 429 on {_endpoint(method, path)}",
                         headers={"Retry-After": str(math.ceil(wait))},
                     )
+                metrics.UPSTREAM_RETRIES.labels(group, "429").inc()
             else:
                 self.governor.observe(group, response, 0.0)
                 final = response.status_code < 500 or not retry_failures
                 if final or not _sleep_before_retry(attempt, deadline):
                     return response
+                metrics.UPSTREAM_RETRIES.labels(group, "5xx").inc()
         return response
 
     def prepay(self, path: str, calls: int) -> Prepaid:
@@ -122,6 +131,7 @@ class Upstream:
 
         :raise BudgetExhausted: the budget cannot afford them now (429).
         """
+        self.before_request()
         return self.governor.prepay(endpoint_group(path), calls, wait=self.retry_budget)
 
     def _spend(self, group: str, prepaid: Prepaid | None, deadline: float) -> None:
@@ -134,8 +144,10 @@ class Upstream:
 
     def _send(self, method: str, path: str, **kwargs) -> requests.Response:
         self.on_call()
+        started = time.perf_counter()
+        status = 0  # no answer
         try:
-            return self.session.request(
+            response = self.session.request(
                 method, self.base_url + path, timeout=self.timeout, allow_redirects=False, **kwargs
             )
         except requests.Timeout:
@@ -145,6 +157,11 @@ class Upstream:
             reason = f"{type(error).__name__} on {_endpoint(method, path)}"
             log.warning("Auth0 unreachable: %s", reason)
             raise UpstreamFailed("The proxy cannot reach Auth0.", reason=reason) from None
+        else:
+            status = response.status_code
+            return response
+        finally:
+            metrics.observe_upstream(method, path, status, time.perf_counter() - started)
 
 
 def retry_after_seconds(response: requests.Response) -> float:

@@ -19,7 +19,7 @@ from .directory import FETCHED_NOW, Answer, Directory
 from .errors import APIError
 from .json_codec import json_fragment
 from .paging import changes_cursor, member_query
-from .policy import ClientPolicy
+from .policy import may_read_fresh
 from .schemas import member_page_answer, only_fields
 
 log = logging.getLogger(__name__)
@@ -131,12 +131,8 @@ def wants_fresh_read(caller: Caller) -> bool:
     """``Cache-Control: no-cache`` asks for a fresh read, within the client's allowance."""
     if "no-cache" not in request.headers.get("Cache-Control", ""):  # spares most a parse
         return False
-    return bool(request.cache_control.no_cache) and policy().may_read_fresh(caller.client_id)
+    return bool(request.cache_control.no_cache) and may_read_fresh(caller.client_id)
 
 
 def directory() -> Directory:
     return current_app.extensions["directory"]
-
-
-def policy() -> ClientPolicy:
-    return current_app.extensions["policy"]

@@ -26,7 +26,13 @@ from urllib.parse import quote
 import requests
 
 from emulated_tenant import TenantServer, demo_tenant
-from emulated_tenant.demo import API_AUDIENCE, MGMT_CLIENT_ID, UNBOUNDED_BUDGET, proxy_config
+from emulated_tenant.demo import (
+    API_AUDIENCE,
+    MGMT_CLIENT_ID,
+    UNBOUNDED_BUDGET,
+    UNLIMITED_RATES,
+    proxy_config,
+)
 from scripts.proxy_server import ProxyServer
 
 UPSTREAM_LATENCY_SECONDS = 0.020
@@ -152,7 +158,8 @@ def main() -> int:
         # A TTL longer than the run keeps the warm rows warm (the default, 30 s, reads each list
         # again every 30 s; that cost shows in the cold rows).
         config["proxy"] = {"page_size": PAGE_SIZE, "cache_ttl_seconds": 600}
-        config["budget"] = UNBOUNDED_BUDGET  # the proxy's own cost; make simulate: the budget
+        config["budget"] = UNBOUNDED_BUDGET
+        config["rate_limits"] = UNLIMITED_RATES  # the proxy's own cost; make simulate: the budget
         token = edge_token(tenant, "org_bench")
         member = sorted(tenant.member_ids("org_bench"))[0]
         member_path = f"/users/{quote(member, safe='')}"

@@ -31,7 +31,13 @@ from urllib.parse import quote
 import requests
 
 from emulated_tenant import TenantServer, demo_tenant
-from emulated_tenant.demo import API_AUDIENCE, MGMT_CLIENT_SECRET, UNBOUNDED_BUDGET, proxy_config
+from emulated_tenant.demo import (
+    API_AUDIENCE,
+    MGMT_CLIENT_SECRET,
+    UNBOUNDED_BUDGET,
+    UNLIMITED_RATES,
+    proxy_config,
+)
 from scripts.proxy_server import ProxyServer
 
 DOCUMENTED = {200, 400, 401, 403, 404, 413, 414, 429, 431, 502, 503, 504}
@@ -221,6 +227,7 @@ def main() -> int:
         # Faults, not the budget, are soaked here (make simulate measures the budget): a budget
         # this traffic never reaches, so it is not paced to a few requests a second.
         config["budget"] = UNBOUNDED_BUDGET
+        config["rate_limits"] = UNLIMITED_RATES
         workdir = tempfile.mkdtemp(prefix="soak-")
         with ProxyServer(
             config, ca_bundle=tenant_server.ca_bundle, threads=8, workdir=workdir

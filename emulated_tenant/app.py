@@ -97,7 +97,12 @@ def finish_response(response: Response) -> Response:
     response.headers.update(g.get("fault_headers") or {})
     raw_uri = g.get("raw_uri") or routing.raw_request_uri(request.environ)
     _tenant().record_request(
-        request.method, raw_uri, g.get("endpoint"), response.status_code, g.get("group")
+        request.method,
+        raw_uri,
+        g.get("endpoint"),
+        response.status_code,
+        g.get("group"),
+        user_agent=request.headers.get("User-Agent"),
     )
     return response
 

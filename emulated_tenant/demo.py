@@ -201,6 +201,11 @@ def add_access_control(tenant: Tenant) -> None:
 UNBOUNDED_BUDGET = {
     "limits": {group: {"burst": 100_000, "per_minute": 1_000_000} for group in GROUPS},
 }
+# Likewise, no per-client rate limits: tests of them and `make demo` set their own.
+UNLIMITED_RATES = {
+    "client": {"requests": {"per_minute": 0}, "upstream": {"per_minute": 0}},
+    "global": {"per_minute": 0},
+}
 
 
 def proxy_config(tenant: Tenant) -> dict[str, Any]:

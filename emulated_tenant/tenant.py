@@ -725,6 +725,7 @@ class Tenant:
         endpoint: str | None,
         status: int,
         group: str | None = None,
+        user_agent: str | None = None,
     ) -> None:
         """Count an answered request; ``group`` is its Management endpoint group (None outside
         /api/v2), so calls per group per minute can be counted from ``time``."""
@@ -739,6 +740,7 @@ class Tenant:
                     "status": status,
                     "time": time.time(),
                     "group": group,
+                    "user_agent": user_agent,
                 }
             )
 

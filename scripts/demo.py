@@ -96,9 +96,11 @@ def show(tenant: TenantServer, proxy: ProxyServer) -> None:
     call("GET", f"{proxy.url}/users", {}, "5. No token: 401")
     show_conditional_request(f"{proxy.url}/users", auth)
     show_sdk_call(proxy, token)
+    show_metrics(proxy)
 
     heading("The proxy logged one JSON line per call (no token in them):")
-    for record in proxy.log_records()[-6:]:
+    requests_logged = [record for record in proxy.log_records() if "status" in record]
+    for record in requests_logged[-6:]:
         print(" ", json.dumps({key: record.get(key) for key in LOG_FIELDS}))
 
     heading("Try it yourself:")
@@ -119,7 +121,7 @@ def show_conditional_request(url: str, auth: dict) -> None:
     heading("6. GET /users again: from the cache, saying how fresh it is")
     cached = requests.get(url, headers=auth, timeout=30, verify=VERIFY)
     print(f"GET {url} -> {cached.status_code}")
-    for name in ("Age", "Cache-Status", "ETag"):
+    for name in ("Age", "Cache-Status", "ETag", "x-ratelimit-remaining"):
         print(f"  {name}: {cached.headers.get(name)}")
     heading("7. The same with If-None-Match: that ETag: 304, no body, no call to Auth0")
     validator = {**auth, "If-None-Match": cached.headers.get("ETag", "")}
@@ -143,6 +145,18 @@ def show_sdk_call(proxy: ProxyServer, token: str) -> None:
         auth0.clients.list()
     except ForbiddenError as refusal:
         print(f"auth0.clients.list() -> {refusal.status_code}: {refusal.body['message']}")
+
+
+def show_metrics(proxy: ProxyServer) -> None:
+    """What an operator's Prometheus sees: the workers' counts, summed by gunicorn's master on
+    an address of its own (never the edge clients' listener)."""
+    heading(f"9. The proxy's metrics, from gunicorn's master at {proxy.metrics_url}:")
+    text = requests.get(proxy.metrics_url, timeout=10).text
+    shown = ("auth0_proxy_requests_total{", "auth0_proxy_upstream_calls_total{")
+    shown += ("auth0_proxy_cache_answers_total{",)
+    for line in text.splitlines():
+        if line.startswith(shown) and 'route="/api/v2' not in line:
+            print(f"  {line}")
 
 
 def call(method: str, url: str, headers: dict, title: str):

@@ -53,6 +53,9 @@ class ProxyServer:
         self.config_path = self.workdir / "config.json"
         self.log_path = self.workdir / "proxy.log"
         self.port = port or free_port()
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        self.metrics_dir = self.workdir / "metrics"  # where the workers write their samples
         self.domain = f"127.0.0.1:{self.port}"  # what an Auth0 SDK takes as its domain
         self.url = f"{'https' if tls else 'http'}://{self.domain}"
         proxy_block = {"cache_dir": str(self.workdir / "cache"), **config.get("proxy", {})}
@@ -65,6 +68,8 @@ class ProxyServer:
             "PORT": str(self.port),
             "WEB_CONCURRENCY": str(workers),
             "GUNICORN_THREADS": str(threads),
+            "METRICS_BIND": f"127.0.0.1:{self.metrics_port}",
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
             # gunicorn's own lines at INFO whatever the app's LOG_LEVEL: start() waits for its
             # "Worker ready" lines.
             "GUNICORN_CMD_ARGS": "--log-level info"
@@ -100,7 +105,7 @@ class ProxyServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def log_records(self) -> list[dict]:
-        """The JSON lines the app logged (gunicorn's own plain lines are skipped)."""
+        """The JSON lines the app and gunicorn logged (any other line is skipped)."""
         records = []
         for line in self.log_text().splitlines():
             if line.startswith("{"):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from emulated_tenant import TenantServer
-from emulated_tenant.demo import UNBOUNDED_BUDGET, proxy_config
+from emulated_tenant.demo import UNBOUNDED_BUDGET, UNLIMITED_RATES, proxy_config
 
 # Endpoints of the emulated tenant, as it counts them.
 MEMBERS = "GET /api/v2/organizations/{id}/members"
@@ -38,10 +38,15 @@ CLIENT_ORGS = {
 
 
 def proxy_config_for(
-    tenant_server: TenantServer, *, budget: dict | None = None, **proxy_settings
+    tenant_server: TenantServer,
+    *,
+    budget: dict | None = None,
+    rate_limits: dict | None = None,
+    **proxy_settings,
 ) -> dict:
     """The proxy's config.json for the tests' tenant, with ``proxy_settings`` as its proxy block
-    and ``budget`` as its budget block (by default, one tests of other rules never reach)."""
+    and ``budget`` and ``rate_limits`` as those blocks (by default, ones tests of other rules
+    never reach)."""
     config = copy.deepcopy(proxy_config(tenant_server.tenant))
     config["clients"] = {
         client: orgs[0] if len(orgs) == 1 else orgs
@@ -50,6 +55,7 @@ def proxy_config_for(
     }
     config["proxy"] = proxy_settings
     config["budget"] = UNBOUNDED_BUDGET if budget is None else budget
+    config["rate_limits"] = UNLIMITED_RATES if rate_limits is None else rate_limits
     return config
 
 

@@ -37,3 +37,9 @@ def test_wrong_method_is_auth0_style_405(call):
     answer = call("/users", method="POST")
     assert_refused(answer, 405, "method_not_allowed", answer.json()["message"])
     assert answer.headers["Allow"]
+
+
+def test_the_proxy_tells_auth0_its_version_in_its_user_agent(call, make_token, tenant):
+    assert call("/users", make_token()).status_code == 200
+    agents = {request["user_agent"] for request in tenant.requests}
+    assert agents == {f"auth0-m2m-proxy/{version('auth0-m2m-proxy')}"}

@@ -1,0 +1,194 @@
+"""Prometheus metrics: summed over gunicorn's workers, served by the master on their own address.
+
+What each counter counts is checked against what really happened: the requests sent, the
+tenant's own count of the calls it answered.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from auth0_proxy import metrics
+from tests.support import MEMBERS
+
+PERSISTENT = 1000  # times: a fault that lasts the whole test
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample of the exposition at ``url``: (name, labels) to value."""
+    answer = requests.get(url, timeout=5)
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    return parse(answer.text)
+
+
+def parse(text: str) -> dict[tuple[str, frozenset], float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples: dict, name: str, **labels) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(value for (n, have), value in samples.items() if n == name and wanted <= have)
+
+
+@pytest.fixture
+def metered(start_proxy):
+    """A proxy of 3 workers, answers cached for a minute, metrics on their own port."""
+    return start_proxy(workers=3, threads=4, cache_ttl_seconds=60)
+
+
+def get(proxy, path: str, token: str | None = None) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with requests.Session() as session:  # a connection each: the workers share the requests
+        return session.get(f"{proxy.url}{path}", headers=headers, timeout=10)
+
+
+def test_requests_are_counted_over_every_worker(metered, make_token, tenant):
+    token = make_token()
+    member = quote(sorted(tenant.member_ids("org_acme"))[0], safe="")
+    paths = ["/users"] * 20 + [f"/users/{member}"] * 10 + ["/users/auth0%7Cnobody"] * 5
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = list(pool.map(lambda path: get(metered, path, token).status_code, paths))
+    assert statuses.count(200) == 30 and statuses.count(404) == 5
+    assert get(metered, "/users").status_code == 401
+    pids = {r["pid"] for r in metered.log_records() if r.get("path") == "/users"}
+    assert len(pids) > 1, "the requests were spread over several workers"
+
+    samples = scrape(metered.metrics_url)
+    requests_total = "auth0_proxy_requests_total"
+    assert total(samples, requests_total, route="/users", status="200", client="edge-acme") == 20
+    assert total(samples, requests_total, route="/users/<id:user_id>", status="200") == 10
+    assert total(samples, requests_total, route="/users/<id:user_id>", status="404") == 5
+    assert total(samples, requests_total, route="/users", status="401", client="") == 1
+    assert total(samples, "auth0_proxy_request_duration_seconds_count", route="/users") == 21
+    assert total(samples, "auth0_proxy_refusals_total", status="404", code="inexistent_user") == 5
+    assert total(samples, "auth0_proxy_refusals_total", status="401", code="invalid_token") == 1
+    assert total(samples, "auth0_proxy_requests_in_flight") == 0
+    # What the proxy counted upstream is what the tenant answered.
+    upstream = total(samples, "auth0_proxy_upstream_calls_total")
+    assert upstream == len(tenant.requests) > 0
+    assert total(samples, "auth0_proxy_upstream_calls_total", endpoint="POST /oauth/token") == 1
+    assert total(samples, "auth0_proxy_credential_fetches_total", credential="jwks") == 1
+    fetches = total(samples, "auth0_proxy_credential_fetches_total", credential="management_token")
+    assert fetches == 1
+    members = "GET /api/v2/organizations/{id}/members"
+    assert total(samples, "auth0_proxy_upstream_calls_total", endpoint=members, status="200") >= 1
+    # Each call to the Management API was paid from the budget: its group's and the whole API's.
+    spent = total(samples, "auth0_proxy_budget_spent_total", bucket="management")
+    assert spent == total(samples, "auth0_proxy_upstream_calls_total") - 2  # token, JWKS
+    assert ("auth0_proxy_budget_left", frozenset({("bucket", "management")})) in samples
+    # The cache answered most: hits, plus the misses that fetched.
+    hits = total(samples, "auth0_proxy_cache_answers_total", result="hit")
+    misses = total(samples, "auth0_proxy_cache_answers_total", result="miss")
+    assert hits + misses == 30 and hits >= 20
+
+
+def test_metrics_are_not_on_the_public_listener_and_need_no_token(metered, make_token):
+    public = get(metered, "/metrics", make_token())
+    assert public.status_code == 404 and public.json()["statusCode"] == 404
+    assert "auth0_proxy_requests_total" not in public.text
+    assert requests.get(metered.metrics_url, timeout=5).status_code == 200
+    assert metered.metrics_url.startswith("http://127.0.0.1:")
+
+
+def test_a_workers_counts_outlive_it_and_its_live_gauge_goes(metered, make_token):
+    token = make_token()
+    for _ in range(12):
+        assert get(metered, "/users", token).status_code == 200
+    before = scrape(metered.metrics_url)
+    counted = total(before, "auth0_proxy_requests_total", route="/users")
+    victim = next(r["pid"] for r in metered.log_records() if r.get("path") == "/users")
+    os.kill(victim, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while metered.log_text().count("Worker ready (pid:") < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    after = scrape(metered.metrics_url)
+    assert total(after, "auth0_proxy_requests_total", route="/users") == counted
+    live = [name for name in os.listdir(metered.metrics_dir) if name.startswith("gauge_livesum")]
+    assert f"gauge_livesum_{victim}.db" not in live and len(live) == 3
+
+
+def test_no_metrics_where_metrics_bind_is_empty(start_proxy, make_token):
+    proxy = start_proxy(env={"METRICS_BIND": ""})
+    assert get(proxy, "/users", make_token()).status_code == 200
+    with pytest.raises(requests.ConnectionError):
+        requests.get(proxy.metrics_url, timeout=2)
+
+
+def test_stale_answers_are_counted_with_their_age(make_app, call, make_token, tenant):
+    """In one process the samples stay in memory, where ``render`` reads them."""
+    proxy = make_app(cache_ttl_seconds=1, failure_cooldown_seconds=0, retry_budget_seconds=0)
+    token = make_token()
+    assert call("/users", token, via=proxy).status_code == 200
+    before = parse(metrics.render()[0].decode())
+    time.sleep(2.2)
+    tenant.inject_fault(MEMBERS, status=503, times=PERSISTENT)
+    stale = call("/users", token, via=proxy)
+    assert stale.status_code == 200 and int(stale.headers["Age"]) >= 2
+    after = parse(metrics.render()[0].decode())
+
+    def delta(name, **labels):
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert delta("auth0_proxy_cache_answers_total", result="stale") == 1
+    assert delta("auth0_proxy_stale_answer_age_seconds_count") == 1
+    assert delta("auth0_proxy_stale_answer_age_seconds_sum") >= 2
+
+
+def test_auth0s_failures_and_retries_are_counted(make_app, call, make_token, tenant):
+    proxy = make_app(failure_cooldown_seconds=0, retry_budget_seconds=2)
+    token = make_token()
+    assert call("/users", token, via=proxy).status_code == 200  # the token and keys are fetched
+    before = parse(metrics.render()[0].decode())
+    tenant.inject_fault(MEMBERS, status=503, times=1)
+    assert call("/users", token, via=proxy).status_code == 200  # the retry succeeds
+    after = parse(metrics.render()[0].decode())
+    members = "GET /api/v2/organizations/{id}/members"
+
+    def delta(name, **labels):
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert delta("auth0_proxy_upstream_calls_total", endpoint=members, status="503") == 1
+    assert delta("auth0_proxy_upstream_calls_total", endpoint=members, status="200") == 1
+    assert delta("auth0_proxy_upstream_retries_total", reason="5xx") == 1
+
+
+def test_waits_for_anothers_fetch_are_counted(make_app, call, make_token, tenant):
+    proxy = make_app(cache_ttl_seconds=60)
+    tenant.latency = 0.3
+    token = make_token()
+    before = parse(metrics.render()[0].decode())
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: call("/users", token, via=proxy), range(4)))
+    assert {a.status_code for a in answers} == {200}
+    after = parse(metrics.render()[0].decode())
+    waits = total(after, "auth0_proxy_cache_coalesced_waits_total") - total(
+        before, "auth0_proxy_cache_coalesced_waits_total"
+    )
+    assert waits >= 1
+    assert tenant.counts[MEMBERS] == 1
+
+
+def test_rate_limited_refusals_name_the_limit(make_app, call, make_token):
+    limits = {"client": {"requests": {"per_minute": 0.001, "burst": 1}}}
+    proxy = make_app(cache_ttl_seconds=60, rate_limits=limits)
+    before = parse(metrics.render()[0].decode())
+    token = make_token()
+    assert [call("/users", token, via=proxy).status_code for _ in range(3)] == [200, 429, 429]
+    after = parse(metrics.render()[0].decode())
+    labels = {"status": "429", "code": "rate_limit_requests"}
+    refused = total(after, "auth0_proxy_refusals_total", **labels)
+    assert refused - total(before, "auth0_proxy_refusals_total", **labels) == 2

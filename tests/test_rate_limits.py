@@ -1,0 +1,244 @@
+"""Per-client rate limits: each client's requests, those that reach Auth0, all clients' together.
+
+Every limit is a token bucket in the shared store, so it holds across workers and hosts; over
+one, the answer is Auth0's 429 with ``Retry-After`` and ``x-ratelimit-*``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from auth0_proxy.config import CLIENT_REQUESTS, CLIENT_UPSTREAM, ConfigError, load_settings
+from tests.conftest import REDIS_URL
+from tests.support import proxy_config_for
+
+SLOW = 0.001  # per minute: a bucket that refills nothing within a test
+
+AUTH0_429_MESSAGE = (
+    "Too many requests. Check the X-RateLimit-Limit, X-RateLimit-Remaining and "
+    "X-RateLimit-Reset headers."
+)
+
+
+def limits(requests_burst=None, upstream_burst=None, global_burst=None, **extra) -> dict:
+    """A rate_limits block: each burst given is a bucket that does not refill during the test;
+    each one not given, no limit."""
+
+    def rate(burst):
+        return {"per_minute": SLOW, "burst": burst} if burst else {"per_minute": 0}
+
+    return {
+        "client": {"requests": rate(requests_burst), "upstream": rate(upstream_burst)},
+        "global": rate(global_burst),
+        **extra,
+    }
+
+
+def assert_rate_limited(answer, limit: int) -> None:
+    assert answer.status_code == 429
+    assert answer.json() == {
+        "statusCode": 429,
+        "error": "Too Many Requests",
+        "message": AUTH0_429_MESSAGE,
+        "errorCode": "too_many_requests",
+    }
+    assert int(answer.headers["Retry-After"]) >= 1
+    assert answer.headers["x-ratelimit-limit"] == str(limit)
+    assert answer.headers["x-ratelimit-remaining"] == "0"
+    assert int(answer.headers["x-ratelimit-reset"]) > time.time()
+
+
+def test_a_client_over_its_request_limit_gets_auth0s_429_without_an_upstream_call(
+    make_app, call, make_token, tenant
+):
+    proxy = make_app(cache_ttl_seconds=60, rate_limits=limits(requests_burst=3))
+    token = make_token()
+    answers = [call("/users", token, via=proxy) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [a.headers["x-ratelimit-remaining"] for a in answers] == ["2", "1", "0"]
+    assert {a.headers["x-ratelimit-limit"] for a in answers} == {"3"}
+    tenant.reset_counts()
+    refused = call("/users", token, via=proxy)
+    assert_rate_limited(refused, 3)
+    assert refused.log["reason"] == "rate limit: requests"
+    assert tenant.requests == []
+    # another client has an allowance of its own
+    assert call("/users", make_token("edge-globex"), via=proxy).status_code == 200
+
+
+def test_the_limit_refills_at_its_rate_and_retry_after_says_when(make_app, call, make_token):
+    once_a_second = {"client": {"requests": {"per_minute": 60, "burst": 1}}}
+    proxy = make_app(cache_ttl_seconds=60, rate_limits=once_a_second)
+    token = make_token()
+    assert call("/users", token, via=proxy).status_code == 200
+    refused = call("/users", token, via=proxy)
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+    time.sleep(1.05)
+    assert call("/users", token, via=proxy).status_code == 200
+
+
+def test_the_global_limit_holds_for_all_clients_together(make_app, call, make_token):
+    proxy = make_app(cache_ttl_seconds=60, rate_limits=limits(global_burst=2))
+    assert call("/users", make_token("edge-acme"), via=proxy).status_code == 200
+    assert call("/users", make_token("edge-globex"), via=proxy).status_code == 200
+    refused = call("/users", make_token("edge-big"), via=proxy)
+    assert_rate_limited(refused, 2)
+    assert refused.log["reason"] == "rate limit: global"
+
+
+def test_requests_without_a_valid_token_spend_no_clients_allowance(make_app, call, make_token):
+    proxy = make_app(rate_limits=limits(requests_burst=1))
+    for _ in range(5):
+        assert call("/users", "not-a-token", via=proxy).status_code == 401
+    assert call("/users", make_token(), via=proxy).status_code == 200
+
+
+def test_unknown_ids_spend_the_upstream_allowance_while_cached_reads_go_on(
+    make_app, call, make_token, tenant
+):
+    """A client asking for ids that are not cached costs an upstream call each: it may make
+    ``upstream`` of them, and its cached reads are still answered."""
+    proxy = make_app(cache_ttl_seconds=60, rate_limits=limits(upstream_burst=3))
+    token = make_token()
+    member = f"/users/{quote(sorted(tenant.member_ids('org_acme'))[0])}"
+    assert call("/users", token, via=proxy).status_code == 200  # cold: pays one
+    assert call(member, token, via=proxy).status_code == 200  # cold: pays one
+    tenant.reset_counts()
+    unknown = [call(f"/users/{quote(f'auth0|nobody-{n}')}", token, via=proxy) for n in range(3)]
+    assert [a.status_code for a in unknown] == [404, 429, 429]
+    assert_rate_limited(unknown[-1], 3)
+    assert unknown[-1].log["reason"] == "rate limit: upstream"
+    assert [a.log["upstream_calls"] for a in unknown] == [1, 0, 0]
+    tenant.reset_counts()
+    assert call("/users", token, via=proxy).status_code == 200
+    assert call(member, token, via=proxy).status_code == 200
+    assert tenant.requests == []
+
+
+def test_a_cold_read_pays_once_however_many_pages_it_takes(make_app, call, make_token, tenant):
+    proxy = make_app(page_size=2, cache_ttl_seconds=60, rate_limits=limits(upstream_burst=1))
+    answer = call("/users", make_token(), via=proxy)
+    assert answer.status_code == 200 and len(answer.json()) == len(tenant.member_ids("org_acme"))
+    assert answer.log["upstream_calls"] > 2  # the token, and a page per two members
+
+
+def test_no_cache_over_the_upstream_allowance_is_answered_from_the_cache(
+    make_app, call, make_token, tenant
+):
+    proxy = make_app(
+        cache_ttl_seconds=60, fresh_read_interval_seconds=1, rate_limits=limits(upstream_burst=2)
+    )
+    token = make_token()
+    no_cache = {"Cache-Control": "no-cache"}
+    assert call("/users", token, via=proxy).status_code == 200  # cold: pays 1
+    time.sleep(1.05)
+    first = call("/users", token, no_cache, via=proxy)  # fresh: pays the last one
+    assert first.status_code == 200 and first.log["upstream_calls"] > 0
+    time.sleep(1.05)  # a fresh read is due again, but the upstream allowance is spent
+    tenant.reset_counts()
+    second = call("/users", token, no_cache, via=proxy)
+    assert second.status_code == 200 and second.log["upstream_calls"] == 0
+    assert tenant.requests == []
+
+
+def test_no_cache_is_honoured_once_per_interval(make_app, call, make_token, tenant):
+    proxy = make_app(cache_ttl_seconds=60, fresh_read_interval_seconds=60)
+    token = make_token()
+    no_cache = {"Cache-Control": "no-cache"}
+    assert call("/users", token, via=proxy).status_code == 200
+    assert call("/users", token, no_cache, via=proxy).log["upstream_calls"] > 0
+    assert call("/users", token, no_cache, via=proxy).log["upstream_calls"] == 0
+
+
+def test_a_clients_override_replaces_the_default_for_it_alone(make_app, call, make_token):
+    overrides = {"clients": {"edge-globex": {"requests": {"per_minute": 0}}}}
+    proxy = make_app(cache_ttl_seconds=60, rate_limits=limits(requests_burst=1, **overrides))
+    assert call("/users", make_token("edge-acme"), via=proxy).status_code == 200
+    assert call("/users", make_token("edge-acme"), via=proxy).status_code == 429
+    globex = make_token("edge-globex")
+    answers = [call("/users", globex, via=proxy) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200] * 3
+    assert "x-ratelimit-limit" not in answers[0].headers  # no limit, nothing to tell
+
+
+def test_management_api_reads_are_limited_too(make_app, call, make_token):
+    proxy = make_app(cache_ttl_seconds=60, rate_limits=limits(requests_burst=1))
+    token = make_token(scope="read:users read:organizations")
+    assert call("/api/v2/organizations/org_acme", token, via=proxy).status_code == 200
+    assert_rate_limited(call("/api/v2/organizations/org_acme", token, via=proxy), 1)
+
+
+@pytest.mark.parametrize("cache_type", ["filesystem", "redis"])
+def test_a_limit_is_shared_by_every_worker(start_proxy, make_token, redis_prefix_if, cache_type):
+    """Two gunicorn workers, many connections at once: the client gets its burst, no more."""
+    extra = redis_prefix_if(cache_type)
+    proxy = start_proxy(workers=2, threads=4, rate_limits=limits(requests_burst=10), **extra)
+    token = make_token()
+
+    def get(_):
+        with requests.Session() as session:  # a connection each: both workers take some
+            return session.get(f"{proxy.url}/users", headers={"Authorization": f"Bearer {token}"})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = [response.status_code for response in pool.map(get, range(30))]
+    assert statuses.count(200) == 10 and statuses.count(429) == 20
+    pids = {line["pid"] for line in proxy.log_records() if line.get("status") == 429}
+    assert len(pids) == 2, "both workers refused some: the bucket is theirs together"
+
+
+@pytest.fixture
+def redis_prefix_if(request):
+    def settings(cache_type: str) -> dict:
+        if cache_type != "redis":
+            return {"cache_type": cache_type}
+        prefix = request.getfixturevalue("redis_prefix")
+        return {"cache_type": "redis", "cache_redis_url": REDIS_URL, "cache_key_prefix": prefix}
+
+    return settings
+
+
+def test_defaults_protect_the_tenants_budget(tenant_server):
+    config = proxy_config_for(tenant_server)
+    del config["rate_limits"]
+    settings = load_settings(config)
+    assert settings.rate_limits.client.requests == CLIENT_REQUESTS
+    assert settings.rate_limits.client.upstream == CLIENT_UPSTREAM
+    # A client alone can spend at most a small share of the default budget's users group.
+    share, users = settings.budget.share, settings.budget.limits["users"]
+    assert CLIENT_UPSTREAM.per_minute <= share * users.per_minute / 4
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({"clients": {"edge-nobody": {}}}, "rate_limits.clients.edge-nobody"),
+        ({"client": {"requests": {"per_minute": -1}}}, "rate_limits.client.requests.per_minute"),
+        ({"client": {"upstream": {"burst": 5}}}, "rate_limits.client.upstream.per_minute"),
+        ({"global": {"per_minute": 60, "burst": 0}}, "rate_limits.global.burst"),
+        ({"client": {"request": {"per_minute": 1}}}, "rate_limits.client.request"),
+    ],
+)
+def test_a_bad_rate_limits_block_names_its_key(tenant_server, block, message):
+    config = proxy_config_for(tenant_server, rate_limits=block)
+    with pytest.raises(ConfigError, match=f"^{message}: "):
+        load_settings(config)
+
+
+def test_a_file_cache_keeps_no_full_bucket(make_app, call, make_token, tmp_path):
+    """One bucket per client in the budget's file: a bucket that is full again leaves it."""
+    rates = {"client": {"requests": {"per_minute": 600, "burst": 1}}}
+    proxy = make_app(cache_dir=str(tmp_path / "cache"), rate_limits=rates)
+    for client in ("edge-acme", "edge-globex"):
+        assert call("/users", make_token(client), via=proxy).status_code == 200
+    budget_file = next((tmp_path / "cache").glob(".budget.json*"))
+    assert sum("limit:requests:" in key for key in json.loads(budget_file.read_text())) == 2
+    time.sleep(2.2)  # both refill (a tenth of a second) and their second of grace passes
+    assert call("/users", make_token("edge-big"), via=proxy).status_code == 200
+    keys = [key for key in json.loads(budget_file.read_text()) if "limit:requests:" in key]
+    assert len(keys) == 1 and keys[0].endswith("edge-big")
