@@ -36,6 +36,12 @@ from emulated_tenant.demo import (
 from scripts.proxy_server import ProxyServer
 
 UPSTREAM_LATENCY_SECONDS = 0.020
+# Rate limits with the default mechanism (a token bucket per client and one for everyone, in the
+# shared cache), set so high that wrk never reaches them: their cost, not their effect.
+NEVER_REACHED_RATES = {
+    "client": {"requests": {"per_minute": 10_000_000, "burst": 1_000_000}},
+    "global": {"per_minute": 10_000_000, "burst": 1_000_000},
+}
 PAGE_SIZE = 50
 ORGS = {"org_bench": 500, "org_sync": 10_000, "org_herd": 2_500, "org_huge": 100_000}
 MEMBERS = "GET /api/v2/organizations/{id}/members"
@@ -108,9 +114,10 @@ def start_proxy(
     threads: int,
     app: str = "wsgi:app",
     log_level: str = "INFO",
+    env: dict | None = None,
 ):
     """The proxy (or ``app``) under gunicorn; by default as deployed, with one JSON log line
-    per request (INFO), written to a file."""
+    per request (INFO), written to a file, and its metrics served."""
     return ProxyServer(
         config,
         ca_bundle=tenant_server.ca_bundle,
@@ -118,7 +125,7 @@ def start_proxy(
         threads=threads,
         workdir=tempfile.mkdtemp(prefix="bench-"),
         app=app,
-        env={"LOG_LEVEL": log_level},
+        env={"LOG_LEVEL": log_level, **(env or {})},
     ).start()
 
 
@@ -176,7 +183,7 @@ def main() -> int:
 
         with ExitStack() as running:  # each server stops, whatever fails after it started
 
-            def start(*more, **options) -> ProxyServer:
+            def start(*more, config=config, **options) -> ProxyServer:
                 server = start_proxy(
                     tenant_server, config, args.workers, args.threads, *more, **options
                 )
@@ -184,9 +191,15 @@ def main() -> int:
                 return server
 
             proxy, quiet = start(), start(log_level="WARNING")
+            unmetered = start(env={"METRICS_BIND": ""})
+            limited = start(config={**config, "rate_limits": NEVER_REACHED_RATES})
             hello = start("bench.hello:app")
             headers = {"Authorization": f"Bearer {token}"}
-            for server, path in [(proxy, member_path), (proxy, "/users"), (quiet, member_path)]:
+            warmed = [
+                (proxy, "/users"),
+                *((s, member_path) for s in (proxy, quiet, unmetered, limited)),
+            ]
+            for server, path in warmed:
                 response = requests.get(f"{server.url}{path}", headers=headers, timeout=60)
                 response.raise_for_status()  # and the cache is warm
             before = sum(tenant.counts.values())
@@ -200,6 +213,12 @@ def main() -> int:
                     "  the same, LOG_LEVEL=WARNING": lambda: measured(
                         quiet, member_path, token, args
                     ),
+                    "  the same, no metrics (METRICS_BIND empty)": lambda: measured(
+                        unmetered, member_path, token, args
+                    ),
+                    "  the same, rate limits on (never reached)": lambda: measured(
+                        limited, member_path, token, args
+                    ),
                     "proxy GET /users, 500 members (warm)": lambda: measured(
                         proxy, "/users", token, args
                     ),
@@ -210,10 +229,14 @@ def main() -> int:
                 },
                 args.rounds,
             )
-            proxy_user, without_log, proxy_list, ceiling, tokenless = warm.values()
+            proxy_user, without_log, without_metrics, with_limits, proxy_list, *bare = warm.values()
+            ceiling, tokenless = bare
             rows.extend(warm.items())
             upstream_warm = sum(tenant.counts.values()) - before
-            warm_requests = sum(r["requests"] for r in (proxy_user, without_log, proxy_list))
+            warm_requests = sum(
+                r["requests"]
+                for r in (proxy_user, without_log, without_metrics, with_limits, proxy_list)
+            )
             per_thousand = 1000 * upstream_warm / warm_requests
 
             mgmt = tenant.issue_token(MGMT_CLIENT_ID, tenant.management_audience)
@@ -243,6 +266,13 @@ def main() -> int:
             f"{proxy_user['rps'] / ceiling['rps']:.2f}  (goal >= 0.7); "
             f"{without_log['rps'] / ceiling['rps']:.2f} with LOG_LEVEL=WARNING; "
             f"{proxy_user['rps'] / tokenless['rps']:.2f} against the bare endpoint sent no token",
+        ),
+        (
+            "metrics' and rate limits' cost, warm GET /users/<id>",
+            f"throughput {proxy_user['rps'] / without_metrics['rps']:.2f} with metrics / without; "
+            f"{with_limits['rps'] / proxy_user['rps']:.2f} with rate limits / without; "
+            f"CPU per request {proxy_user['cpu_us'] / without_metrics['cpu_us']:.2f}, "
+            f"{with_limits['cpu_us'] / proxy_user['cpu_us']:.2f}",
         ),
         (
             "bare-Flask / proxy CPU per request, the same",

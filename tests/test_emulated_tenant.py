@@ -810,6 +810,7 @@ def test_counts_and_request_log(
         "status": 404,
         "time": last["time"],
         "group": "management",
+        "user_agent": http.headers["User-Agent"],
     }
     assert started <= last["time"] <= time.time()
     assert tenant.requests[-2]["status"] == 404
