@@ -72,6 +72,7 @@ def on_starting(server):
         accept_configuration()
     except ConfigError as error:
         server.log.error("auth0-m2m-proxy: configuration error: %s", error)
+        on_exit(server)  # gunicorn does not call it when starting fails
         raise SystemExit(1) from None
 
 

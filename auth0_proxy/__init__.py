@@ -18,6 +18,7 @@ from .config import (
     ProxySettings,
     Settings,
     config_path,
+    ensure_private_directory,
     load_config_file,
     load_settings,
 )
@@ -37,7 +38,7 @@ CACHE_TYPES = {
 }
 # Part of every cache key: changed whenever what is stored changes shape, so that a proxy never
 # reads entries another version left in a shared or persistent cache.
-STORAGE_FORMAT = "v3"
+STORAGE_FORMAT = "v4"
 
 
 class ProxyApp(Flask):
@@ -61,13 +62,20 @@ _accepted: Settings | None = None
 
 
 def accept_configuration() -> Settings:
-    """Load the config file and make it the one the workers forked from now on start with.
+    """Load the config file and make it the one the workers forked from now on start with,
+    once an app builds from it here (what a worker does: a bad one must fail here, not in
+    every worker).
 
     :raise ConfigError: it is missing or invalid (the configuration accepted before stays).
     """
     global _accepted
-    _accepted = load_configuration()
-    return _accepted
+    settings = load_configuration()
+    try:
+        create_app(settings=settings)
+    except Exception as error:  # any step of the build: a worker would fail to boot the same
+        raise ConfigError(f"the app cannot be built from it: {error}") from None
+    _accepted = settings
+    return settings
 
 
 def create_app(test_config: Mapping | None = None, *, settings: Settings | None = None) -> Flask:
@@ -137,6 +145,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         )
         + 2,
         failure_seconds=proxy.failure_cooldown_seconds,
+        may_refresh=policy.pay_for_refresh,
     )
     governor = Governor(store, settings.budget.limits, share=settings.budget.share)
     upstream = Upstream(
@@ -185,6 +194,8 @@ def bind_cache(app: Flask, settings: Settings) -> Store:
     """Flask-Caching's backend for ``proxy.cache_type``, in a Store whose keys are this tenant's
     (proxies of different tenants can share a cache directory or a Redis)."""
     proxy: ProxySettings = settings.proxy
+    if proxy.cache_type == "filesystem":  # again in each worker: it may be gone, or replaced
+        ensure_private_directory(proxy.cache_dir)
     cache.init_app(
         app,
         config={

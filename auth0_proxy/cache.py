@@ -142,13 +142,23 @@ class SharedCache:
     """Get-or-create over the Store, one fetch per key for everyone who shares it.
 
     ``lock_seconds`` must outlast the slowest fetch (the upstream timeouts), or a second caller
-    would start fetching while the first still waits.
+    would start fetching while the first still waits. ``may_refresh`` is asked, by the reader
+    whose read starts a refresh in the background, whether it may (the reader's allowance pays
+    for it); if not, the current value serves on.
     """
 
-    def __init__(self, store: Store, *, lock_seconds: int, failure_seconds: int):
+    def __init__(
+        self,
+        store: Store,
+        *,
+        lock_seconds: int,
+        failure_seconds: int,
+        may_refresh: Callable[[], bool] = lambda: True,
+    ):
         self.store = store
         self.lock_seconds = lock_seconds
         self.failure_seconds = failure_seconds
+        self.may_refresh = may_refresh
         self.memo = Memo()
         self._refresh_slots = threading.BoundedSemaphore(MAX_REFRESHES)
 
@@ -395,6 +405,10 @@ class SharedCache:
         if not self.store.add(marker, 1, max(lifetime, self.lock_seconds)):
             self._refresh_slots.release()
             return  # another thread, worker or host is on it
+        if not self.may_refresh():
+            self.store.delete(marker)  # another reader may start it
+            self._refresh_slots.release()
+            return
         stale_for = now - current.fresh_until
         rank = Rank.STALE if stale_for >= 0 else Rank.AHEAD
         urgency = stale_for / stale_seconds if stale_seconds else 0.0

@@ -346,9 +346,10 @@ def _listed(values: Iterable[str]) -> str:
 
 
 def _without_credentials(url: str) -> str:
+    """The URL without its user info and query (either may hold a password)."""
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=host))
+    return urlunsplit(parts._replace(netloc=host, query=""))
 
 
 if __name__ == "__main__":

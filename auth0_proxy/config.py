@@ -103,7 +103,6 @@ class WriteGrant:
 # default budget's users group (half of Professional's 500).
 CLIENT_REQUESTS = Limit(burst=200, per_minute=1200)
 CLIENT_UPSTREAM = Limit(burst=20, per_minute=60)
-ALL_REQUESTS = Limit(burst=2000, per_minute=60_000)
 
 
 @dataclass(frozen=True)
@@ -118,10 +117,12 @@ class ClientLimits:
 @dataclass(frozen=True)
 class RateLimits:
     """The per-client limits (``client``, with overrides per client id in ``clients``) and the
-    one limit on all clients' requests together (``total``, the config's ``global``)."""
+    one limit on all clients' requests together (``total``, the config's ``global``; none by
+    default: the budget already holds them all within the tenant's limits, and one bucket for
+    a whole fleet would cap what more instances could serve)."""
 
     client: ClientLimits = ClientLimits()
-    total: Limit | None = ALL_REQUESTS
+    total: Limit | None = None
     clients: Mapping[str, ClientLimits] = dataclasses.field(default_factory=dict)
 
     def of(self, client_id: str) -> ClientLimits:
@@ -164,6 +165,19 @@ def _validate_domain(value: str) -> None:
         )
     if not DOMAIN.match(value):
         raise ValidationError("is not a valid host name, e.g. 'tenant.eu.auth0.com'")
+
+
+def _validate_redis_url(value: str) -> None:
+    """What the Redis client will parse in each worker: checked here, at start and on reload,
+    so a bad URL is one error line, not workers that cannot boot."""
+    from redis.connection import parse_url  # the client's own parser (redis is imported late)
+
+    if not value.startswith(("redis://", "rediss://")):
+        raise ValidationError("must be a redis:// or rediss:// URL")
+    try:
+        parse_url(value)
+    except ValueError as error:
+        raise ValidationError(str(error).rstrip(".")) from None
 
 
 def _validate_https_url(value: str) -> None:
@@ -211,7 +225,7 @@ class ProxySchema(Schema):
     accept_user_tokens = fields.Boolean(truthy={True}, falsy={False})
     cache_type = fields.String(validate=validate.OneOf(["filesystem", "redis", "simple"]))
     cache_dir = fields.String(validate=NON_EMPTY)
-    cache_redis_url = fields.String(validate=validate.Regexp(r"^rediss?://"))
+    cache_redis_url = fields.String(validate=_validate_redis_url)
     cache_key_prefix = fields.String()
 
     @post_load
@@ -382,7 +396,7 @@ def load_settings(data: object, environ: Mapping[str, str] | None = None) -> Set
         default_dir = Path(tempfile.gettempdir()) / f"auth0-m2m-proxy-{os.getuid()}"
         proxy = dataclasses.replace(proxy, cache_dir=str(default_dir))
     if proxy.cache_type == "filesystem":
-        _ensure_private_directory(proxy.cache_dir)
+        ensure_private_directory(proxy.cache_dir)
     return Settings(
         clients=loaded["clients"],
         auth0=Auth0Settings(**auth0),
@@ -428,7 +442,7 @@ def _reject_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     return seen
 
 
-def _ensure_private_directory(path: str) -> None:
+def ensure_private_directory(path: str) -> None:
     """Create the cache directory for this user alone, or refuse one that others can touch.
 
     It holds the management token, and cachelib unpickles its files: a directory another user

@@ -18,6 +18,13 @@ import shutil
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
+# A multiprocess directory that is not there (a variable left from gunicorn's environment in a
+# shell, say) would fail the first metric: samples then stay in this process.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and not os.path.isdir(
+    os.environ["PROMETHEUS_MULTIPROC_DIR"]
+):
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -125,7 +132,13 @@ def endpoint_template(path: str) -> str:
     return "/api/v2/" + "/".join(named)
 
 
+# Methods that are labels of their own; any other (gunicorn accepts made-up ones) is "other",
+# so a caller cannot add series at will.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def observe_answer(route: str, method: str, status: int, client: str, seconds: float) -> None:
+    method = method if method in METHODS else "other"
     REQUESTS.labels(route, method, str(status), client).inc()
     REQUEST_SECONDS.labels(route).observe(seconds)
 

@@ -6,8 +6,9 @@ mechanism, so they hold across workers and hosts):
 - its requests, and all clients' requests together (``rate_limits.client.requests`` and
   ``rate_limits.global``), taken once a request's token names its client;
 - its requests that reach Auth0 (``rate_limits.client.upstream``): a cold read, an unknown id,
-  a ``no-cache`` read pays once, at its first upstream call, so no client can spend the
-  tenant's budget however it asks;
+  a ``no-cache`` read, a read that starts a refresh in the background pays once, at its first
+  upstream call (or the refresh's start), so no client can spend the tenant's budget however
+  it asks;
 - its ``Cache-Control: no-cache`` reads: one per ``proxy.fresh_read_interval_seconds``, and
   only while its upstream allowance has one too (else the cache answers);
 - the writes it may make through /api/v2 (the ``writes`` block of the config; none by default).
@@ -127,7 +128,7 @@ class ClientPolicy:
 
     def _take(self, *allowances: Allowance) -> Quota | None:
         """Spend one call from every limited allowance, or from none: the first one's quota
-        after the spend.
+        after the spend (None if it has no limit: the others' quotas are not the client's).
 
         :raise ClientRateLimited: naming the allowance that refused, with its quota.
         """
@@ -137,7 +138,7 @@ class ClientPolicy:
         granted, levels = self.store.take_tokens([a.bucket() for a in limited], 1)
         now = time.time()
         if granted:
-            return limited[0].quota(levels[0], now)
+            return limited[0].quota(levels[0], now) if limited[0] is allowances[0] else None
         allowance, level = next((a, v) for a, v in zip(limited, levels, strict=True) if v < 1)
         wait = (1 - level) / allowance.bucket().rate
         raise ClientRateLimited(
@@ -203,15 +204,27 @@ def charge_upstream_call() -> None:
     client_id = state.get("client_id")
     if client_id is None or state.get("upstream_paid"):
         return
+    quota = policy().charge_upstream(client_id)  # raises before anything is marked paid
     state.upstream_paid = True
-    quota = policy().charge_upstream(client_id)
     if quota is not None and quota.remaining < getattr(state.get("rate_quota"), "remaining", 1e9):
         state.rate_quota = quota  # the headers tell the tighter of the two
 
 
+def pay_for_refresh() -> bool:
+    """Whether the refresh in the background that this request's read starts may go: it pays
+    from the client's upstream allowance as a call of the request's own would, so re-reading
+    stale answers cannot reach Auth0 more often than cold reads could."""
+    try:
+        charge_upstream_call()
+    except ClientRateLimited:
+        return False
+    return True
+
+
 def _quota_headers(response: Response) -> Response:
+    """The client's quota, unless the answer tells another (a 429 tells the limit it hit)."""
     quota = g.get("rate_quota")
-    if quota is not None:
+    if quota is not None and "x-ratelimit-limit" not in response.headers:
         response.headers.update(quota.headers())
     return response
 

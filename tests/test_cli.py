@@ -437,3 +437,17 @@ def test_a_short_secret_does_not_cut_letters_out_of_the_report(tmp_path, tenant_
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "https://m2m-proxy.example.com" in out and "[redacted]" not in out
+
+
+def test_a_redis_password_is_never_printed(tmp_path, tenant_server, capsys):
+    config = proxy_config_for(tenant_server)
+    config["proxy"] = {
+        "cache_type": "redis",
+        "cache_redis_url": "redis://user:Pw-in-userinfo-1@redis:6379/0?password=Pw-in-query-2",
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "redis://redis:6379/0" in out
+    assert "Pw-in-userinfo-1" not in out and "Pw-in-query-2" not in out

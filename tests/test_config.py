@@ -10,6 +10,7 @@ import tempfile
 
 import pytest
 
+from auth0_proxy import create_app
 from auth0_proxy.budget import PLANS, Limit
 from auth0_proxy.config import ConfigError, load_config_file, load_settings
 from scripts.proxy_server import ROOT
@@ -194,3 +195,14 @@ def test_cache_directory_others_can_write_is_refused(tmp_path):
         load_settings(
             config_with(lambda c: c.update(proxy={"cache_dir": str(cache_dir)})), environ={}
         )
+
+
+def test_each_worker_checks_the_cache_directory_again(tmp_path):
+    """Workers build from the configuration the master accepted: a directory made open to
+    others since (or replaced by another user's) is refused when the app is built."""
+    cache_dir = tmp_path / "cache"
+    config = config_with(lambda c: c.update(proxy={"cache_dir": str(cache_dir)}))
+    settings = load_settings(config, environ={"AUTH0_MGMT_CLIENT_SECRET": "s3cret-value"})
+    cache_dir.chmod(0o777)
+    with pytest.raises(ConfigError, match=r"proxy.cache_dir: .* must belong to the proxy's user"):
+        create_app(settings=settings)

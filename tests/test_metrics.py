@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
@@ -192,3 +194,33 @@ def test_rate_limited_refusals_name_the_limit(make_app, call, make_token):
     labels = {"status": "429", "code": "rate_limit_requests"}
     refused = total(after, "auth0_proxy_refusals_total", **labels)
     assert refused - total(before, "auth0_proxy_refusals_total", **labels) == 2
+
+
+def test_made_up_methods_add_no_series(make_app):
+    """gunicorn passes any method of capital letters on: a label of their own for each would
+    let anyone, without a token, fill the workers' memory and the scraper."""
+    proxy = make_app()
+    client = proxy.test_client()
+    before = parse(metrics.render()[0].decode())
+    for n in range(3):
+        client.open("/users", method=f"ZZZ{n}X")
+    after = parse(metrics.render()[0].decode())
+    methods = {dict(labels)["method"] for name, labels in after if name == REQUESTS_TOTAL}
+    assert not any(method.startswith("ZZZ") for method in methods)
+    other = total(after, REQUESTS_TOTAL, method="other") - total(
+        before, REQUESTS_TOTAL, method="other"
+    )
+    assert other == 3
+
+
+REQUESTS_TOTAL = "auth0_proxy_requests_total"
+
+
+def test_a_missing_multiprocess_directory_leaves_the_samples_in_the_process(tmp_path):
+    """A PROMETHEUS_MULTIPROC_DIR left in a shell's environment must not break check-config or
+    flask run."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "gone")}
+    script = "import auth0_proxy.metrics as m; m.REQUESTS.labels('/', 'GET', '200', '').inc()"
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()
+    assert not (tmp_path / "gone").exists()

@@ -209,6 +209,7 @@ def test_defaults_protect_the_tenants_budget(tenant_server):
     settings = load_settings(config)
     assert settings.rate_limits.client.requests == CLIENT_REQUESTS
     assert settings.rate_limits.client.upstream == CLIENT_UPSTREAM
+    assert settings.rate_limits.total is None  # the budget holds the fleet; no cap on capacity
     # A client alone can spend at most a small share of the default budget's users group.
     share, users = settings.budget.share, settings.budget.limits["users"]
     assert CLIENT_UPSTREAM.per_minute <= share * users.per_minute / 4
@@ -242,3 +243,54 @@ def test_a_file_cache_keeps_no_full_bucket(make_app, call, make_token, tmp_path)
     assert call("/users", make_token("edge-big"), via=proxy).status_code == 200
     keys = [key for key in json.loads(budget_file.read_text()) if "limit:requests:" in key]
     assert len(keys) == 1 and keys[0].endswith("edge-big")
+
+
+def test_a_429_of_the_upstream_limit_tells_that_limit(make_app, call, make_token):
+    """The request limit's headers, set when the request was admitted, do not hide the limit
+    that refused it."""
+    rates = limits(requests_burst=100, upstream_burst=1)
+    proxy = make_app(cache_ttl_seconds=60, rate_limits=rates)
+    token = make_token()
+    assert call("/users", token, via=proxy).status_code == 200  # the one upstream read
+    refused = call(f"/users/{quote('auth0|nobody')}", token, via=proxy)
+    assert_rate_limited(refused, 1)
+    assert refused.log["reason"] == "rate limit: upstream"
+
+
+def test_a_client_without_a_request_limit_is_told_no_other_quota(make_app, call, make_token):
+    rates = limits(global_burst=50, **{"clients": {"edge-globex": {"requests": {"per_minute": 0}}}})
+    rates["client"]["requests"] = {"per_minute": SLOW, "burst": 10}
+    proxy = make_app(cache_ttl_seconds=60, rate_limits=rates)
+    answer = call("/users", make_token("edge-globex"), via=proxy)
+    assert answer.status_code == 200
+    assert not {"x-ratelimit-limit", "x-ratelimit-remaining"} & set(answer.headers.keys())
+    assert call("/users", make_token(), via=proxy).headers["x-ratelimit-limit"] == "10"
+
+
+def test_reading_stale_answers_cannot_reach_auth0_past_the_upstream_allowance(
+    make_app, call, make_token, tenant
+):
+    """A read that starts a refresh in the background pays for it as for a call of its own:
+    once the allowance is spent, the stale answers serve on and nothing reaches Auth0."""
+    # The plan's budget (the tests' unbounded one is lowered to what the tenant reports left,
+    # under its reserve for refreshes).
+    proxy = make_app(cache_ttl_seconds=1, budget={}, rate_limits=limits(upstream_burst=3))
+    token = make_token()
+    members = sorted(tenant.member_ids("org_acme"))[:2]
+    for member in members:  # two cold reads: the list of organizations of each, then...
+        assert call(f"/users/{quote(member)}", token, via=proxy).status_code == 200
+    time.sleep(2.2)  # ... both stale
+    tenant.reset_counts()
+    first = call(f"/users/{quote(members[0])}", token, via=proxy)  # pays the last one
+    assert first.status_code == 200 and "ttl=-" in first.headers["Cache-Status"]
+    deadline = time.monotonic() + 10
+    while len(tenant.requests) < 2:  # its organizations and its profile, refreshed
+        assert time.monotonic() < deadline, "the paid refresh never reached Auth0"
+        time.sleep(0.05)
+    assert tenant.wait_until_idle(timeout=10)
+    refreshed = len(tenant.requests)
+    second = call(f"/users/{quote(members[1])}", token, via=proxy)  # nothing left to pay
+    assert second.status_code == 200 and "ttl=-" in second.headers["Cache-Status"]
+    time.sleep(1)  # time enough for a refresh that would have started
+    assert tenant.wait_until_idle(timeout=10)
+    assert len(tenant.requests) == refreshed, "no refresh went without paying"

@@ -13,6 +13,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 WORKERS = 3
@@ -75,13 +76,25 @@ def serving_pids(proxy, since: int) -> set[int]:
     return {r["pid"] for r in proxy.log_records()[since:] if r.get("path") == "/users"}
 
 
-def test_a_bad_edit_and_sighup_keep_the_old_configuration_serving(start_proxy, make_token):
+def not_an_org_id(config):
+    config["clients"]["edge-acme"] = "acme"
+
+
+def a_redis_url_with_no_port(config):
+    """Valid at a glance; the Redis client would refuse it in every worker."""
+    config["proxy"].update(cache_type="redis", cache_redis_url="redis://redis:notaport/0")
+
+
+@pytest.mark.parametrize(
+    ("bad_edit", "key"),
+    [(not_an_org_id, "clients.edge-acme"), (a_redis_url_with_no_port, "proxy.cache_redis_url")],
+)
+def test_a_bad_edit_and_sighup_keep_the_old_configuration_serving(
+    start_proxy, make_token, bad_edit, key
+):
     proxy = start_proxy(workers=WORKERS, threads=4)
     token = make_token("edge-acme")
     assert statuses(proxy, token) == [200] * 30
-
-    def bad_edit(config):
-        config["clients"]["edge-acme"] = "acme"  # not an organization id
 
     new_workers = reload(proxy, bad_edit)
     errors = [line for line in proxy.reload_lines if line["level"] == "ERROR"]
@@ -89,7 +102,7 @@ def test_a_bad_edit_and_sighup_keep_the_old_configuration_serving(start_proxy, m
     assert len(errors) == 1
     assert errors[0]["logger"] == "gunicorn.error"
     assert errors[0]["message"].startswith("configuration not reloaded, the running one stays:")
-    assert "clients.edge-acme" in errors[0]["message"]
+    assert f"{key}: " in errors[0]["message"]
     since = len(proxy.log_records())
     assert statuses(proxy, token) == [200] * 30
     assert serving_pids(proxy, since) == set(new_workers), "every new worker served"
