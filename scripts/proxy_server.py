@@ -27,6 +27,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM, and SIGKILL if it has not exited 15 s later (a server shutting down gracefully
+    gets that long)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class ProxyServer:
     """gunicorn serving ``app`` (the proxy's ``wsgi:app``) with the given config dict and the
     project's gunicorn.conf.py; logs captured to a file. With ``tls`` (a certificate and key,
@@ -92,13 +104,8 @@ class ProxyServer:
         return self
 
     def stop(self) -> int | None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop_process(self.process)
         return self.process.returncode if self.process else None
 
     def log_text(self) -> str:

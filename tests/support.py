@@ -11,6 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+import pytest
+import requests
+
 from emulated_tenant import TenantServer
 from emulated_tenant.demo import UNBOUNDED_BUDGET, UNLIMITED_RATES, proxy_config
 
@@ -81,6 +84,20 @@ class Answer:
         line = self.read_log()
         assert line is not None, "the proxy logged no line for this request"
         return line
+
+
+def assert_cut_off(answer, log_text: Callable[[], str]) -> None:
+    """A streamed list that failed after its first page: started (200), then cut off so that
+    no client can parse what it got, and logged as such (``log_text``: the proxy's log, read
+    once the list has been read)."""
+    assert answer.status_code == 200  # the first page was fine, so the answer had started
+    body = b""
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        for chunk in answer.iter_content(chunk_size=None):
+            body += chunk
+    with pytest.raises(ValueError):
+        json.loads(body)  # never a valid-looking but truncated list
+    assert "member list cut off mid-stream" in log_text()
 
 
 def user_path(user_id: str) -> str:
