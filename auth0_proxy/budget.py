@@ -33,8 +33,9 @@ from dataclasses import dataclass
 import requests
 
 from . import metrics
+from .buckets import Bucket
 from .errors import TooManyRequests
-from .store import Bucket, Store
+from .store import Store
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 
 from flask import Flask, Response, current_app, g, has_app_context
 
+from .buckets import Bucket
 from .budget import Limit, Rank, current_errand
 from .config import RateLimits, WriteGrant
 from .errors import OperationNotAllowed, TooManyRequests
-from .store import Bucket, Store
+from .store import Store
 
 NO_WRITES = WriteGrant()
 

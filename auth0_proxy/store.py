@@ -8,10 +8,10 @@ Redis shared by hosts, or the memory of one process. This module adds what cache
 - ``add`` (set if absent) and ``delete_if`` (delete if it still holds this value) are atomic,
   so locks and markers can be built on them: on Redis with ``SET NX`` and a script, in the file
   cache under a host-wide ``flock``, in memory under a lock;
-- ``take_tokens`` spends from token buckets (the upstream budget) atomically: in one Redis
-  script on Redis's clock, else under the same lock (the file cache keeps them in a file of
-  their own, which cachelib's pruning never deletes); while the backend fails, each process
-  spends from buckets of its own, so the budget still bounds it;
+- ``take_tokens`` spends from token buckets (the upstream budget, the rate limits) atomically:
+  in one Redis script on Redis's clock, in the file cache from a file of their own mapped into
+  memory (buckets.py), in memory under a lock; while the backend fails, each process spends
+  from buckets of its own, so the budget still bounds it;
 - every key carries one prefix (tenant and storage format), applied here for every backend.
 """
 
@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import json
 import logging
-import math
 import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cachelib import BaseCache, FileSystemCache
 from flask_caching.backends.rediscache import RedisCache
+
+from .buckets import Bucket, BucketFile, spend_from
 
 if TYPE_CHECKING:
     import redis
@@ -74,37 +73,6 @@ for i, key in ipairs(KEYS) do
 end
 return answer
 """
-
-
-@dataclass(frozen=True)
-class Bucket:
-    """A token bucket to spend from: ``capacity`` tokens, refilled at ``rate`` per second. A
-    spend must leave at least ``floor`` (below zero: calls queued for tokens to come); the level
-    is first lowered to ``ceiling`` (what the tenant says is left)."""
-
-    key: str
-    rate: float
-    capacity: float
-    floor: float = 0.0
-    ceiling: float = float("inf")
-
-    def refilled(self, state: Sequence[float] | None, now: float) -> float:
-        level, at = state[:2] if state is not None else (self.capacity, now)
-        return min(self.capacity, level + max(0.0, now - at) * self.rate, self.ceiling)
-
-    def seconds_to_refill(self, level: float) -> int:
-        return math.ceil((self.capacity - level) / self.rate) + 1
-
-
-def spend_from(
-    buckets: Sequence[Bucket], states: Sequence[tuple[float, float] | None], calls: int, now: float
-) -> tuple[bool, list[float]]:
-    """Refill the buckets (``states``: level and time of each, None for a full one), then spend
-    ``calls`` from all of them if each keeps its floor: whether they were spent, and the levels."""
-    levels = [bucket.refilled(state, now) for bucket, state in zip(buckets, states, strict=True)]
-    floors = [bucket.floor for bucket in buckets]
-    granted = all(level - calls >= floor for level, floor in zip(levels, floors, strict=True))
-    return granted, [level - calls for level in levels] if granted else levels
 
 
 class Store:
@@ -198,7 +166,9 @@ class Store:
 
 class FileStore(Store):
     """The file cache of one host: atomic steps hold an ``flock`` on a file in its directory,
-    which excludes every thread of every worker (cachelib's own ``add`` tests, then writes)."""
+    which excludes every thread of every worker (cachelib's own ``add`` tests, then writes).
+    Buckets are in a file of their own, mapped into memory (cachelib would prune them first:
+    a bucket pruned is a full one)."""
 
     def __init__(self, backend: BaseCache, prefix: str, directory: str):
         super().__init__(backend, prefix)
@@ -206,31 +176,10 @@ class FileStore(Store):
         # read any other file as an entry, and may delete it).
         suffix = getattr(backend, "_fs_transaction_suffix", ".__wz_cache")
         self.lock_path = os.path.join(directory, f".store.lock{suffix}")
-        self.budget_path = os.path.join(directory, f".budget.json{suffix}")
-        self.budget_scratch = os.path.join(directory, f".budget.json.{os.getpid()}{suffix}")
+        self.buckets = BucketFile(os.path.join(directory, f".buckets{suffix}"))
 
     def _take_tokens(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
-        """In a file of their own: cachelib prunes the entries soonest to expire first, and a
-        bucket pruned would be a full one. Each state keeps when its bucket is full again, and
-        full buckets leave the file (one per client would otherwise pile up in it)."""
-        with self._exclusive():
-            now = time.time()
-            try:
-                with open(self.budget_path, encoding="utf-8") as file:
-                    states = {
-                        key: tuple(state)
-                        for key, state in json.load(file).items()
-                        if len(state) < 3 or state[2] > now
-                    }
-            except (OSError, ValueError, AttributeError, TypeError):
-                states = {}  # none yet (or unreadable): full buckets
-            taken = self._take_from(states, buckets, calls)
-            for bucket, level in zip(buckets, taken[1], strict=True):
-                states[bucket.key] = (*states[bucket.key], now + bucket.seconds_to_refill(level))
-            with open(self.budget_scratch, "w", encoding="utf-8") as file:
-                json.dump(states, file)
-            os.replace(self.budget_scratch, self.budget_path)
-            return taken
+        return self.buckets.take(buckets, calls)
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:

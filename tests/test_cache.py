@@ -14,6 +14,7 @@ import time
 import pytest
 from cachelib import FileSystemCache, SimpleCache
 
+from auth0_proxy.buckets import Bucket
 from auth0_proxy.budget import Governor
 from auth0_proxy.cache import MAX_REFRESHES, Entry, Fetch, SharedCache, refresh_time
 from auth0_proxy.changes import ChangeFeed
@@ -21,7 +22,7 @@ from auth0_proxy.config import load_settings
 from auth0_proxy.directory import Directory
 from auth0_proxy.errors import UpstreamUnavailable, UserNotFound
 from auth0_proxy.management import ManagementClient
-from auth0_proxy.store import Bucket, Store, store_for
+from auth0_proxy.store import Store, store_for
 from auth0_proxy.upstream import Upstream
 from tests.support import BIG_ORG, BIG_ORG_SIZE, join_refreshes, proxy_config_for
 

@@ -6,7 +6,6 @@ one, the answer is Auth0's 429 with ``Retry-After`` and ``x-ratelimit-*``.
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
@@ -229,20 +228,6 @@ def test_a_bad_rate_limits_block_names_its_key(tenant_server, block, message):
     config = proxy_config_for(tenant_server, rate_limits=block)
     with pytest.raises(ConfigError, match=f"^{message}: "):
         load_settings(config)
-
-
-def test_a_file_cache_keeps_no_full_bucket(make_app, call, make_token, tmp_path):
-    """One bucket per client in the budget's file: a bucket that is full again leaves it."""
-    rates = {"client": {"requests": {"per_minute": 600, "burst": 1}}}
-    proxy = make_app(cache_dir=str(tmp_path / "cache"), rate_limits=rates)
-    for client in ("edge-acme", "edge-globex"):
-        assert call("/users", make_token(client), via=proxy).status_code == 200
-    budget_file = next((tmp_path / "cache").glob(".budget.json*"))
-    assert sum("limit:requests:" in key for key in json.loads(budget_file.read_text())) == 2
-    time.sleep(2.2)  # both refill (a tenth of a second) and their second of grace passes
-    assert call("/users", make_token("edge-big"), via=proxy).status_code == 200
-    keys = [key for key in json.loads(budget_file.read_text()) if "limit:requests:" in key]
-    assert len(keys) == 1 and keys[0].endswith("edge-big")
 
 
 def test_a_429_of_the_upstream_limit_tells_that_limit(make_app, call, make_token):
