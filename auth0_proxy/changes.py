@@ -44,7 +44,9 @@ class Change:
 
 class Observation:
     """A listing as it is fetched, page by page: the digests of all members, and the members
-    that differ from the feed's last listing (kept for the change)."""
+    that differ from the feed's last listing (kept for the change). The first listing of a
+    feed keeps no member: it records no change, and a cold list of 100,000 members would
+    otherwise be held whole while it streams."""
 
     def __init__(self, head: FeedHead | None):
         self.head = head
@@ -52,11 +54,10 @@ class Observation:
         self.changed: dict[str, dict] = {}
 
     def add(self, members: Iterable[dict]) -> None:
-        known = self.head.digests if self.head is not None else {}
         for member in members:
             digest = _digest(member)
             self.digests[member["user_id"]] = digest
-            if known.get(member["user_id"]) != digest:
+            if self.head is not None and self.head.digests.get(member["user_id"]) != digest:
                 self.changed[member["user_id"]] = member
 
 

@@ -16,7 +16,7 @@ SLOW = 1e-6  # tokens a second: none come back during a test
 
 
 def taken_by_processes(path: str, bucket: Bucket, processes: int, tries: int) -> int:
-    """How many of ``processes`` × ``tries`` spends from one bucket were granted, each process
+    """How many of ``processes`` x ``tries`` spends from one bucket were granted, each process
     spending at once from a file it mapped itself (after the fork)."""
     context = multiprocessing.get_context("fork")
     granted = context.Queue()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from auth0_proxy.changes import Change, merge
+from auth0_proxy.changes import Change, FeedHead, Observation, merge
 from tests.support import assert_refused
 
 ADDED, REMOVED, UPDATED = "auth0|frank-globex", "auth0|carol-acme", "auth0|dave-acme"
@@ -93,3 +93,15 @@ def test_successive_changes_merge_into_where_each_member_ended_up():
     ]
     merged = merge(changes)
     assert merged == Change(updated=[{"user_id": "b", "name": "Robert"}])  # alice: never seen
+
+
+def test_only_a_listing_compared_with_a_last_one_keeps_members():
+    """The first listing of a feed records no change: it holds no member while it streams (a
+    cold list of 100,000 would be held whole), only their digests."""
+    members = [{"user_id": f"auth0|m{n}", "name": f"M {n}"} for n in range(3)]
+    first = Observation(None)
+    first.add(members)
+    assert first.changed == {} and len(first.digests) == 3
+    later = Observation(FeedHead("f" * 32, 0, first.digests, time.time()))
+    later.add([*members[:2], {"user_id": "auth0|m2", "name": "M 2, renamed"}])
+    assert list(later.changed) == ["auth0|m2"]
