@@ -20,6 +20,7 @@ limit it gets Auth0's 429 with ``Retry-After``.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ from .errors import OperationNotAllowed, TooManyRequests
 from .store import Store
 
 NO_WRITES = WriteGrant()
+# A worker takes up to this many of a client's requests at once from the shared buckets, and
+# drops those it has not spent after LEASE_SECONDS (see ClientPolicy.admit).
+LEASE_CALLS = 16
+LEASE_SECONDS = 1.0
 
 
 class ClientRateLimited(TooManyRequests):
@@ -82,24 +87,48 @@ class ClientPolicy:
         self.limits = limits or RateLimits()
         self.fresh_read = Limit(burst=1, per_minute=60 / fresh_read_interval)
         self.writes = dict(writes or {})
+        self._leases: dict[str, Lease] = {}  # by client id, this process's
+        self._leases_mutex = threading.Lock()
 
     def admit(self, client_id: str) -> Quota | None:
         """Take one request from the client's and the global allowance; the client's quota
         after it (None: the client has no request limit).
 
+        A worker takes several at once while the client's bucket is more than half full, and
+        spends them here (a lease): far from its limit, a busy client costs one shared step per
+        ``LEASE_CALLS`` requests, not one each; near it, each request is counted in the store.
+
         :raise ClientRateLimited: either is spent (429, with Retry-After).
         """
-        return self._take(
-            Allowance(f"requests:{client_id}", self.limits.of(client_id).requests, "requests"),
-            Allowance("requests", self.limits.total, "global"),
-        )
+        own = Allowance(f"requests:{client_id}", self.limits.of(client_id).requests, "requests")
+        total = Allowance("requests", self.limits.total, "global")
+        if own.limit is None:
+            self._take(total)
+            return None
+        with self._leases_mutex:
+            lease = self._leases.get(client_id)
+            if lease is not None and lease.calls > 0 and time.monotonic() < lease.until:
+                lease.calls -= 1
+                return own.quota(lease.level + lease.calls, time.time())
+        calls = lease_size(own.limit, lease)
+        try:
+            level = self._take(own, total, calls=calls)
+        except ClientRateLimited:
+            if calls == 1:
+                raise
+            calls, level = 1, self._take(own, total)  # what is left, counted one by one
+        with self._leases_mutex:
+            self._leases[client_id] = Lease(calls - 1, level, time.monotonic() + LEASE_SECONDS)
+        return own.quota(level + calls - 1, time.time())
 
     def charge_upstream(self, client_id: str) -> Quota | None:
         """Take one of the client's requests that reach Auth0.
 
         :raise ClientRateLimited: its upstream allowance is spent (429, with Retry-After).
         """
-        return self._take(self._upstream(client_id))
+        upstream = self._upstream(client_id)
+        level = self._take(upstream)
+        return None if level is None else upstream.quota(level, time.time())
 
     def take_fresh_read(self, client_id: str) -> bool:
         """Whether this client's ``no-cache`` is honoured now: once per interval, and only
@@ -127,28 +156,44 @@ class ClientPolicy:
     def _upstream(self, client_id: str) -> Allowance:
         return Allowance(f"upstream:{client_id}", self.limits.of(client_id).upstream, "upstream")
 
-    def _take(self, *allowances: Allowance) -> Quota | None:
-        """Spend one call from every limited allowance, or from none: the first one's quota
-        after the spend (None if it has no limit: the others' quotas are not the client's).
+    def _take(self, *allowances: Allowance, calls: int = 1) -> float | None:
+        """Spend ``calls`` from every limited allowance, or from none: the first allowance's
+        level after (None if it has no limit).
 
         :raise ClientRateLimited: naming the allowance that refused, with its quota.
         """
         limited = [allowance for allowance in allowances if allowance.limit is not None]
         if not limited:
             return None
-        granted, levels = self.store.take_tokens([a.bucket() for a in limited], 1)
-        now = time.time()
+        granted, levels = self.store.take_tokens([a.bucket() for a in limited], calls)
         if granted:
-            return limited[0].quota(levels[0], now) if limited[0] is allowances[0] else None
-        allowance, level = next((a, v) for a, v in zip(limited, levels, strict=True) if v < 1)
+            return levels[0] if limited[0] is allowances[0] else None
+        allowance, level = next((a, v) for a, v in zip(limited, levels, strict=True) if v < calls)
         wait = (1 - level) / allowance.bucket().rate
         raise ClientRateLimited(
             allowance.name,
             headers={
                 "Retry-After": str(max(1, math.ceil(wait))),
-                **allowance.quota(level, now).headers(),
+                **allowance.quota(level, time.time()).headers(),
             },
         )
+
+
+@dataclass
+class Lease:
+    """Requests a worker took from a client's buckets and has not spent yet."""
+
+    calls: int
+    level: float  # the client's bucket after they were taken
+    until: float  # (monotonic) then the calls left are dropped: they were counted already
+
+
+def lease_size(limit: Limit, previous: Lease | None) -> int:
+    """How many requests to take at once: a fiftieth of the burst, at most ``LEASE_CALLS``;
+    one at a time once the bucket was found half empty (near the limit, each is counted)."""
+    if previous is not None and previous.level < limit.burst / 2:
+        return 1
+    return max(1, min(LEASE_CALLS, limit.burst // 50))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from auth0_proxy.buckets import Bucket
 from auth0_proxy.config import CLIENT_REQUESTS, CLIENT_UPSTREAM, ConfigError, load_settings
 from tests.conftest import REDIS_URL
 from tests.support import proxy_config_for
@@ -189,6 +190,42 @@ def test_a_limit_is_shared_by_every_worker(start_proxy, make_token, redis_prefix
     assert statuses.count(200) == 10 and statuses.count(429) == 20
     pids = {line["pid"] for line in proxy.log_records() if line.get("status") == 429}
     assert len(pids) == 2, "both workers refused some: the bucket is theirs together"
+
+
+def test_a_worker_takes_a_busy_clients_requests_in_leases_and_never_more_than_its_limit(
+    make_app, call, make_token
+):
+    """Burst 200: a worker takes 4 at a time while the bucket is over half full, then one by
+    one. The headers count each request; the client gets its burst exactly, no more."""
+    proxy = make_app(cache_ttl_seconds=60, rate_limits=limits(requests_burst=200))
+    token = make_token()
+    answers = [call("/users", token, via=proxy) for _ in range(5)]
+    remaining = [int(a.headers["x-ratelimit-remaining"]) for a in answers]
+    assert remaining == [199, 198, 197, 196, 195]
+    store = proxy.extensions["policy"].store
+    bucket = Bucket("limit:requests:edge-acme", rate=SLOW / 60, capacity=200)
+    assert store.take_tokens([bucket], 0)[1] == [pytest.approx(192, abs=0.01)]  # two leases
+    while answers[-1].status_code == 200:
+        answers.append(call("/users", token, via=proxy))
+    assert len(answers) == 201 and answers[-2].headers["x-ratelimit-remaining"] == "0"
+    assert_rate_limited(answers[-1], 200)
+
+
+def test_leases_of_several_workers_never_admit_more_than_the_limit(start_proxy, make_token):
+    proxy = start_proxy(workers=2, threads=4, rate_limits=limits(requests_burst=200))
+    token = make_token()
+
+    def get(_):
+        with requests.Session() as session:
+            session.headers["Authorization"] = f"Bearer {token}"
+            return [session.get(f"{proxy.url}/users").status_code for _ in range(20)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = [status for result in pool.map(get, range(15)) for status in result]
+    # Calls a worker took and could not spend (two threads leasing at once, a lease timed
+    # out) are lost: at most 3 a lease, and leases are one call once the bucket is half empty.
+    assert 200 - 3 * 8 <= statuses.count(200) <= 200
+    assert statuses.count(200) + statuses.count(429) == 300
 
 
 @pytest.fixture
