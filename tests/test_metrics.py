@@ -24,11 +24,15 @@ from tests.support import MEMBERS
 PERSISTENT = 1000  # times: a fault that lasts the whole test
 
 
-def scrape(url: str) -> dict[tuple[str, frozenset], float]:
-    """Every sample of the exposition at ``url``: (name, labels) to value."""
+def scrape(url: str, show: bool = False) -> dict[tuple[str, frozenset], float]:
+    """Every sample of the exposition at ``url``: (name, labels) to value (``show``: and print
+    the exposition, histogram buckets left out, for ``pytest -s``)."""
     answer = requests.get(url, timeout=5)
     assert answer.status_code == 200
     assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    if show:
+        lines = [line for line in answer.text.splitlines() if "_bucket{" not in line]
+        print(f"\nGET {url} (histogram buckets left out):\n" + "\n".join(lines))
     return parse(answer.text)
 
 
@@ -69,7 +73,7 @@ def test_requests_are_counted_over_every_worker(metered, make_token, tenant):
     pids = {r["pid"] for r in metered.log_records() if r.get("path") == "/users"}
     assert len(pids) > 1, "the requests were spread over several workers"
 
-    samples = scrape(metered.metrics_url)
+    samples = scrape(metered.metrics_url, show=True)
     requests_total = "auth0_proxy_requests_total"
     assert total(samples, requests_total, route="/users", status="200", client="edge-acme") == 20
     assert total(samples, requests_total, route="/users/<id:user_id>", status="200") == 10
