@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 SLOT = struct.Struct("<8sddd")  # the key's digest, level, at, full_at (when it is full again)
 SLOTS = 32_768  # a megabyte: thousands of clients' buckets, most of them full (free) at a time
+# The file's name says its layout: a key's slot depends on it, so another layout is another file.
+FILE_NAME = f".buckets-{SLOTS}x{SLOT.size}"
 PROBES = 64  # slots a key may be from its home slot
 NO_KEY = bytes(8)  # the digest of a slot never used (the file starts as zeros)
 
@@ -73,6 +75,7 @@ class BucketFile:
         self._pid: int | None = None
         self._fd = -1
         self._map: mmap.mmap | None = None
+        self._file_id: tuple[int, int] | None = None  # device and inode of the mapped file
 
     def take(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
         """``spend_from`` the buckets as this file holds them, and keep their levels."""
@@ -124,13 +127,35 @@ class BucketFile:
         return (level, at) if key != NO_KEY and full_at > now else None  # None: full
 
     def _mapped(self) -> mmap.mmap:
-        if self._pid != os.getpid():
-            if self._map is not None:  # inherited from the parent: this process maps its own
-                self._map.close()
-                os.close(self._fd)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            if os.fstat(self._fd).st_size < SLOTS * SLOT.size:
-                os.ftruncate(self._fd, SLOTS * SLOT.size)  # zeros: every slot never used
-            self._map = mmap.mmap(self._fd, SLOTS * SLOT.size)
-            self._pid = os.getpid()
+        """This process's mapping of the file at ``path`` now: mapped again after a fork, or
+        once the file was replaced or removed (every worker then spends from the new one)."""
+        if self._pid == os.getpid() and self._maps_path():
+            return self._map
+        self._unmap()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            # Blocks allocated now, not at the first write to each page: on a full disk that
+            # write would kill the worker (SIGBUS); this fails with an OSError (a cache outage).
+            os.posix_fallocate(fd, 0, SLOTS * SLOT.size)  # zeros: every slot never used
+            self._map = mmap.mmap(fd, SLOTS * SLOT.size)
+        except BaseException:
+            os.close(fd)
+            raise
+        mapped = os.fstat(fd)
+        self._fd, self._pid, self._file_id = fd, os.getpid(), (mapped.st_dev, mapped.st_ino)
         return self._map
+
+    def _maps_path(self) -> bool:
+        try:
+            on_path = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (on_path.st_dev, on_path.st_ino) == self._file_id
+
+    def _unmap(self) -> None:
+        """Let go of the mapping and descriptor this object holds (inherited from the parent
+        after a fork: the child maps its own, and takes its own flock)."""
+        if self._map is not None:
+            self._map.close()
+            os.close(self._fd)
+        self._map, self._fd, self._pid, self._file_id = None, -1, None, None

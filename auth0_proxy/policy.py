@@ -89,6 +89,7 @@ class ClientPolicy:
         self.writes = dict(writes or {})
         self._leases: dict[str, Lease] = {}  # by client id, this process's
         self._leases_mutex = threading.Lock()
+        self._renewing: dict[str, threading.Lock] = {}  # by client id
 
     def admit(self, client_id: str) -> Quota | None:
         """Take one request from the client's and the global allowance; the client's quota
@@ -105,18 +106,37 @@ class ClientPolicy:
         if own.limit is None:
             self._take(total)
             return None
+        quota = self._spend_leased(client_id, own)
+        if quota is not None:
+            return quota
+        with self._leases_mutex:
+            renewing = self._renewing.setdefault(client_id, threading.Lock())
+        with renewing:  # one of the client's leases taken at a time: a second would drop one
+            return self._spend_leased(client_id, own) or self._lease(client_id, own, total)
+
+    def _spend_leased(self, client_id: str, own: Allowance) -> Quota | None:
+        """One of the calls this worker holds for the client, if it holds one still."""
         with self._leases_mutex:
             lease = self._leases.get(client_id)
-            if lease is not None and lease.calls > 0 and time.monotonic() < lease.until:
-                lease.calls -= 1
-                return own.quota(lease.level + lease.calls, time.time())
-        calls = lease_size(own.limit, lease)
+            if lease is None or lease.calls < 1 or time.monotonic() >= lease.until:
+                return None
+            lease.calls -= 1
+            return own.quota(lease.level + lease.calls, time.time())
+
+    def _lease(self, client_id: str, own: Allowance, total: Allowance) -> Quota:
+        """Take the next lease (spending its first call), or one call near a limit.
+
+        :raise ClientRateLimited: over the client's or the global limit.
+        """
+        calls = lease_size(own.limit, self._leases.get(client_id), total.limit)
         try:
             level = self._take(own, total, calls=calls)
         except ClientRateLimited:
+            with self._leases_mutex:  # near a limit: one by one from now
+                self._leases[client_id] = Lease(0, 0.0, 0.0)
             if calls == 1:
                 raise
-            calls, level = 1, self._take(own, total)  # what is left, counted one by one
+            calls, level = 1, self._take(own, total)
         with self._leases_mutex:
             self._leases[client_id] = Lease(calls - 1, level, time.monotonic() + LEASE_SECONDS)
         return own.quota(level + calls - 1, time.time())
@@ -188,10 +208,11 @@ class Lease:
     until: float  # (monotonic) then the calls left are dropped: they were counted already
 
 
-def lease_size(limit: Limit, previous: Lease | None) -> int:
+def lease_size(limit: Limit, previous: Lease | None, total: Limit | None) -> int:
     """How many requests to take at once: a fiftieth of the burst, at most ``LEASE_CALLS``;
-    one at a time once the bucket was found half empty (near the limit, each is counted)."""
-    if previous is not None and previous.level < limit.burst / 2:
+    one at a time once the bucket was found half empty (near the limit, each is counted), and
+    under a global limit (calls taken and not spent would be taken from every client)."""
+    if total is not None or (previous is not None and previous.level < limit.burst / 2):
         return 1
     return max(1, min(LEASE_CALLS, limit.burst // 50))
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from cachelib import BaseCache, FileSystemCache
 from flask_caching.backends.rediscache import RedisCache
 
-from .buckets import Bucket, BucketFile, spend_from
+from .buckets import FILE_NAME, Bucket, BucketFile, spend_from
 
 if TYPE_CHECKING:
     import redis
@@ -176,7 +176,7 @@ class FileStore(Store):
         # read any other file as an entry, and may delete it).
         suffix = getattr(backend, "_fs_transaction_suffix", ".__wz_cache")
         self.lock_path = os.path.join(directory, f".store.lock{suffix}")
-        self.buckets = BucketFile(os.path.join(directory, f".buckets{suffix}"))
+        self.buckets = BucketFile(os.path.join(directory, f"{FILE_NAME}{suffix}"))
 
     def _take_tokens(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
         return self.buckets.take(buckets, calls)

@@ -85,3 +85,14 @@ def test_the_file_is_this_users_alone(tmp_path):
     path = tmp_path / "buckets"
     BucketFile(str(path)).take([Bucket("k", SLOW, capacity=1)], 1)
     assert path.stat().st_mode & 0o077 == 0
+
+
+def test_a_file_removed_or_replaced_is_mapped_again_by_every_process(tmp_path):
+    """Workers that kept the old file would each have a limit of their own."""
+    path = str(tmp_path / "buckets")
+    first, second = BucketFile(path), BucketFile(path)
+    bucket = Bucket("limit:requests:edge-acme", rate=SLOW, capacity=1)
+    assert first.take([bucket], 1)[0]
+    os.unlink(path)  # the cache directory emptied by hand, say
+    assert second.take([bucket], 1)[0]  # a new file: a full bucket
+    assert first.take([bucket], 1)[0] is False  # the first follows the file at the path

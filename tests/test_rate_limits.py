@@ -14,7 +14,16 @@ import pytest
 import requests
 
 from auth0_proxy.buckets import Bucket
-from auth0_proxy.config import CLIENT_REQUESTS, CLIENT_UPSTREAM, ConfigError, load_settings
+from auth0_proxy.budget import Limit
+from auth0_proxy.config import (
+    CLIENT_REQUESTS,
+    CLIENT_UPSTREAM,
+    ClientLimits,
+    ConfigError,
+    RateLimits,
+    load_settings,
+)
+from auth0_proxy.policy import ClientPolicy
 from tests.conftest import REDIS_URL
 from tests.support import proxy_config_for
 
@@ -316,3 +325,31 @@ def test_reading_stale_answers_cannot_reach_auth0_past_the_upstream_allowance(
     time.sleep(1)  # time enough for a refresh that would have started
     assert tenant.wait_until_idle(timeout=10)
     assert len(tenant.requests) == refreshed, "no refresh went without paying"
+
+
+def policy_of(store, requests_limit, total=None) -> ClientPolicy:
+    limits = RateLimits(client=ClientLimits(requests=requests_limit, upstream=None), total=total)
+    return ClientPolicy(store, limits=limits, fresh_read_interval=60)
+
+
+def shared_level(store, key: str, capacity: int) -> float:
+    return store.take_tokens([Bucket(key, rate=SLOW / 60, capacity=capacity)], 0)[1][0]
+
+
+def test_threads_renewing_a_lease_at_once_lose_no_call(store):
+    """Burst 800 (leases of 16): 8 threads x 10 requests take what they spend, and at most a
+    lease's unspent calls more."""
+    policy = policy_of(store, Limit(burst=800, per_minute=SLOW))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda _: [policy.admit("edge-acme") for _ in range(10)], range(8)))
+    taken = 800 - shared_level(store, "limit:requests:edge-acme", 800)
+    assert 80 <= round(taken) < 80 + 16
+
+
+def test_under_a_global_limit_a_worker_takes_one_call_at_a_time(store):
+    """A lease's unspent calls would be taken from every client's global allowance."""
+    policy = policy_of(store, Limit(burst=800, per_minute=SLOW), Limit(burst=20, per_minute=SLOW))
+    for client in ("edge-acme", "edge-globex", "edge-big"):
+        policy.admit(client)
+    assert shared_level(store, "limit:requests", 20) == pytest.approx(17, abs=0.01)
+    assert shared_level(store, "limit:requests:edge-acme", 800) == pytest.approx(799, abs=0.01)
