@@ -124,7 +124,7 @@ def main() -> int:
     with tenant_process() as (config, ca_bundle):
         os.environ["REQUESTS_CA_BUNDLE"] = ca_bundle
         config["proxy"] = {"cache_ttl_seconds": 600, "cache_dir": tempfile.mkdtemp()}
-        config["rate_limits"] = NEVER_REACHED_RATES  # counted on every request, never refusing
+        config["rate_limits"] = NEVER_REACHED_RATES  # as deployed, never refusing
         app = create_app(config)
         logging.getLogger("auth0_proxy").handlers[0].fd = os.open(os.devnull, os.O_WRONLY)
         token = edge_token(f"https://{config['auth0']['domain']}", ca_bundle)
