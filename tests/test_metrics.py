@@ -22,6 +22,7 @@ from auth0_proxy import metrics
 from tests.support import MEMBERS
 
 PERSISTENT = 1000  # times: a fault that lasts the whole test
+REQUESTS_TOTAL = "auth0_proxy_requests_total"
 
 
 def scrape(url: str, show: bool = False) -> dict[tuple[str, frozenset], float]:
@@ -74,11 +75,10 @@ def test_requests_are_counted_over_every_worker(metered, make_token, tenant):
     assert len(pids) > 1, "the requests were spread over several workers"
 
     samples = scrape(metered.metrics_url, show=True)
-    requests_total = "auth0_proxy_requests_total"
-    assert total(samples, requests_total, route="/users", status="200", client="edge-acme") == 20
-    assert total(samples, requests_total, route="/users/<id:user_id>", status="200") == 10
-    assert total(samples, requests_total, route="/users/<id:user_id>", status="404") == 5
-    assert total(samples, requests_total, route="/users", status="401", client="") == 1
+    assert total(samples, REQUESTS_TOTAL, route="/users", status="200", client="edge-acme") == 20
+    assert total(samples, REQUESTS_TOTAL, route="/users/<id:user_id>", status="200") == 10
+    assert total(samples, REQUESTS_TOTAL, route="/users/<id:user_id>", status="404") == 5
+    assert total(samples, REQUESTS_TOTAL, route="/users", status="401", client="") == 1
     assert total(samples, "auth0_proxy_request_duration_seconds_count", route="/users") == 21
     assert total(samples, "auth0_proxy_refusals_total", status="404", code="inexistent_user") == 5
     assert total(samples, "auth0_proxy_refusals_total", status="401", code="invalid_token") == 1
@@ -115,14 +115,14 @@ def test_a_workers_counts_outlive_it_and_its_live_gauge_goes(metered, make_token
     for _ in range(12):
         assert get(metered, "/users", token).status_code == 200
     before = scrape(metered.metrics_url)
-    counted = total(before, "auth0_proxy_requests_total", route="/users")
+    counted = total(before, REQUESTS_TOTAL, route="/users")
     victim = next(r["pid"] for r in metered.log_records() if r.get("path") == "/users")
     os.kill(victim, signal.SIGTERM)
     deadline = time.monotonic() + 20
     while metered.log_text().count("Worker ready (pid:") < 4 and time.monotonic() < deadline:
         time.sleep(0.1)
     after = scrape(metered.metrics_url)
-    assert total(after, "auth0_proxy_requests_total", route="/users") == counted
+    assert total(after, REQUESTS_TOTAL, route="/users") == counted
     live = [name for name in os.listdir(metered.metrics_dir) if name.startswith("gauge_livesum")]
     assert f"gauge_livesum_{victim}.db" not in live and len(live) == 3
 
@@ -215,9 +215,6 @@ def test_made_up_methods_add_no_series(make_app):
         before, REQUESTS_TOTAL, method="other"
     )
     assert other == 3
-
-
-REQUESTS_TOTAL = "auth0_proxy_requests_total"
 
 
 def test_a_missing_multiprocess_directory_leaves_the_samples_in_the_process(tmp_path):
