@@ -4,6 +4,8 @@
 #   docker run --read-only --tmpfs /tmp -p 8000:8000 \
 #     -v "$PWD/config.json:/etc/auth0-m2m-proxy/config.json:ro" \
 #     -e AUTH0_MGMT_CLIENT_SECRET auth0-m2m-proxy:0.2.0
+#   docker run --rm -v "$PWD/config.json:/etc/auth0-m2m-proxy/config.json:ro" \
+#     -e AUTH0_MGMT_CLIENT_SECRET auth0-m2m-proxy:0.2.0 auth0-m2m-proxy check-config
 #
 # The config is mounted, never built in (.dockerignore keeps config.json out of the build
 # context). The process reads it as uid 10001 (group 10001): leave the secret out of it and pass
@@ -29,6 +31,7 @@ LABEL org.opencontainers.image.title="auth0-m2m-proxy" \
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
+    PYTHONPATH=/app \
     PORT=8000 \
     AUTH0_PROXY_CONFIG=/etc/auth0-m2m-proxy/config.json
 
@@ -40,6 +43,12 @@ RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 
 COPY auth0_proxy/ auth0_proxy/
 COPY wsgi.py gunicorn.conf.py ./
+# The console script of setup.cfg (auth0-m2m-proxy = auth0_proxy.cli:main), for
+# `docker run ... auth0-m2m-proxy check-config`. The app is not installed as a distribution (the
+# build context holds the app alone, and building one would fetch a build backend the lock does
+# not pin), so the script runs the module from /app, which PYTHONPATH names for any directory.
+RUN printf '#!/bin/sh\nexec python -m auth0_proxy.cli "$@"\n' > /usr/local/bin/auth0-m2m-proxy \
+    && chmod 0755 /usr/local/bin/auth0-m2m-proxy
 
 RUN groupadd --system --gid 10001 proxy \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin proxy

@@ -3,8 +3,9 @@
 The file format of the proof of concept (a ``clients`` map and an ``auth0`` block) keeps working;
 an optional ``proxy`` block tunes the service and an optional ``budget`` block sets the tenant's
 Auth0 rate limits and the share of them the proxy may spend. Secrets may come from the
-environment instead of the file, so a config file without secrets can be committed. This is the
-only module that reads ``os.environ`` for settings.
+environment instead of the file, so a config file without secrets can be committed. A value left
+from the example configs (a placeholder) is refused. This is the only module that reads
+``os.environ`` for settings.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,26 @@ DEFAULT_CONFIG_PATH = "config.json"
 ORG_ID = re.compile(r"^org_[A-Za-z0-9_-]{1,46}$")
 # A host name with an optional port: what Auth0 calls the tenant "domain".
 DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?$")
+
+# The made-up values of config.json.example and config.writes.json.example. A config that still
+# holds one was copied and not filled in: the proxy refuses it at start and on reload, and so
+# does check-config (tests/test_defaults.py checks every value of both examples).
+PLACEHOLDERS = frozenset(
+    {
+        "PROXY_MANAGEMENT_CLIENT_ID",
+        "or leave this key out and set AUTH0_MGMT_CLIENT_SECRET",
+        "https://m2m-proxy.your-company.example",
+        "org_AcmeOrganizationId",
+        "org_FirstCustomerId",
+        "org_SecondCustomerId",
+        "rol_AcmeViewerRoleId",
+        "con_DatabaseConnectionId",
+        "CUSTOMER_PORTAL_APPLICATION_ID",
+    }
+)
+# Parts no real value holds: the examples' tenant (its domain, and every URL made of it) and
+# their edge clients' ids.
+PLACEHOLDER_PARTS = re.compile(r"your-tenant|^EDGE_CLIENT_ID_OF_")
 
 
 class ConfigError(Exception):
@@ -62,6 +83,7 @@ class ProxySettings:
     page_size: int = 50
     leeway_seconds: int = 30
     jwks_refetch_interval_seconds: int = 10
+    jwks_cache_seconds: int = 600
     connect_timeout_seconds: float = 3.05
     read_timeout_seconds: float = 10.0
     retry_budget_seconds: float = 3.0
@@ -98,19 +120,20 @@ class WriteGrant:
     invitation_clients: frozenset[str] = frozenset()
 
 
-# Defaults that keep one client from spending a paid tenant's budget: a client may ask often (most
-# answers are cached), but reach Auth0 about once a second, against the 250 a minute of the
-# default budget's users group (half of Professional's 500).
-CLIENT_REQUESTS = Limit(burst=200, per_minute=1200)
+# The default that keeps one client from spending a paid tenant's budget: it may reach Auth0
+# about once a second, against the 250 a minute of the default budget's users group (half of
+# Professional's 500). Its other requests have no limit by default: a warm answer costs the
+# tenant nothing, and the proxy's own capacity is bounded by gunicorn's workers and threads.
 CLIENT_UPSTREAM = Limit(burst=20, per_minute=60)
 
 
 @dataclass(frozen=True)
 class ClientLimits:
-    """What one client may ask: requests of every kind (``requests``), and those of them that
-    reach Auth0 (``upstream``: cold reads, unknown ids, ``no-cache``); None is no limit."""
+    """What one client may ask: requests of every kind (``requests``, none by default), and
+    those of them that reach Auth0 (``upstream``: cold reads, unknown ids, ``no-cache``); None
+    is no limit."""
 
-    requests: Limit | None = CLIENT_REQUESTS
+    requests: Limit | None = None
     upstream: Limit | None = CLIENT_UPSTREAM
 
 
@@ -214,6 +237,7 @@ class ProxySchema(Schema):
     page_size = fields.Integer(validate=validate.Range(1, 100), strict=True)
     leeway_seconds = fields.Integer(validate=validate.Range(0, 300), strict=True)
     jwks_refetch_interval_seconds = fields.Integer(validate=validate.Range(1, 3600), strict=True)
+    jwks_cache_seconds = fields.Integer(validate=validate.Range(1, 86400), strict=True)
     connect_timeout_seconds = fields.Float(validate=validate.Range(0.1, 60))
     read_timeout_seconds = fields.Float(validate=validate.Range(0.1, 120))
     retry_budget_seconds = fields.Float(validate=validate.Range(0, 60))
@@ -374,11 +398,13 @@ def _not_clients(named: Mapping, clients: Mapping) -> dict[str, list[str]]:
 def load_settings(data: object, environ: Mapping[str, str] | None = None) -> Settings:
     """Validate a parsed config mapping; secrets from ``environ`` take precedence over the file.
 
-    :raise ConfigError: naming each bad key.
+    :raise ConfigError: naming each placeholder of the examples left in it, else each bad key.
     """
     environ = os.environ if environ is None else environ
     if not isinstance(data, Mapping):
         raise ConfigError("must be a JSON object with the keys 'clients' and 'auth0'")
+    if placeholders := list(example_placeholders(data)):
+        raise ConfigError(_describe_placeholders(placeholders))
     try:
         loaded = ConfigSchema().load(data)
     except ValidationError as error:
@@ -404,6 +430,32 @@ def load_settings(data: object, environ: Mapping[str, str] | None = None) -> Set
         budget=loaded["budget"] or BudgetSettings(),
         writes=loaded["writes"],
         rate_limits=loaded["rate_limits"] or RateLimits(),
+    )
+
+
+def example_placeholders(data: object, key: str = "") -> Iterator[tuple[str, str]]:
+    """Each placeholder of the example configs left in parsed config data, as (key, value), in
+    the file's order; one that is a key itself (a client id) is named by its map's key."""
+    if isinstance(data, Mapping):
+        for name, value in data.items():
+            yield from example_placeholders(name, key or "the top level")
+            yield from example_placeholders(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(data, list):
+        for item in data:
+            yield from example_placeholders(item, key)
+    elif isinstance(data, str) and (data in PLACEHOLDERS or PLACEHOLDER_PARTS.search(data)):
+        yield key, data
+
+
+def _describe_placeholders(placeholders: list[tuple[str, str]]) -> str:
+    """The first placeholder, by key and value; the others after it, if there are others."""
+    (key, value), others = placeholders[0], placeholders[1:]
+    if not others:
+        return f"{key}: {value!r} is the example's placeholder; fill in your own value"
+    listed = ", ".join(f"{other} {text!r}" for other, text in others)
+    return (
+        f"{key}: {value!r} is the example's placeholder, and so are {len(others)} more "
+        f"({listed}); fill in your own values"
     )
 
 

@@ -31,6 +31,9 @@ SECRET_PATTERN = re.compile(
 # parts also match a few non-ASCII letters (U+017F for "s"), so other text always goes through it.
 SECRET_MARKERS = ("eyj", "bearer", "basic", "token", "secret")
 SECRET_MARKERS_BYTES = tuple(marker.encode() for marker in SECRET_MARKERS)
+# Every character that ends a line somewhere (str.splitlines, a terminal, a log viewer) or
+# controls a terminal: C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def redact(text: str) -> str:
@@ -42,6 +45,12 @@ def redact(text: str) -> str:
     if _plainly_safe(text):
         return text
     return SECRET_PATTERN.sub("[redacted]", text)
+
+
+def escape_controls(text: str) -> str:
+    """The text with each control character written as Python writes it in a string: ``\\n``,
+    ``\\x1b``, ``\\u2028``."""
+    return CONTROLS.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 def _plainly_safe(text: str) -> bool:
@@ -110,12 +119,29 @@ def _redacted(value):
 
 
 class TextFormatter(logging.Formatter):
-    """Readable lines for ``flask run``: the message, then the record's fields that are set."""
+    """Readable lines for ``flask run``: the message, then the record's fields that are set.
+
+    A record is one line: a line break or other control character in the message or a field (a
+    caller's path may hold one) is escaped, so no caller can forge a line. A traceback follows
+    on lines of its own, each indented, so none of them can pass for a record either.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
         fields = getattr(record, "fields", None) or {}
         text = " ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
-        return redact(f"{super().format(record)} {text}".rstrip())
+        # Redacted before it is escaped: the pattern's separators include line breaks.
+        line = escape_controls(redact(f"{self.formatMessage(record)} {text}".rstrip()))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        details = [part for part in (record.exc_text, record.stack_info) if part]
+        for detail in details:
+            line += "".join(
+                f"\n    {escape_controls(part)}" for part in redact(detail).splitlines()
+            )
+        return line
 
 
 class RedactingFormatter(logging.Formatter):

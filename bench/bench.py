@@ -38,7 +38,7 @@ from scripts.proxy_server import ProxyServer
 UPSTREAM_LATENCY_SECONDS = 0.020
 # Rate limits with the default mechanism (a token bucket per client and one for everyone, in the
 # shared cache), set so high that wrk never reaches them: their cost, not their effect.
-# The default limits' shape (a client limit, no global one), never refusing wrk's one client.
+# A client request limit (an option: none by default), never refusing wrk's one client.
 NEVER_REACHED_RATES = {"client": {"requests": {"per_minute": 10_000_000, "burst": 1_000_000}}}
 PAGE_SIZE = 50
 ORGS = {"org_bench": 500, "org_sync": 10_000, "org_herd": 2_500, "org_huge": 100_000}

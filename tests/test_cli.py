@@ -158,6 +158,36 @@ def test_invalid_file_exits_1_naming_the_key(config, write_config):
     assert "clients.edge-acme" in result.stderr and "organization id" in result.stderr
 
 
+@pytest.mark.parametrize("example", ["config.json.example", "config.writes.json.example"])
+def test_an_example_not_filled_in_exits_1_naming_its_placeholders(example):
+    path = Path(__file__).resolve().parent.parent / example
+
+    result = run_script("check-config", str(path), env={"AUTH0_MGMT_CLIENT_SECRET": "s3cret-value"})
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith(
+        f"auth0-m2m-proxy: configuration error: config file '{path}': "
+        "clients: 'EDGE_CLIENT_ID_OF_ACME' is the example's placeholder, and so are "
+    )
+    assert "auth0.domain 'your-tenant.eu.auth0.com'" in result.stderr
+    assert "auth0.mgmt_client_secret 'or leave this key out" in result.stderr
+    assert result.stderr.rstrip().endswith("fill in your own values")
+
+
+def test_a_placeholder_left_in_a_config_exits_1_naming_its_key(config, write_config):
+    config["auth0"]["mgmt_client_id"] = "PROXY_MANAGEMENT_CLIENT_ID"
+    path = write_config(config)
+
+    result = run_script("check-config", str(path))
+
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"auth0-m2m-proxy: configuration error: config file '{path}': auth0.mgmt_client_id: "
+        "'PROXY_MANAGEMENT_CLIENT_ID' is the example's placeholder; fill in your own value\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

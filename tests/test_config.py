@@ -14,6 +14,7 @@ from auth0_proxy import create_app
 from auth0_proxy.budget import PLANS, Limit
 from auth0_proxy.config import ConfigError, load_config_file, load_settings
 from scripts.proxy_server import ROOT
+from tests.test_defaults import filled_in
 
 VALID = {
     "clients": {"edge-acme": "org_acme", "edge-reseller": ["org_acme", "org_globex"]},
@@ -50,9 +51,11 @@ def test_proof_of_concept_format_loads():
     assert settings.proxy.page_size == 50
 
 
-def test_example_config_file_is_valid():
-    settings = load_config_file(ROOT / "config.json.example", environ={})
-    assert settings.auth0.domain == "your-tenant.eu.auth0.com"
+def test_example_config_file_is_valid_once_filled_in(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(filled_in((ROOT / "config.json.example").read_text()))
+    settings = load_config_file(path, environ={})
+    assert settings.auth0.domain == "acme-prod.eu.auth0.com"
 
 
 def test_secret_from_environment_replaces_the_file():
@@ -141,6 +144,120 @@ def test_invalid_config_names_the_key(change, message):
     with pytest.raises(ConfigError) as error:
         load_settings(config_with(change), environ={})
     assert message in str(error.value)
+
+
+def test_jwks_cache_seconds_defaults_to_ten_minutes_and_is_bounded():
+    assert load_settings(VALID, environ={}).proxy.jwks_cache_seconds == 600
+    day = load_settings({**VALID, "proxy": {"jwks_cache_seconds": 86400}}, environ={})
+    assert day.proxy.jwks_cache_seconds == 86400
+    for wrong in (0, 86401, 60.5, "600"):
+        with pytest.raises(ConfigError, match=r"^proxy\.jwks_cache_seconds: "):
+            load_settings({**VALID, "proxy": {"jwks_cache_seconds": wrong}}, environ={})
+
+
+def _set(config: dict, where: str, value) -> dict:
+    """The config with ``value`` at the dotted path ``where``."""
+    *parents, last = where.split(".")
+    place = config
+    for key in parents:
+        place = place.setdefault(key, {})
+    place[last] = value
+    return config
+
+
+SECRET_PLACEHOLDER = "or leave this key out and set AUTH0_MGMT_CLIENT_SECRET"
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "named"),
+    [
+        # the examples' tenant, wherever it is named
+        ("auth0.domain", "your-tenant.eu.auth0.com", "auth0.domain: 'your-tenant.eu.auth0.com'"),
+        (
+            "auth0.management_audience",
+            "https://your-tenant.eu.auth0.com/api/v2/",
+            "auth0.management_audience: 'https://your-tenant.eu.auth0.com/api/v2/'",
+        ),
+        (
+            "auth0.issuer",
+            "https://your-tenant.us.auth0.com/",
+            "auth0.issuer: 'https://your-tenant.us.auth0.com/'",
+        ),
+        # the examples' made-up values
+        (
+            "auth0.api_audience",
+            "https://m2m-proxy.your-company.example",
+            "auth0.api_audience: 'https://m2m-proxy.your-company.example'",
+        ),
+        (
+            "auth0.mgmt_client_id",
+            "PROXY_MANAGEMENT_CLIENT_ID",
+            "auth0.mgmt_client_id: 'PROXY_MANAGEMENT_CLIENT_ID'",
+        ),
+        (
+            "auth0.mgmt_client_secret",
+            SECRET_PLACEHOLDER,
+            f"auth0.mgmt_client_secret: {SECRET_PLACEHOLDER!r}",
+        ),
+        ("clients.edge-x", "org_AcmeOrganizationId", "clients.edge-x: 'org_AcmeOrganizationId'"),
+        (
+            "clients.edge-reseller",
+            ["org_acme", "org_SecondCustomerId"],
+            "clients.edge-reseller: 'org_SecondCustomerId'",
+        ),
+        (
+            "writes.edge-acme.roles",
+            ["rol_AcmeViewerRoleId"],
+            "writes.edge-acme.roles: 'rol_AcmeViewerRoleId'",
+        ),
+        (
+            "writes.edge-acme.connections",
+            ["Username-Password-Authentication", "con_DatabaseConnectionId"],
+            "writes.edge-acme.connections: 'con_DatabaseConnectionId'",
+        ),
+        (
+            "writes.edge-acme.invitation_clients",
+            ["CUSTOMER_PORTAL_APPLICATION_ID"],
+            "writes.edge-acme.invitation_clients: 'CUSTOMER_PORTAL_APPLICATION_ID'",
+        ),
+        # the examples' edge client ids, as keys: any of that shape
+        ("clients.EDGE_CLIENT_ID_OF_GLOBEX", "org_globex", "clients: 'EDGE_CLIENT_ID_OF_GLOBEX'"),
+        (
+            "rate_limits.clients.EDGE_CLIENT_ID_OF_ACME",
+            {},
+            "rate_limits.clients: 'EDGE_CLIENT_ID_OF_ACME'",
+        ),
+    ],
+)
+def test_a_placeholder_of_the_examples_is_refused_naming_its_key(where, value, named):
+    """Refused even where the rest is valid, or the environment holds the secret: a config that
+    holds one was copied from an example and not filled in."""
+    config = _set(copy.deepcopy(VALID), where, value)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config, environ={"AUTH0_MGMT_CLIENT_SECRET": "from-the-environment"})
+    assert str(refused.value) == f"{named} is the example's placeholder; fill in your own value"
+
+
+def test_values_like_the_placeholders_are_not_refused():
+    config = _set(copy.deepcopy(VALID), "clients.EDGE-CLIENT-ID-OF-ACME", "org_AcmeOrganization")
+    config["auth0"]["api_audience"] = "https://m2m-proxy.example.com"  # the emulated tenant's
+    assert "EDGE-CLIENT-ID-OF-ACME" in load_settings(config, environ={}).clients
+
+
+def test_gunicorn_refuses_to_start_with_a_placeholder(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text((ROOT / "config.json.example").read_text())
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT,
+        env={"AUTH0_PROXY_CONFIG": str(path), "PORT": "0", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "auth0.domain 'your-tenant.eu.auth0.com'" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_duplicate_client_id_is_refused(tmp_path):

@@ -22,10 +22,11 @@ import jsonschema
 import pytest
 import yaml
 
-from auth0_proxy.config import load_settings
+from auth0_proxy.config import ConfigError, load_settings
 from auth0_proxy.limits import MAX_BODY_BYTES
 from auth0_proxy.request_log import REQUEST_ID
 from auth0_proxy.version import __version__
+from tests.test_defaults import filled_in
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -295,11 +296,13 @@ def test_service_autoscaler_and_budget_select_the_proxy(manifests):
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
-def test_configmaps_config_is_valid_and_shares_redis(manifests):
+def test_configmaps_config_is_valid_once_filled_in_and_shares_redis(manifests):
     data = manifests[("ConfigMap", "auth0-m2m-proxy-config")]["data"]
-    settings = load_settings(
-        json.loads(data["config.json"]), {"AUTH0_MGMT_CLIENT_SECRET": "from-the-secret"}
-    )
+    secret = {"AUTH0_MGMT_CLIENT_SECRET": "from-the-secret"}
+    # Applied as it is, the proxy would refuse to start: its tenant is the examples' placeholder.
+    with pytest.raises(ConfigError, match=re.escape("auth0.domain 'your-tenant.eu.auth0.com'")):
+        load_settings(json.loads(data["config.json"]), secret)
+    settings = load_settings(json.loads(filled_in(data["config.json"])), secret)
     assert settings.proxy.cache_type == "redis"
     assert "mgmt_client_secret" not in json.loads(data["config.json"])["auth0"]
     # The Redis example is the one the ConfigMap names, and only the proxy's pods may reach it.
@@ -350,6 +353,74 @@ def test_dockerfile_installs_the_lock_and_copies_only_the_app():
     assert copied == [["requirements.lock"], ["auth0_proxy/"], ["wsgi.py", "gunicorn.conf.py"]]
     assert ("EXPOSE", "8000 9100") in instructions
     assert ("USER", "10001:10001") in instructions
+
+
+CONSOLE_SCRIPT = "/usr/local/bin/auth0-m2m-proxy"
+
+
+def console_scripts() -> dict[str, str]:
+    """setup.cfg's console scripts: name -> ``module:function``."""
+    section = (ROOT / "setup.cfg").read_text().split("console_scripts =", 1)[1].split("\n\n")[0]
+    return dict(re.findall(r"^\s+(\S+) = (\S+)$", section, re.M))
+
+
+def test_the_image_has_the_console_script_the_readme_names(tmp_path):
+    """What the Dockerfile writes as ``auth0-m2m-proxy`` runs the entry point of setup.cfg, from
+    the app the image copies to its WORKDIR (on PYTHONPATH), in any working directory."""
+    instructions = dockerfile_instructions()
+    [workdir] = [arguments for instruction, arguments in instructions if instruction == "WORKDIR"]
+    env = dict(re.findall(r"(\w+)=(\S+)", " ".join(a for i, a in instructions if i == "ENV")))
+    assert env["PYTHONPATH"] == workdir
+    assert ("COPY", "auth0_proxy/ auth0_proxy/") in instructions  # into the WORKDIR
+    [writes_script] = [a for i, a in instructions if i == "RUN" and CONSOLE_SCRIPT in a]
+    assert console_scripts()["auth0-m2m-proxy"] == "auth0_proxy.cli:main"
+    assert "python -m auth0_proxy.cli" in writes_script  # whose __main__ calls main()
+
+    # The very instruction, with the script written here instead; run as the image would.
+    script = tmp_path / "bin" / "auth0-m2m-proxy"
+    script.parent.mkdir()
+    subprocess.run(["sh", "-c", writes_script.replace(CONSOLE_SCRIPT, str(script))], check=True)
+    path = f"{script.parent}:{Path(sys.executable).parent}:/usr/bin:/bin"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["auth0-m2m-proxy", *args],
+            env={"PATH": path, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)},
+            cwd=elsewhere,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    usage = run("check-config", "--help")
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: auth0-m2m-proxy check-config")
+    refused = run("check-config", str(ROOT / "config.json.example"))
+    assert refused.returncode == 1 and "is the example's placeholder" in refused.stderr
+
+
+def test_the_package_installs_the_console_script(tmp_path):
+    """The project as a distribution (``pip install .``) has the same entry point."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(
+        ROOT / "auth0_proxy", source / "auth0_proxy", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    target = tmp_path / "target"
+    # Offline: no index, and the build backend of this environment (setuptools).
+    offline = ["--no-deps", "--no-index", "--no-build-isolation"]
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", *offline, "--target", target, source],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert installed.returncode == 0, installed.stderr
+    script = (target / "bin" / "auth0-m2m-proxy").read_text()
+    assert "from auth0_proxy.cli import main" in script
 
 
 def dockerignored(path: str, patterns: list[str]) -> bool:

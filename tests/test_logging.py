@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import uuid
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auth0_proxy.logs import SECRET_PATTERN, JsonFormatter, redact
+from auth0_proxy.logs import SECRET_PATTERN, JsonFormatter, formatter, redact
 from tests.support import assert_refused, user_path
 
 MGMT_SECRET = "proxy-mgmt-secret"
@@ -138,3 +140,77 @@ def test_every_log_line_is_valid_json_and_redacted_whatever_the_path(path):
     fields = json.loads(line)
     assert set(fields) == {"time", "level", "logger", "pid", "message", "path"}
     assert "opaque-credential-123" not in line and 'a"b' not in fields["path"]
+
+
+# A line a caller would like the log to hold: LOG_FORMAT=text's shape, an audit line.
+FORGED = "2026-12-04 10:00:00,000 INFO auth0_proxy.audit: forged"
+
+
+class TextLog(logging.Handler):
+    """The proxy's lines as LOG_FORMAT=text writes them: each record and a newline."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(formatter("text"))
+        self.text = ""
+        self.records = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.text += self.format(record) + "\n"
+        self.records += 1
+
+
+def test_a_text_line_is_one_line_whatever_the_caller_puts_in_its_path(make_app, make_token):
+    """A newline in the path ("%0A") is escaped: no caller can forge a line of the text log."""
+    app, log = make_app(), TextLog()
+    logging.getLogger("auth0_proxy").addHandler(log)
+    try:
+        path = f"/users/alice%0A{quote(FORGED)}"
+        answer = app.test_client().get(path, headers={"Authorization": f"Bearer {make_token()}"})
+    finally:
+        logging.getLogger("auth0_proxy").removeHandler(log)
+    assert answer.status_code == 404
+    lines = log.text.splitlines()
+    assert len(lines) == log.records
+    assert not [line for line in lines if line.startswith(FORGED)]
+    [line] = [line for line in lines if "forged" in line]
+    assert " WARNING auth0_proxy.request: request " in line
+    assert f"path=/users/alice\\n{FORGED}" in line
+
+
+@pytest.mark.parametrize(
+    "separator",
+    ["\n", "\r", "\r\n", "\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\x1b[2J", "\x00"],
+)
+def test_a_text_line_escapes_every_line_break_and_control_character(separator):
+    record = logging.LogRecord(
+        "auth0_proxy.request", logging.WARNING, "", 0, f"request{separator}{FORGED}", (), None
+    )
+    record.fields = {"path": f"/users/x{separator}{FORGED}", "status": 404}
+    line = formatter("text").format(record)
+    assert line.isprintable() and len(line.splitlines()) == 1
+    escaped = repr(separator)[1:-1]  # as Python writes it in a string: "\\n", "\\u2028"
+    assert line.count(f"{escaped}{FORGED}") == 2  # in the message and in the path
+    assert line.endswith(f"path=/users/x{escaped}{FORGED} status=404")
+
+
+def test_a_text_line_is_redacted_before_it_is_escaped():
+    jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    record = logging.LogRecord("auth0_proxy.request", logging.WARNING, "", 0, "request", (), None)
+    record.fields = {"path": f"/users/Bearer\nopaque-credential-123/{jwt}"}
+    line = formatter("text").format(record)
+    assert "opaque-credential-123" not in line and "c2lnbmF0dXJl" not in line
+    assert line.endswith("path=/users/[redacted]")  # the credential, from its line break on
+
+
+def test_a_tracebacks_lines_are_indented_under_its_record():
+    try:
+        raise ValueError(f"no such user: x\n{FORGED}")
+    except ValueError:
+        record = logging.LogRecord(
+            "auth0_proxy", logging.ERROR, "", 0, "failed\nagain", (), sys.exc_info()
+        )
+    first, *rest = formatter("text").format(record).split("\n")
+    assert first.endswith("ERROR auth0_proxy: failed\\nagain")
+    assert rest and all(line.startswith("    ") for line in rest)
+    assert f"    {FORGED}" in rest

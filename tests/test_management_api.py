@@ -443,9 +443,3 @@ def test_a_refused_write_is_an_audit_line_too(make_writer, make_token, app_log, 
         "/api/v2/users/auth0%7Cdave-acme/organizations?page=0&per_page=100&include_totals=true"
     ], "only the membership check"
     assert "taken@evil.example" not in json.dumps(audit)
-
-
-def test_the_example_config_grants_writes_of_the_table():
-    example = json.loads((Path(__file__).parent.parent / "config.json.example").read_text())
-    grant = load_configuration(example).writes["EDGE_CLIENT_ID_OF_ACME"]
-    assert grant.permissions <= WRITE_PERMISSIONS

@@ -16,7 +16,6 @@ import requests
 from auth0_proxy.buckets import Bucket
 from auth0_proxy.budget import Limit
 from auth0_proxy.config import (
-    CLIENT_REQUESTS,
     CLIENT_UPSTREAM,
     ClientLimits,
     ConfigError,
@@ -252,7 +251,7 @@ def test_defaults_protect_the_tenants_budget(tenant_server):
     config = proxy_config_for(tenant_server)
     del config["rate_limits"]
     settings = load_settings(config)
-    assert settings.rate_limits.client.requests == CLIENT_REQUESTS
+    assert settings.rate_limits.client.requests is None  # warm answers cost the tenant nothing
     assert settings.rate_limits.client.upstream == CLIENT_UPSTREAM
     assert settings.rate_limits.total is None  # the budget holds the fleet; no cap on capacity
     # A client alone can spend at most a small share of the default budget's users group.
