@@ -157,7 +157,12 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         on_call=request_log.count_upstream_call,
         before_request=policy.charge_upstream_call,
     )
-    keys = KeyStore(upstream, shared_cache, refetch_interval=proxy.jwks_refetch_interval_seconds)
+    keys = KeyStore(
+        upstream,
+        shared_cache,
+        cache_seconds=proxy.jwks_cache_seconds,
+        refetch_interval=proxy.jwks_refetch_interval_seconds,
+    )
     management = ManagementClient(upstream, shared_cache, settings.auth0, page_size=proxy.page_size)
     app.extensions["keys"] = keys
     app.extensions["management"] = management

@@ -167,14 +167,21 @@ class SharedCache:
         return self.entry(key, create, refresh_ahead=refresh_ahead).value
 
     def entry(
-        self, key: str, create: Create, *, refresh_ahead: bool = False, stale_seconds: float = 0
+        self,
+        key: str,
+        create: Create,
+        *,
+        refresh_ahead: bool = False,
+        stale_seconds: float = 0,
+        paid_by_reader: bool = True,
     ) -> Entry:
         """The cached entry, or one caller creates it while the others wait for it.
 
         ``create``'s exception reaches the caller that ran it, and a 5xx is remembered for
         ``failure_seconds``. A stale entry (up to ``stale_seconds`` past its freshness) is
         served while one background thread fetches its successor; with ``refresh_ahead``, so is
-        a fresh one past its ``refresh_at``.
+        a fresh one past its ``refresh_at``. The reader whose read starts it pays for it
+        (``may_refresh``), unless ``paid_by_reader`` is off (the proxy's own token and keys).
 
         :raise UpstreamUnavailable: a fetch of this key failed moments ago (503).
         """
@@ -183,7 +190,9 @@ class SharedCache:
         if entry is None or not entry.usable(now, stale_seconds):
             return self._create_once(key, create, stale_seconds)
         if now >= entry.fresh_until or (refresh_ahead and now >= entry.refresh_at):
-            self._refresh_in_background(key, entry, create, stale_seconds=stale_seconds)
+            self._refresh_in_background(
+                key, entry, create, stale_seconds=stale_seconds, paid_by_reader=paid_by_reader
+            )
         return entry
 
     def replace(self, key: str, create: Create, *, stale_seconds: float = 0) -> Entry:
@@ -388,6 +397,7 @@ class SharedCache:
         *,
         stale_seconds: float = 0,
         written: Callable[[], None] = lambda: None,
+        paid_by_reader: bool = True,
     ) -> None:
         """Store a successor to ``current`` from ``create`` (then run ``written``), in a thread
         nobody waits for, as the budget's refresh of a stale answer (the staler, the more
@@ -405,7 +415,7 @@ class SharedCache:
         if not self.store.add(marker, 1, max(lifetime, self.lock_seconds)):
             self._refresh_slots.release()
             return  # another thread, worker or host is on it
-        if not self.may_refresh():
+        if paid_by_reader and not self.may_refresh():
             self.store.delete(marker)  # another reader may start it
             self._refresh_slots.release()
             return

@@ -17,9 +17,10 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Ready: config loaded, signing keys and a management token at hand (cached when possible).
+    """Ready: config loaded, signing keys and a management token at hand, from the cache if
+    there, even stale: through an Auth0 outage the proxy still serves requests with them.
 
-    :raise 503: either cannot be obtained from Auth0.
+    :raise 503: either is neither cached nor to be had from Auth0.
     """
     current_app.extensions["keys"].key_set()
     current_app.extensions["management"].token()

@@ -2,7 +2,8 @@
 
 Auth0: cache the JWKS; when a token names an unknown ``kid`` fetch it again, but not more often
 than the refetch interval, so a flood of made-up kids cannot burn the tenant's rate limit
-(auth0.com/docs/secure/tokens/json-web-tokens/json-web-key-sets).
+(auth0.com/docs/secure/tokens/json-web-tokens/json-web-key-sets). Through an Auth0 outage the
+last keys fetched serve on, stale, while they are fetched again in the background.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from .upstream import Upstream
 log = logging.getLogger(__name__)
 
 JWKS_PATH = "/.well-known/jwks.json"
-JWKS_TTL_SECONDS = 600
+# How long past its cache time the last JWKS fetched still verifies tokens, should Auth0 not
+# answer (stale-if-error, RFC 5861): a day. While Auth0 is unreachable the proxy cannot learn
+# of a withdrawn key anyway, and refusing every token would make an outage of Auth0's JWKS
+# endpoint an outage of the proxy; after a day it no longer vouches for keys it cannot check.
+JWKS_MAX_STALE_SECONDS = 86400
 CACHE_KEY = "jwks"
 REFETCHED = "jwks:refetched"
 
@@ -28,9 +33,12 @@ REFETCHED = "jwks:refetched"
 class KeyStore:
     """Finds the public key for a token's ``kid`` among the tenant's published RSA keys."""
 
-    def __init__(self, upstream: Upstream, cache: SharedCache, *, refetch_interval: int):
+    def __init__(
+        self, upstream: Upstream, cache: SharedCache, *, cache_seconds: int, refetch_interval: int
+    ):
         self.upstream = upstream
         self.cache = cache
+        self.cache_seconds = cache_seconds
         self.refetch_interval = refetch_interval
         self._parsed: tuple[dict, KeySet] = ({}, KeySet([]))
 
@@ -47,7 +55,20 @@ class KeyStore:
         return keys.get_by_kid(kid)
 
     def key_set(self) -> KeySet:
-        return self._parse(self.cache.get_or_create(CACHE_KEY, self._fetch, refresh_ahead=True))
+        """The cached keys, refreshed in the background ahead of their cache time; past it, and
+        should Auth0 fail, served stale for up to ``JWKS_MAX_STALE_SECONDS`` while a refresh is
+        tried again, at most once per failure cooldown.
+
+        :raise UpstreamUnavailable: no keys are cached and the JWKS cannot be fetched (503).
+        """
+        entry = self.cache.entry(
+            CACHE_KEY,
+            self._fetch,
+            refresh_ahead=True,
+            stale_seconds=JWKS_MAX_STALE_SECONDS,
+            paid_by_reader=False,  # the proxy's cost, not a client's
+        )
+        return self._parse(entry.value)
 
     def _newest_key_set(self) -> KeySet:
         """The keys just refetched, by this worker or another: from the shared cache, not this
@@ -76,9 +97,14 @@ class KeyStore:
         self.cache.get_or_create(REFETCHED, self._fetch_and_store)
 
     def _fetch_and_store(self) -> tuple[int, int]:
-        """Store the fresh JWKS; the marker it returns spends this refetch interval."""
+        """Store the fresh JWKS; the marker it returns spends this refetch interval.
+
+        Fetched before ``replace``, which would answer a failure with the stale keys: those
+        lack the new kid, and must not spend the interval (the failure is a 503 instead).
+        """
         log.info("unknown key id; fetching the JWKS again")
-        self.cache.replace(CACHE_KEY, self._fetch)
+        fetched = self._fetch()
+        self.cache.replace(CACHE_KEY, lambda: fetched, stale_seconds=JWKS_MAX_STALE_SECONDS)
         return 1, self.refetch_interval
 
     @metrics.fetch_of("jwks")
@@ -96,7 +122,7 @@ class KeyStore:
             raise UpstreamUnavailable(
                 "The proxy cannot read the tenant's signing keys.", reason="JWKS is malformed"
             ) from None
-        return jwks, JWKS_TTL_SECONDS
+        return jwks, self.cache_seconds
 
 
 def _is_rs256_key(key: object) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -17,7 +18,7 @@ from marshmallow import ValidationError
 
 from . import metrics
 from .budget import Prepaid
-from .cache import SharedCache
+from .cache import Entry, SharedCache
 from .config import Auth0Settings
 from .errors import (
     Relayed,
@@ -33,8 +34,12 @@ from .upstream import Upstream, retry_after_seconds
 log = logging.getLogger(__name__)
 
 TOKEN_CACHE_KEY = "management-token:{client_id}"  # noqa: S105 - a cache key
-# Renew this long before expiry, so a token is never used in its last minutes.
+# Renew this long before expiry, so a token is not used in its last minutes while Auth0 answers;
+# while it fails, the token serves on through them, until it expires.
 TOKEN_RENEWAL_MARGIN_SECONDS = 300
+# A token may expire up to this long before its ``expires_in`` says: Auth0's ``iat`` is whole
+# seconds, so it may fall before the request for the token was sent.
+EXPIRY_ROUNDING_SECONDS = 1
 # Auth0's refusals of a caller's own request, passed on as they are.
 RELAYED_STATUSES = (400, 404, 409)
 USER_ORGANIZATIONS_PAGE = 100  # the endpoint's maximum per_page (Management API spec)
@@ -203,9 +208,26 @@ class ManagementClient:
     def token(self) -> str:
         """The proxy's management token, from the cache or fetched once for all workers.
 
-        :raise UpstreamUnavailable: the token endpoint failed (503).
+        Renewed in the background ahead of its renewal time; past it (Auth0 failing), it serves
+        on while renewal is retried, but never past its own expiry.
+
+        :raise UpstreamUnavailable: the token endpoint failed, and no unexpired token is cached
+            (503).
         """
-        return self.cache.get_or_create(self.token_cache_key, self._fetch_token, refresh_ahead=True)
+        entry = self._cached_token()
+        if time.time() < _token_expiry(entry):
+            return entry.value
+        self.cache.discard(self.token_cache_key, entry.value)  # expired: fetch, or fail, anew
+        return self._cached_token().value
+
+    def _cached_token(self) -> Entry:
+        return self.cache.entry(
+            self.token_cache_key,
+            self._fetch_token,
+            refresh_ahead=True,
+            stale_seconds=TOKEN_RENEWAL_MARGIN_SECONDS,
+            paid_by_reader=False,  # the proxy's cost, not a client's
+        )
 
     def _send(self, method: str, path: str, token: str, **kwargs) -> requests.Response:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -236,8 +258,17 @@ class ManagementClient:
                 reason="token endpoint answered without access_token or expires_in",
             )
         log.info("fetched a management token valid for %s s", lifetime)
-        ttl = max(lifetime - TOKEN_RENEWAL_MARGIN_SECONDS, lifetime // 2, 1)
+        # Renewed the margin before expiry, or halfway for a token living less than twice it.
+        ttl = max(lifetime - TOKEN_RENEWAL_MARGIN_SECONDS, lifetime // 2)
         return grant["access_token"], ttl
+
+
+def _token_expiry(entry: Entry) -> float:
+    """When a cached management token expires, told by its cache time (``_fetch_token``): as
+    long again as its renewal margin (for a short-lived token, as its cache time), less a second
+    since Auth0's ``iat`` is in whole seconds, and counted from when the fetch began."""
+    ttl = entry.fresh_until - entry.stored_at
+    return entry.fresh_until + min(TOKEN_RENEWAL_MARGIN_SECONDS, ttl) - EXPIRY_ROUNDING_SECONDS
 
 
 def api_path(template: str, **params: str) -> str:
