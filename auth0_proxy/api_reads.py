@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-import orjson
 from flask import Response, current_app, jsonify
 
 from .api_query import checkpoint_page, offset_page, search_terms, selected
 from .directory import Answer, Directory, Freshness
 from .errors import UserNotFound
+from .json_codec import loads
 from .management import api_path
 from .paging import MEMBER_FIELDS, InvalidQuery
 from .users import described
@@ -43,14 +43,14 @@ def members(call: Call) -> Response:
     query = call.query
     if "roles" in (query.get("fields") or "").split(",") and query.get("include_fields", True):
         return relayed(call)
-    everyone, freshness = _all_members(call)
+    everyone, listing = _all_members(call)
     if query.uses_checkpoint():
         page = checkpoint_page(everyone, query)
         page["members"] = [selected(member, query, MEMBER_FIELDS) for member in page["members"]]
     else:
         shown = lambda window: [selected(m, query, MEMBER_FIELDS) for m in window]  # noqa: E731
         page = offset_page("members", everyone, query, shown=shown)
-    return _answer(page, freshness)
+    return _answer(page, listing.freshness)
 
 
 def user(call: Call) -> Response:
@@ -58,14 +58,14 @@ def user(call: Call) -> Response:
     answer = directory().member_profile(
         call.caller.org_id, call.params["id"], membership=call.membership
     )
-    return _answer(selected(orjson.loads(answer.body), call.query), answer.freshness)
+    return _answer(selected(loads(answer.body), call.query), answer.freshness)
 
 
 def user_organizations(call: Call) -> Response:
     """A member's organizations, as far as the caller may know: its own, never the others."""
     org_id = call.caller.org_id
     answer = directory().organization_read(org_id, api_path(ORGANIZATION, id=org_id), {})
-    own = [orjson.loads(answer.body)]
+    own = [loads(answer.body)]
     return _answer(offset_page("organizations", own, call.query), answer.freshness)
 
 
@@ -75,15 +75,16 @@ def users(call: Call) -> Response:
     search runs over this organization's member list."""
     query = call.query
     emails, user_ids = search_terms(query.get("q")) if query.get("q") else (None, None)
-    everyone, freshness = _all_members(call)
+    everyone, listing = _all_members(call)
     if emails is not None:
         everyone = [
             m
             for m in everyone
             if m["user_id"] in user_ids or str(m.get("email", "")).lower() in emails
         ]
-    shown = lambda window: [selected(p, query) for p in _profiles(call, window)]  # noqa: E731
-    return _answer(offset_page("users", everyone, query, shown=shown, length=True), freshness)
+    shown = lambda window: [selected(p, query) for p in _profiles(call, window, listing)]  # noqa: E731
+    page = offset_page("users", everyone, query, shown=shown, length=True)
+    return _answer(page, listing.freshness)
 
 
 def users_by_email(call: Call) -> Response:
@@ -92,32 +93,36 @@ def users_by_email(call: Call) -> Response:
     email = call.query.get("email")
     if not email:
         raise InvalidQuery("Query validation error: 'Missing required property: email'.")
-    everyone, freshness = _all_members(call)
+    everyone, listing = _all_members(call)
     found = [member for member in everyone if member.get("email") == email]
-    return _answer([selected(p, call.query) for p in _profiles(call, found)], freshness)
+    profiles = [selected(p, call.query) for p in _profiles(call, found, listing)]
+    return _answer(profiles, listing.freshness)
 
 
-def _all_members(call: Call) -> tuple[list[dict], Freshness]:
-    """The caller's organization's members (cached, or read from Auth0 now) and how fresh."""
+def _all_members(call: Call) -> tuple[list[dict], Answer]:
+    """The caller's organization's members (cached, or read from Auth0 now), and the listing
+    they come from (read: only its freshness and generation are left)."""
     listing = directory().member_list(call.caller.org_id)
-    return [m for page in listing.body for m in orjson.loads(f"[{page}]")], listing.freshness
+    return [m for page in listing.body for m in loads(f"[{page}]")], listing
 
 
 def _answer(body: object, freshness: Freshness) -> Response:
     return described(jsonify(body), Answer(None, freshness))
 
 
-def _profiles(call: Call, members: list[dict]) -> list[dict]:
+def _profiles(call: Call, members: list[dict], listing: Answer) -> list[dict]:
     """The full profiles of these members, in their order: the cached ones for a few, else one
-    users search for the page (Auth0's own GET /users answers from that search too)."""
+    users search for the page, cached with the list (Auth0's own GET /users answers from that
+    search too)."""
     if len(members) > FEW_PROFILES:
-        return directory().search_profiles([member["user_id"] for member in members])
+        user_ids = [member["user_id"] for member in members]
+        return directory().profiles(call.caller.org_id, user_ids, listing=listing.listing)
     profiles = []
     for member in members:
         # One deleted since the list was read is left out, as the search would.
         with contextlib.suppress(UserNotFound):
             profile = directory().listed_profile(call.caller.org_id, member["user_id"])
-            profiles.append(orjson.loads(profile))
+            profiles.append(loads(profile))
     return profiles
 
 

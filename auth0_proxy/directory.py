@@ -6,9 +6,11 @@ refresh waits for the budget or Auth0 fails, and fetched once for every caller w
 meanwhile. Each answer says how fresh it is. Keys name exactly what they hold (an organization's
 member list, a user's organizations, a user's profile), and a profile is only ever returned
 after the membership check for the caller's organization, so no cached answer reaches another
-organization's caller. Member lists are kept as JSON text, page by page, and profiles as JSON,
-so serving a cached answer costs no encoding (and a list little memory). Each complete member
-list read from Auth0 also feeds the organization's change feed.
+organization's caller. Every key also names the organization it was read for: nothing an
+organization is answered (a hit or a miss, its ``Age``, its cost) depends on what another
+organization read, even of a user both share. Member lists are kept as JSON text, page by page,
+and profiles as JSON, so serving a cached answer costs no encoding (and a list little memory).
+Each complete member list read from Auth0 also feeds the organization's change feed.
 """
 
 from __future__ import annotations
@@ -23,12 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import orjson
-
 from .cache import Entry, Fetch, SharedCache
 from .changes import Change, ChangeFeed, encode_cursor
 from .errors import UpstreamUnavailable, UserNotFound
-from .json_codec import dumps, json_fragment
+from .json_codec import dumps, json_fragment, loads
 from .management import ManagementClient
 from .paging import CheckpointPaging, OffsetPaging, needs_profiles
 from .schemas import public_profile
@@ -68,6 +68,7 @@ class Answer:
     body: Any
     freshness: Freshness
     etag: str | None = None
+    listing: str | None = None  # the stored member list it comes from (its generation), if any
 
 
 class Directory:
@@ -113,7 +114,7 @@ class Directory:
         :raise UserNotFound: the user does not exist, or is not a member (404).
         """
         organizations = lambda: self.management.user_organization_ids(user_id)  # noqa: E731
-        key = f"user-orgs:{_key_part(user_id)}{self._generation(org_id)}"
+        key = f"user-orgs:{org_id}:{_key_part(user_id)}{self._generation(org_id)}"
         return _member_of(org_id, self._cached(key, organizations, fresh))
 
     def confirm_member(self, org_id: str, user_id: str) -> Entry:
@@ -167,7 +168,8 @@ class Directory:
         )
         if entry is None:
             return Answer(pages, FETCHED_NOW)
-        return Answer(pages, Freshness.of(entry), _entity_tag(entry.value.digest))
+        digest = _entity_tag(entry.value.digest)
+        return Answer(pages, Freshness.of(entry), digest, entry.value.generation)
 
     def member_profiles(
         self, org_id: str, fields: tuple[str, ...], *, fresh: bool = False
@@ -176,18 +178,38 @@ class Directory:
 
         Member fields come from the member list itself. Other profile fields need profiles: each
         page of the member list becomes one users search for its members (a page of 50 keeps the
-        query's URL to a few kilobytes; the search answers up to 100 per call). The search is
-        eventually consistent: a member added moments ago may be missing here for a while.
+        query's URL to a few kilobytes; the search answers up to 100 per call), cached with the
+        list (see ``profiles``).
         """
         listing = self.member_list(org_id, fresh=fresh)
-        return Answer(self._with_profiles(listing.body, fields), listing.freshness)
+        pages = self._with_profiles(org_id, listing, fields)
+        return Answer(pages, listing.freshness, listing=listing.listing)
 
-    def search_profiles(self, user_ids: list[str]) -> list[dict]:
-        """The profiles of these users (at most 100), found by one users search, in their
-        order, without identity-provider tokens; one the search does not find yet (it is
-        eventually consistent) is left out."""
-        found = {u["user_id"]: u for u in self.management.search_users(user_ids, fields=None)}
-        return [public_profile(found[user_id]) for user_id in user_ids if user_id in found]
+    def profiles(
+        self,
+        org_id: str,
+        user_ids: list[str],
+        fields: tuple[str, ...] | None = None,
+        *,
+        listing: str | None = None,
+    ) -> list[dict]:
+        """The profiles (just ``fields``, or whole) of these members of the organization (at
+        most 100), in their order, without identity-provider tokens, found by one users search.
+        One the search does not find yet (it is eventually consistent) is left out.
+
+        Cached for as long as the stored member list ``listing`` named them: asked again, the
+        same page costs no call until the list is read anew (a list fetched for this request,
+        None, is searched again).
+        """
+
+        def search() -> bytes:
+            found = {u["user_id"]: u for u in self.management.search_users(user_ids, fields)}
+            return dumps([public_profile(found[u]) for u in user_ids if u in found])
+
+        if listing is None or not self.ttl:
+            return loads(search())
+        key = f"profiles:{org_id}:{listing}:{_key_part(repr((user_ids, fields)))}"
+        return loads(self._cached(key, search, fresh=False).value)
 
     def member_changes(self, org_id: str, since: str | None) -> Answer:
         """The members added, removed and updated since the cursor ``since`` (none: just the
@@ -227,20 +249,22 @@ class Directory:
 
         return Fetch(pages(), functools.partial(self.changes.record, org_id, observation))
 
-    def _with_profiles(self, pages: Iterator[str], fields: tuple[str, ...]) -> Iterator[list]:
+    def _with_profiles(
+        self, org_id: str, listing: Answer, fields: tuple[str, ...]
+    ) -> Iterator[list]:
         profiles_needed = needs_profiles(fields)
-        for fragment in pages:
-            members = orjson.loads(f"[{fragment}]")
+        for fragment in listing.body:
+            members = loads(f"[{fragment}]")
             if members and profiles_needed:
                 user_ids = [member["user_id"] for member in members]
-                members = list(map(public_profile, self.management.search_users(user_ids, fields)))
+                members = self.profiles(org_id, user_ids, fields, listing=listing.listing)
             yield members
 
     def _profile(self, org_id: str, user_id: str, fresh: bool) -> Entry:
         # Stripped before it is cached, so identity-provider tokens are never stored either;
         # kept as JSON, so a cached profile costs no encoding.
         profile_json = lambda: dumps(public_profile(self.management.get_user(user_id)))  # noqa: E731
-        key = f"profile-json:{_key_part(user_id)}{self._generation(org_id)}"
+        key = f"profile-json:{org_id}:{_key_part(user_id)}{self._generation(org_id)}"
         return self._cached(key, profile_json, fresh)
 
     def _cached(self, key: str, fetch: Callable[[], Any], fresh: bool) -> Entry:

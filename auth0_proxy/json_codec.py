@@ -27,6 +27,19 @@ def dumps(value: Any) -> bytes:
         return json.dumps(_finite(value), default=str, separators=(",", ":")).encode()
 
 
+def loads(data: str | bytes) -> Any:
+    """Parse JSON, whatever :func:`dumps` wrote: orjson refuses the escaped lone surrogates the
+    standard library writes (a name Auth0 cut mid-emoji), so such text is parsed by the
+    standard library, which keeps them as they were."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as refused:
+        try:
+            return json.loads(data)
+        except RecursionError:  # nested past orjson's limit: refused, as orjson refused it
+            raise refused from None
+
+
 def json_fragment(items: list) -> str:
     """Items as JSON joined by commas: a slice of an array, to be streamed page by page."""
     return dumps(items)[1:-1].decode()
@@ -58,7 +71,7 @@ class FastJSONProvider(JSONProvider):
         return dumps(obj).decode()
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        return orjson.loads(s)
+        return loads(s)
 
     def response(self, *args: Any, **kwargs: Any):
         body = dumps(self._prepare_response_obj(args, kwargs))

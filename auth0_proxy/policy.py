@@ -5,10 +5,12 @@ mechanism, so they hold across workers and hosts):
 
 - its requests, and all clients' requests together (``rate_limits.client.requests`` and
   ``rate_limits.global``), taken once a request's token names its client;
-- its requests that reach Auth0 (``rate_limits.client.upstream``): a cold read, an unknown id,
-  a ``no-cache`` read, a read that starts a refresh in the background pays once, at its first
-  upstream call (or the refresh's start), so no client can spend the tenant's budget however
-  it asks;
+- its calls to Auth0's Management API (``rate_limits.client.upstream``): each call made for its
+  request costs one (a cold read, an unknown id, each page of a list, each users search), and
+  a read that starts a refresh in the background pays one for it, so no client can spend more
+  of the tenant's budget than its allowance, however it asks. A request's first call must fit
+  (else 429, nothing sent); its further calls (the pages of a list under way) wait for the
+  allowance to refill rather than cut off an answer already begun;
 - its ``Cache-Control: no-cache`` reads: one per ``proxy.fresh_read_interval_seconds``, and
   only while its upstream allowance has one too (else the cache answers);
 - the writes it may make through /api/v2 (the ``writes`` block of the config; none by default).
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from flask import Flask, Response, current_app, g, has_app_context
 
 from .buckets import Bucket
-from .budget import Limit, Rank, current_errand
+from .budget import PAGE_WAIT_SECONDS, Limit, Rank, current_errand
 from .config import RateLimits, WriteGrant
 from .errors import OperationNotAllowed, TooManyRequests
 from .store import Store
@@ -38,6 +40,9 @@ NO_WRITES = WriteGrant()
 # drops those it has not spent after LEASE_SECONDS (see ClientPolicy.admit).
 LEASE_CALLS = 16
 LEASE_SECONDS = 1.0
+# How long a call of a request under way may wait for the client's upstream allowance before
+# the answer is cut off (as long as a page of a listing waits for the budget).
+UNDER_WAY_WAIT_SECONDS = PAGE_WAIT_SECONDS
 
 
 class ClientRateLimited(TooManyRequests):
@@ -141,14 +146,24 @@ class ClientPolicy:
             self._leases[client_id] = Lease(calls - 1, level, time.monotonic() + LEASE_SECONDS)
         return own.quota(level + calls - 1, time.time())
 
-    def charge_upstream(self, client_id: str) -> Quota | None:
-        """Take one of the client's requests that reach Auth0.
+    def charge_upstream(self, client_id: str, *, under_way: bool = False) -> Quota | None:
+        """Take one of the client's calls to Auth0; one of a request ``under_way`` (it made or
+        paid one already) waits for the allowance to refill, up to ``UNDER_WAY_WAIT_SECONDS``.
 
         :raise ClientRateLimited: its upstream allowance is spent (429, with Retry-After).
         """
         upstream = self._upstream(client_id)
-        level = self._take(upstream)
-        return None if level is None else upstream.quota(level, time.time())
+        deadline = time.monotonic() + (UNDER_WAY_WAIT_SECONDS if under_way else 0)
+        while True:
+            try:
+                level = self._take(upstream)
+            except ClientRateLimited as refused:
+                wait = int(refused.headers["Retry-After"])
+                if time.monotonic() + wait > deadline:
+                    raise
+                time.sleep(1 / upstream.bucket().rate)  # the time one call takes to refill
+                continue
+            return None if level is None else upstream.quota(level, time.time())
 
     def take_fresh_read(self, client_id: str) -> bool:
         """Whether this client's ``no-cache`` is honoured now: once per interval, and only
@@ -251,17 +266,42 @@ def admit_request(client_id: str) -> None:
 
 def may_read_fresh(client_id: str) -> bool:
     """Whether the request's ``no-cache`` is honoured (see ``ClientPolicy.take_fresh_read``);
-    a request so honoured has paid its upstream call."""
+    a request so honoured has paid its first upstream call."""
     if not policy().take_fresh_read(client_id):
         return False
+    g.upstream_credit = 1
     g.upstream_paid = True
     return True
 
 
-def charge_upstream_call() -> None:
-    """Told before each upstream request: the first of a client's request pays from its
-    upstream allowance (background refreshes, and the checks before the token names a
-    client, pay nothing).
+def charge_upstream_call(group: str, *, ahead: bool = False) -> None:
+    """Told before each upstream call: a client's request pays one call of its upstream
+    allowance for each call to the Management API (``ahead``: for a listing's first page,
+    before the listing prepays the budget; the page itself then costs nothing more). Auth0's
+    authentication endpoints (the proxy's own token, the signing keys) are the proxy's cost;
+    refreshes in the background, and the checks before the token names a client, pay nothing.
+
+    :raise ClientRateLimited: the allowance is spent (429).
+    """
+    if group == "authentication":
+        return
+    _charge(under_way_waits=True, ahead=ahead)
+
+
+def pay_for_refresh() -> bool:
+    """Whether the refresh in the background that this request's read starts may go: it pays
+    one call from the client's upstream allowance, never waiting for it, so re-reading stale
+    answers cannot reach Auth0 more often than cold reads could."""
+    try:
+        _charge(under_way_waits=False)
+    except ClientRateLimited:
+        return False
+    return True
+
+
+def _charge(*, under_way_waits: bool, ahead: bool = False) -> None:
+    """One call of the request's client, from a credit it paid ahead, else from its upstream
+    allowance: its first call must fit, its further ones may wait (``under_way_waits``).
 
     :raise ClientRateLimited: the allowance is spent (429).
     """
@@ -269,23 +309,18 @@ def charge_upstream_call() -> None:
         return
     state = g._get_current_object()
     client_id = state.get("client_id")
-    if client_id is None or state.get("upstream_paid"):
+    if client_id is None:
         return
-    quota = policy().charge_upstream(client_id)  # raises before anything is marked paid
+    credit = state.get("upstream_credit", 0)
+    if credit > 0:  # paid already (a page paid ahead uses it when it is sent)
+        state.upstream_credit = credit if ahead else credit - 1
+        return
+    under_way = under_way_waits and state.get("upstream_paid", False)
+    quota = policy().charge_upstream(client_id, under_way=under_way)  # raises before it is paid
     state.upstream_paid = True
+    state.upstream_credit = 1 if ahead else 0
     if quota is not None and quota.remaining < getattr(state.get("rate_quota"), "remaining", 1e9):
         state.rate_quota = quota  # the headers tell the tighter of the two
-
-
-def pay_for_refresh() -> bool:
-    """Whether the refresh in the background that this request's read starts may go: it pays
-    from the client's upstream allowance as a call of the request's own would, so re-reading
-    stale answers cannot reach Auth0 more often than cold reads could."""
-    try:
-        charge_upstream_call()
-    except ClientRateLimited:
-        return False
-    return True
 
 
 def _quota_headers(response: Response) -> Response:

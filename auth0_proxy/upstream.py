@@ -42,8 +42,9 @@ class Upstream:
     """A pooled ``requests.Session`` to ``base_url``; one per worker process.
 
     ``on_call`` is told of each call, so the request log can count upstream calls without
-    this module knowing about Flask; ``before_request`` of each request (and listing) before
-    its budget is spent, and may refuse it by raising (a client's upstream allowance).
+    this module knowing about Flask; ``before_request`` of each request before its budget is
+    spent, with its endpoint group (and of a listing's first page before the listing prepays
+    its pages, ``ahead=True``), and may refuse it by raising (a client's upstream allowance).
     """
 
     def __init__(
@@ -56,14 +57,14 @@ class Upstream:
         retry_budget: float,
         pool_size: int = 16,
         on_call: Callable[[], None] | None = None,
-        before_request: Callable[[], None] | None = None,
+        before_request: Callable[..., None] | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.governor = governor
         self.timeout = (connect_timeout, read_timeout)
         self.retry_budget = retry_budget
         self.on_call = on_call or (lambda: None)
-        self.before_request = before_request or (lambda: None)
+        self.before_request = before_request or (lambda group, ahead=False: None)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
@@ -92,8 +93,8 @@ class Upstream:
         :raise UpstreamTimeout: connect or read timeout (504); not retried, it used the time.
         :raise UpstreamFailed: the connection failed on every attempt (502).
         """
-        self.before_request()
         group = endpoint_group(path)
+        self.before_request(group)
         deadline = time.monotonic() + self.retry_budget
         for attempt in range(MAX_ATTEMPTS):
             self._spend(group, prepaid, deadline)
@@ -131,8 +132,9 @@ class Upstream:
 
         :raise BudgetExhausted: the budget cannot afford them now (429).
         """
-        self.before_request()
-        return self.governor.prepay(endpoint_group(path), calls, wait=self.retry_budget)
+        group = endpoint_group(path)
+        self.before_request(group, ahead=True)
+        return self.governor.prepay(group, calls, wait=self.retry_budget)
 
     def _spend(self, group: str, prepaid: Prepaid | None, deadline: float) -> None:
         """Pay for one attempt: from what the listing prepaid, else from the budget (a page

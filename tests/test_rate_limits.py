@@ -24,7 +24,7 @@ from auth0_proxy.config import (
 )
 from auth0_proxy.policy import ClientPolicy
 from tests.conftest import REDIS_URL
-from tests.support import proxy_config_for
+from tests.support import MEMBERS, proxy_config_for
 
 SLOW = 0.001  # per minute: a bucket that refills nothing within a test
 
@@ -112,15 +112,15 @@ def test_unknown_ids_spend_the_upstream_allowance_while_cached_reads_go_on(
 ):
     """A client asking for ids that are not cached costs an upstream call each: it may make
     ``upstream`` of them, and its cached reads are still answered."""
-    proxy = make_app(cache_ttl_seconds=60, rate_limits=limits(upstream_burst=3))
+    proxy = make_app(cache_ttl_seconds=60, rate_limits=limits(upstream_burst=4))
     token = make_token()
     member = f"/users/{quote(sorted(tenant.member_ids('org_acme'))[0])}"
-    assert call("/users", token, via=proxy).status_code == 200  # cold: pays one
-    assert call(member, token, via=proxy).status_code == 200  # cold: pays one
+    assert call("/users", token, via=proxy).status_code == 200  # cold: one page
+    assert call(member, token, via=proxy).status_code == 200  # cold: organizations, profile
     tenant.reset_counts()
     unknown = [call(f"/users/{quote(f'auth0|nobody-{n}')}", token, via=proxy) for n in range(3)]
     assert [a.status_code for a in unknown] == [404, 429, 429]
-    assert_rate_limited(unknown[-1], 3)
+    assert_rate_limited(unknown[-1], 4)
     assert unknown[-1].log["reason"] == "rate limit: upstream"
     assert [a.log["upstream_calls"] for a in unknown] == [1, 0, 0]
     tenant.reset_counts()
@@ -129,11 +129,15 @@ def test_unknown_ids_spend_the_upstream_allowance_while_cached_reads_go_on(
     assert tenant.requests == []
 
 
-def test_a_cold_read_pays_once_however_many_pages_it_takes(make_app, call, make_token, tenant):
-    proxy = make_app(page_size=2, cache_ttl_seconds=60, rate_limits=limits(upstream_burst=1))
-    answer = call("/users", make_token(), via=proxy)
+def test_a_cold_read_pays_for_each_page_it_takes(make_app, call, make_token, tenant):
+    proxy = make_app(page_size=2, cache_ttl_seconds=60, rate_limits=limits(upstream_burst=10))
+    token = make_token()
+    answer = call("/users", token, via=proxy)
     assert answer.status_code == 200 and len(answer.json()) == len(tenant.member_ids("org_acme"))
-    assert answer.log["upstream_calls"] > 2  # the token, and a page per two members
+    pages = tenant.counts[MEMBERS]
+    assert pages == 3  # a page per two members
+    unknown = call(f"/users/{quote('auth0|nobody')}", token, via=proxy)
+    assert unknown.headers["x-ratelimit-remaining"] == str(10 - pages - 1)
 
 
 def test_no_cache_over_the_upstream_allowance_is_answered_from_the_cache(
@@ -304,14 +308,14 @@ def test_reading_stale_answers_cannot_reach_auth0_past_the_upstream_allowance(
     once the allowance is spent, the stale answers serve on and nothing reaches Auth0."""
     # The plan's budget (the tests' unbounded one is lowered to what the tenant reports left,
     # under its reserve for refreshes).
-    proxy = make_app(cache_ttl_seconds=1, budget={}, rate_limits=limits(upstream_burst=3))
+    proxy = make_app(cache_ttl_seconds=1, budget={}, rate_limits=limits(upstream_burst=6))
     token = make_token()
     members = sorted(tenant.member_ids("org_acme"))[:2]
-    for member in members:  # two cold reads: the list of organizations of each, then...
+    for member in members:  # two cold reads, two calls each (organizations, profile), then...
         assert call(f"/users/{quote(member)}", token, via=proxy).status_code == 200
     time.sleep(2.2)  # ... both stale
     tenant.reset_counts()
-    first = call(f"/users/{quote(members[0])}", token, via=proxy)  # pays the last one
+    first = call(f"/users/{quote(members[0])}", token, via=proxy)  # pays the last two
     assert first.status_code == 200 and "ttl=-" in first.headers["Cache-Status"]
     deadline = time.monotonic() + 10
     while len(tenant.requests) < 2:  # its organizations and its profile, refreshed
