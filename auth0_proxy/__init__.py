@@ -6,7 +6,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 
-from flask import Flask
+from flask import Flask, Response
 
 from . import errors, health, limits, logs, management_api, openapi, policy, request_log, users
 from .auth import Auth0TokenValidator
@@ -53,6 +53,14 @@ class ProxyApp(Flask):
         if func not in self._synchronous:
             self._synchronous[func] = super().ensure_sync(func)
         return self._synchronous[func]
+
+    def make_default_options_response(self) -> Response:
+        """``OPTIONS``: 204 with the methods in ``Allow``, as /api/v2 answers it (Flask's own
+        is a 200 with an empty text/html body, which no client of a JSON API expects)."""
+        response = super().make_default_options_response()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
 
 
 # The configuration gunicorn's master accepted, at start or at its last good reload (SIGHUP):
@@ -229,8 +237,10 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_errorhandlers(app: Flask) -> None:
-    """Auth0-style JSON for every error, one log line per request, and the request limits."""
+    """Auth0-style JSON for every error, one log line per request (and an audit line per
+    write), and the request limits."""
     errors.init_app(app)
     request_log.init_app(app)
     limits.init_app(app)
     policy.init_app(app)
+    management_api.init_app(app)

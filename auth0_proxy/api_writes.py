@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 METADATA = ("user_metadata", "app_metadata")
+# Levels of arrays and objects a write's body may nest: far more than any Auth0 body or metadata
+# needs, and far less than what the JSON encoder sending it on can take (Python's recursion).
+MAX_BODY_DEPTH = 32
 # What a created user may be given; no verified email, blocked state or chosen id.
 CREATE_FIELDS = frozenset(
     ["connection", "email", "password", "name", "given_name", "family_name", "nickname",
@@ -40,7 +43,9 @@ def invite(call: Call) -> Response:
     body = json_body()
     _check_roles(call, body)
     _check_metadata(call, body)
-    _check_allowed(call.grant.connections, body, "connection_id", required=False)
+    # Without a connection the invitee may sign up through any the organization enables, one
+    # the grant does not name too: an invitation is held to the grant by naming one.
+    _check_allowed(call.grant.connections, body, "connection_id", required=True)
     _check_allowed(call.grant.invitation_clients, body, "client_id", required=True)
     status, invitation = _write(call, body)
     g.write_target = invitation.get("id") if isinstance(invitation, dict) else None
@@ -98,11 +103,30 @@ def delete_user(call: Call) -> Response:
 
 
 def json_body() -> dict:
-    """:raise InvalidBody: the body is not a JSON object (400)."""
+    """:raise InvalidBody: the body is not a JSON object, or nests deeper than
+    ``MAX_BODY_DEPTH`` (400)."""
     body = request.get_json(silent=True) if request.is_json else None
     if not isinstance(body, dict):
         raise InvalidBody()
+    if nesting_depth(body) > MAX_BODY_DEPTH:
+        raise InvalidBody(
+            f"Payload validation error: the body nests deeper than {MAX_BODY_DEPTH} levels.",
+            reason="body nested too deeply",
+        )
     return body
+
+
+def nesting_depth(value: object) -> int:
+    """Levels of arrays and objects in a parsed JSON value (counted without recursion, which
+    such a value could exhaust)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _write(
@@ -110,6 +134,7 @@ def _write(
 ) -> tuple[int, object]:
     """Send a write to Auth0 (by default the request's own); whatever comes of it, what is
     cached for the organization is read afresh from now on."""
+    g.write_sent = True  # for the audit line: from here on, the write may be done
     try:
         return management().relay(method or request.method, path or call.upstream_path, body=body)
     finally:

@@ -206,14 +206,14 @@ def init_app(app: Flask) -> None:
 
 
 def _handle_api_error(error: APIError):
-    g.denial_reason = error.reason
+    g.denial_reason, g.error_code = error.reason, error.error_code
     metrics.REFUSALS.labels(str(error.status_code), error.metric_code).inc()
     return jsonify(error.body()), error.status_code, error.headers
 
 
 def _handle_http_exception(error: HTTPException):
     code = (HTTP_STATUS_CODES.get(error.code, "error")).lower().replace(" ", "_")
-    g.denial_reason = error.description
+    g.denial_reason, g.error_code = error.description, code
     metrics.REFUSALS.labels(str(error.code), code).inc()
     body = error_body(error.code or 500, error.description or "", code)
     headers = [(name, value) for name, value in error.get_headers() if name == "Allow"]
@@ -222,6 +222,7 @@ def _handle_http_exception(error: HTTPException):
 
 def _handle_unexpected(error: Exception):
     log.exception("unexpected error")
+    g.denial_reason, g.error_code = f"unexpected {type(error).__name__}", APIError.error_code
     metrics.REFUSALS.labels("500", APIError.error_code).inc()
     return jsonify(APIError().body()), 500
 

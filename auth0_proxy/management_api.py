@@ -5,8 +5,10 @@ token (its M2M token for the proxy's API). What it may do is the table below, on
 operation: method, path, the Auth0 permission it needs (a read also takes ``read:users``), how
 the organization is enforced, whether it writes. Routing and refusal both follow from the table:
 any other method or path under /api/v2 is 403 before the token is even read, and never reaches
-Auth0. Writes are off unless the config's ``writes`` block grants them to the client, and each
-one is an audit line.
+Auth0. Writes are off unless the config's ``writes`` block grants them to the client. Every
+request under /api/v2 that is not a read (a write, or anything refused as one might be) is an
+audit line, whatever answered it: what it was, who sent it, whether it reached Auth0, and how it
+ended.
 """
 
 from __future__ import annotations
@@ -18,20 +20,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 
 from . import api_reads, api_writes
 from .access import Caller, identify_caller
 from .api_query import CHECKPOINT, EMAIL, FIELDS, OFFSET, SEARCH, SORT, Query, checked_query
 from .cache import Entry
 from .config import WriteGrant
-from .errors import APIError, OperationNotAllowed, OrganizationNotFound
+from .errors import OperationNotAllowed, OrganizationNotFound
 from .management import api_path
 
 audit_log = logging.getLogger("auth0_proxy.audit")
 
 PREFIX = "/api/v2"
 READ_ANY = "read:users"  # grants every read of the surface, as it does on the users proxy
+READ_METHODS = frozenset(["GET", "HEAD", "OPTIONS"])  # what the audit leaves out
 
 
 class Org(enum.Enum):
@@ -140,14 +143,32 @@ ROUTE = {"methods": METHODS, "provide_automatic_options": False}
 @bp.route(f"{PREFIX}/<id:rest>", **ROUTE)
 def dispatch(rest: str = "") -> Response:
     """Answer a Management API request by its rule, or refuse it."""
+    if request.method == "OPTIONS":
+        return options(raw_path())
     rule, params = match(request.method, raw_path())
     if rule is None:
         raise OperationNotAllowed(reason=f"no rule for {request.method} {request.path[:200]}")
     g.route = PREFIX + rule.template  # for the metrics: the operation, not the catch-all route
     if rule.write:
-        return audited(rule, params)
+        g.write_rule, g.write_target = rule, params.get("user_id") or params.get("id")
+        return write(rule, params)
     call = Call(identify_caller([READ_ANY, rule.permission]), rule.template, params, _query(rule))
     return rule.handler(enforce_organization(rule, call))
+
+
+def options(path: str) -> Response:
+    """204 with the methods the table takes for this path in ``Allow``; no token needed, as
+    it tells nothing the OpenAPI document does not.
+
+    :raise OperationNotAllowed: no rule names the path (403, as for any other method).
+    """
+    methods = {rule.method for rule in RULES if match(rule.method, path)[0] is not None}
+    if not methods:
+        raise OperationNotAllowed(reason=f"no rule for OPTIONS {request.path[:200]}")
+    response = Response(status=204)
+    response.headers["Allow"] = ", ".join(sorted(methods | {"OPTIONS"}))
+    del response.headers["Content-Type"]
+    return response
 
 
 def match(method: str, path: str) -> tuple[Rule | None, dict[str, str]]:
@@ -181,38 +202,53 @@ def enforce_organization(rule: Rule, call: Call) -> Call:
     return dataclasses.replace(call, membership=check(org_id, call.params[member]))
 
 
-def audited(rule: Rule, params: dict[str, str]) -> Response:
-    """Run a write for a client the config lets make it, with its audit line whatever the
-    outcome (a refused token's too)."""
-    outcome = "failed"
-    try:
-        caller = identify_caller([rule.permission])
-        grant = current_app.extensions["policy"].write_grant(caller.client_id, rule.permission)
-        call = Call(caller, rule.template, params, _query(rule), grant)
-        response = rule.handler(enforce_organization(rule, call))
-        outcome = "done"
+def write(rule: Rule, params: dict[str, str]) -> Response:
+    """Run a write for a client the config lets make it (``audit`` writes its line)."""
+    caller = identify_caller([rule.permission])
+    grant = current_app.extensions["policy"].write_grant(caller.client_id, rule.permission)
+    call = Call(caller, rule.template, params, _query(rule), grant)
+    return rule.handler(enforce_organization(rule, call))
+
+
+def init_app(app: Flask) -> None:
+    app.after_request(audit)
+
+
+def audit(response: Response) -> Response:
+    """The audit line of a request under /api/v2 that is not a read, however it was answered
+    (a refused token, a body too large, a method no rule names): ``outcome`` is ``done``, or
+    ``refused: <status> <errorCode>`` when nothing was sent to Auth0, or ``failed: ...`` when
+    something was (Auth0 refused it, failed, or did not answer in time: it may be done)."""
+    path = request.path
+    if request.method in READ_METHODS or not (path == PREFIX or path.startswith(PREFIX + "/")):
         return response
-    except APIError as error:
-        outcome = f"refused: {error.status_code} {error.error_code}"
-        raise
-    finally:
-        caller = g.get("caller")
-        audit_log.info(
-            "write %s",
-            outcome,
-            extra={
-                "fields": {
-                    "audit": True,
-                    "request_id": g.request_facts.request_id,
-                    "client_id": g.get("client_id"),
-                    "org_id": caller.org_id if caller else None,
-                    "action": f"{rule.method} {rule.template}",
-                    "permission": rule.permission,
-                    "target": g.get("write_target") or params.get("user_id") or params.get("id"),
-                    "outcome": outcome,
-                }
-            },
-        )
+    state = g._get_current_object()
+    rule, caller, sent = state.get("write_rule"), state.get("caller"), state.get("write_sent")
+    status = response.status_code
+    if status < 400:
+        outcome = "done"
+    else:
+        outcome = f"{'failed' if sent else 'refused'}: {status} {state.get('error_code')}"
+    audit_log.info(
+        "write %s",
+        outcome,
+        extra={
+            "fields": {
+                "audit": True,
+                "request_id": state.request_facts.request_id,
+                "caller_request_id": state.request_facts.caller_request_id,
+                "client_id": state.get("client_id"),
+                "org_id": caller.org_id if caller else None,
+                "action": f"{request.method} {rule.template if rule else path[:200]}",
+                "permission": rule.permission if rule else None,
+                "target": state.get("write_target"),
+                "outcome": outcome,
+                "sent": bool(sent),
+                "reason": state.get("denial_reason") if status >= 400 else None,
+            }
+        },
+    )
+    return response
 
 
 def _query(rule: Rule) -> Query:

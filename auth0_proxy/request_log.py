@@ -2,7 +2,8 @@
 
 Who called comes from the verified token (``access`` records the caller); the line never carries
 a token, a secret or a header value: its fields are chosen here, not copied from the request.
-Each request also gets an id, the caller's own if it is harmless, echoed in ``X-Request-ID``.
+Each request gets an id of the proxy's own, told in ``X-Request-ID``; the id a caller sent is
+logged beside it (``caller_request_id``), never in its place.
 """
 
 from __future__ import annotations
@@ -24,14 +25,29 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestFacts:
-    """What the log line of one request needs from before its answer, kept in ``g``."""
+    """What the log line of one request needs from before its answer, kept in ``g``: the
+    proxy's own id for it, the id the caller sent (if harmless), and the line's level and
+    fields once the answer is made, written when it is finished (a streamed list's calls
+    happen after its headers)."""
 
-    __slots__ = ("request_id", "started", "upstream_calls")
+    __slots__ = (
+        "caller_request_id",
+        "line",
+        "request_id",
+        "started",
+        "teardowns_left",
+        "upstream_calls",
+    )
 
-    def __init__(self, request_id: str):
+    def __init__(self, request_id: str, caller_request_id: str | None):
         self.request_id = request_id
+        self.caller_request_id = caller_request_id
         self.started = time.perf_counter()
         self.upstream_calls = 0
+        self.line: tuple[int, dict] | None = None
+        # Flask tears a request down when its view returns and, for an answer streamed with
+        # its context (``stream_with_context``), once more when the stream ends.
+        self.teardowns_left = 1
 
 
 def init_app(app: Flask) -> None:
@@ -42,16 +58,29 @@ def init_app(app: Flask) -> None:
 
 def start() -> None:
     supplied = request.environ.get("HTTP_X_REQUEST_ID")
-    # A caller's id is kept only if it is harmless in a log line and a header.
-    request_id = supplied if supplied and REQUEST_ID.match(supplied) else new_request_id()
-    g.request_facts = RequestFacts(request_id)
+    # The caller's id is logged beside the proxy's own, if it is harmless in a log line; it
+    # never stands for the proxy's (a caller could give two requests the same).
+    caller_id = supplied if supplied and REQUEST_ID.match(supplied) else None
+    g.request_facts = RequestFacts(new_request_id(), caller_id)
     metrics.IN_FLIGHT.inc()
 
 
 def end(error: BaseException | None) -> None:
-    """The request is over, its streamed body included (the context outlives the stream)."""
-    if g.pop("request_facts", None) is not None:
-        metrics.IN_FLIGHT.dec()
+    """The request is over, its streamed body included (the context outlives the stream):
+    its line is written now, with every upstream call it made."""
+    facts = g.get("request_facts")
+    if facts is None:
+        return
+    facts.teardowns_left -= 1
+    if facts.teardowns_left > 0:
+        return  # a streamed answer, still to be sent
+    g.pop("request_facts")
+    metrics.IN_FLIGHT.dec()
+    if facts.line is not None:
+        level, fields = facts.line
+        fields["duration_ms"] = round((time.perf_counter() - facts.started) * 1000, 1)
+        fields["upstream_calls"] = facts.upstream_calls
+        log.handle(AccessRecord(level, fields))
 
 
 def new_request_id() -> str:
@@ -69,15 +98,18 @@ def count_upstream_call() -> None:
 
 
 def finish(response: Response) -> Response:
-    """Echo the request id, and log the line: refusals (401, 403, and the 404 that hides another
-    organization's user) as warnings, failures as errors."""
+    """Tell the request id, and make the line (written once the answer is finished, by
+    ``end``): refusals (401, 403, and the 404 that hides another organization's user) as
+    warnings, failures as errors."""
     state = g._get_current_object()  # one lookup of the request's g for every field below
     facts = state.request_facts
     response.headers["X-Request-ID"] = facts.request_id
     status = response.status_code
     level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
     if log.isEnabledFor(level):
-        log.handle(AccessRecord(level, _fields(state, facts, status)))
+        facts.line = (level, _fields(state, facts, status))
+    if response.is_streamed and request.method != "HEAD":  # WSGI sends no body for HEAD
+        facts.teardowns_left = 2
     _measure(state, facts, response)
     return response
 
@@ -136,6 +168,7 @@ def _fields(state, facts: RequestFacts, status: int) -> dict:
     req = request._get_current_object()
     fields = {
         "request_id": facts.request_id,
+        "caller_request_id": facts.caller_request_id,
         "client_id": getattr(state, "client_id", None),
         "org_id": caller.org_id if caller is not None else None,
         "method": req.method,

@@ -190,7 +190,8 @@ class InviteeSchema(Schema):
 
 class InvitationRequestSchema(Schema):
     """POST /api/v2/organizations/{id}/invitations: ``client_id`` (the application the invitee
-    logs in to), ``roles`` and ``connection_id`` must be ones the client's grant lists."""
+    logs in to), ``roles`` and ``connection_id`` must be ones the client's grant lists; the
+    proxy requires the connection, which Auth0 leaves optional (see api_writes.invite)."""
 
     class Meta:
         unknown = RAISE
@@ -198,7 +199,7 @@ class InvitationRequestSchema(Schema):
     inviter = fields.Nested(InviterSchema, required=True)
     invitee = fields.Nested(InviteeSchema, required=True)
     client_id = fields.String(required=True)
-    connection_id = fields.String()
+    connection_id = fields.String(required=True)
     app_metadata = fields.Dict()
     user_metadata = fields.Dict()
     ttl_sec = fields.Integer(validate=validate.Range(0, 2_592_000))

@@ -21,8 +21,8 @@ MGMT_SECRET = "proxy-mgmt-secret"
 def test_each_request_is_one_json_line_with_its_facts(call, make_token):
     request_id = f"test-{uuid.uuid4().hex}"
     answer = call("/users", make_token("edge-acme"), headers={"X-Request-ID": request_id})
-    assert answer.headers["X-Request-ID"] == request_id
     line = answer.log
+    assert line["caller_request_id"] == request_id
     assert line["level"] == "INFO" and line["logger"] == "auth0_proxy.request"
     assert line["client_id"] == "edge-acme" and line["org_id"] == "org_acme"
     assert line["method"] == "GET" and line["path"] == "/users" and line["status"] == 200
@@ -30,13 +30,24 @@ def test_each_request_is_one_json_line_with_its_facts(call, make_token):
     assert "reason" not in line
 
 
-def test_request_id_is_generated_when_absent_or_unsafe(call, make_token):
+def test_the_request_id_is_the_proxys_own_and_the_callers_is_kept_beside_it(call, make_token):
+    """A caller cannot choose the id its requests are logged (and audited) by: two requests
+    sending the same id get ids of their own; the caller's is logged beside, if harmless."""
     generated = call("/users", make_token())
     assert len(generated.headers["X-Request-ID"]) == 32 and generated.log
+    assert generated.log["caller_request_id"] is None
+    answers = [call("/users", make_token(), headers={"X-Request-ID": "victim-request-0001"})
+               for _ in range(2)]  # fmt: skip
+    assert answers[0].headers["X-Request-ID"] != answers[1].headers["X-Request-ID"]
+    for answered in answers:
+        assert answered.headers["X-Request-ID"] != "victim-request-0001"
+        assert answered.log["request_id"] == answered.headers["X-Request-ID"]
+        assert answered.log["caller_request_id"] == "victim-request-0001"
     for unsafe in ['x" {"level": "forged"}', "x" * 129]:
         answered = call("/users", make_token(), headers={"X-Request-ID": unsafe})
         assert answered.headers["X-Request-ID"] != unsafe
         assert answered.log["request_id"] == answered.headers["X-Request-ID"]
+        assert answered.log["caller_request_id"] is None
 
 
 def test_denial_is_logged_at_warning_with_its_reason(call, make_token):

@@ -39,7 +39,7 @@ DENIED = [
     ("POST", "/api/v2/organizations/org_acme/members"),
     ("DELETE", "/api/v2/organizations/org_acme"),
     ("PATCH", "/api/v2/organizations/org_acme"),
-    ("OPTIONS", "/api/v2/users"),
+    ("OPTIONS", "/api/v2/clients"),
     ("HEAD", "/api/v2/users"),
     ("GET", "/api/v2"),
     ("GET", "/api/v2/"),

@@ -72,7 +72,7 @@ def sdk_proxy(tenant_server, tmp_path_factory) -> Iterator[ProxyServer]:
             "permissions": sorted(WRITE_SCOPES),
             "roles": [ROLE],
             "app_metadata_keys": ["plan"],
-            "connections": [DATABASE],
+            "connections": [DATABASE, "con_database"],  # by name for users, id for invitations
             "invitation_clients": [READER],
         }
     }
@@ -263,7 +263,7 @@ def test_create_invitation(sdk):
     client = sdk(WRITER)
     invitation = client.organizations.invitations.create(
         ORG, inviter={"name": "Ops"}, invitee={"email": "another@sdk.example"},
-        client_id=READER, roles=[ROLE],
+        client_id=READER, connection_id="con_database", roles=[ROLE],
     )  # fmt: skip
     conforms("CreateOrganizationInvitationResponseContent")
     listed = [i.id for i in client.organizations.invitations.list(ORG)]

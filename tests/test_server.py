@@ -53,7 +53,9 @@ def test_two_authorization_headers_are_refused(proxy, make_token):
     # gunicorn joins repeated headers into "Bearer <t>, Bearer <t>": not one token, so 401.
     assert status == 401
     assert json.loads(body)["errorCode"] == "invalid_token"
-    [line] = [r for r in proxy.log_records() if r.get("request_id") == "two-authorization-headers"]
+    [line] = [
+        r for r in proxy.log_records() if r.get("caller_request_id") == "two-authorization-headers"
+    ]
     assert line["reason"] == "malformed token (decode_error)"
 
 
@@ -66,7 +68,7 @@ def test_body_over_one_mebibyte_is_413(proxy, make_token):
     )
     assert response.status_code == 413
     assert response.json()["errorCode"] == "request_entity_too_large"
-    [line] = [r for r in proxy.log_records() if r.get("request_id") == "big-body"]
+    [line] = [r for r in proxy.log_records() if r.get("caller_request_id") == "big-body"]
     assert "exceeds the capacity limit" in line["reason"]
 
 
@@ -79,7 +81,7 @@ def test_chunked_body_is_refused_without_reading_it(proxy, make_token):
     )
     assert response.status_code == 411
     assert response.json()["errorCode"] == "length_required"
-    [line] = [r for r in proxy.log_records() if r.get("request_id") == "chunked-body"]
+    [line] = [r for r in proxy.log_records() if r.get("caller_request_id") == "chunked-body"]
     assert line["reason"] == "Send the request body with Content-Length."
 
 
