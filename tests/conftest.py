@@ -106,6 +106,23 @@ def make_app(tenant_server, tmp_path, monkeypatch, app_log) -> Iterator[Callable
 
 
 @pytest.fixture
+def make_writer(tenant_server, tmp_path, monkeypatch, app_log):
+    """``make_writer(grant, **proxy_settings)``: an app whose edge-acme has ``grant`` as its
+    ``writes`` entry (by default: update users' metadata); the apps share a cache directory."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_server.ca_bundle)
+
+    def make(grant: dict | None = None, **proxy_settings):
+        proxy_settings.setdefault("cache_dir", str(tmp_path / "shared"))
+        config = proxy_config_for(tenant_server, **proxy_settings)
+        config["writes"] = {"edge-acme": grant or {"permissions": ["update:users"]}}
+        app = create_app(config)  # sets the proxy's log handlers: the capture comes after
+        logging.getLogger("auth0_proxy").addHandler(app_log)
+        return app
+
+    return make
+
+
+@pytest.fixture
 def app(make_app) -> Flask:
     return make_app()
 

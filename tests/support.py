@@ -100,6 +100,16 @@ def assert_cut_off(answer, log_text: Callable[[], str]) -> None:
     assert "member list cut off mid-stream" in log_text()
 
 
+def write(app, method: str, path: str, body, token: str):
+    return app.test_client().open(
+        path, method=method, json=body, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+# A token for every write the tests' grants name (and the reads).
+WRITER_SCOPE = "read:users update:users delete:users create:organization_invitations"
+
+
 def user_path(user_id: str) -> str:
     return f"/users/{quote(user_id, safe='')}"
 

@@ -7,16 +7,21 @@ the official SDK over TLS; this file covers what the SDK never sends.
 from __future__ import annotations
 
 import json
-import logging
-from pathlib import Path
 
 import pytest
 
-from auth0_proxy import create_app, load_configuration
+from auth0_proxy import create_app
 from auth0_proxy.config import ConfigError
 from auth0_proxy.management_api import RULES, WRITE_PERMISSIONS
 from emulated_tenant.demo import WRITE_SCOPES
-from tests.support import ERROR_KEYS, MEMBER_FIELDS, MEMBERS, proxy_config_for
+from tests.support import (
+    ERROR_KEYS,
+    MEMBER_FIELDS,
+    MEMBERS,
+    WRITER_SCOPE,
+    proxy_config_for,
+    write,
+)
 
 ACME_MEMBERS = sorted(
     [
@@ -226,23 +231,6 @@ def test_a_write_permission_unknown_to_the_table_is_a_config_error(tenant_server
         create_app(config)
 
 
-@pytest.fixture
-def make_writer(tenant_server, tmp_path, monkeypatch, app_log):
-    """``make_writer(grant, **proxy_settings)``: an app whose edge-acme has ``grant`` as its
-    ``writes`` entry (by default: update users' metadata); the apps share a cache directory."""
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_server.ca_bundle)
-
-    def make(grant: dict | None = None, **proxy_settings):
-        proxy_settings.setdefault("cache_dir", str(tmp_path / "shared"))
-        config = proxy_config_for(tenant_server, **proxy_settings)
-        config["writes"] = {"edge-acme": grant or {"permissions": ["update:users"]}}
-        app = create_app(config)  # sets the proxy's log handlers: the capture comes after
-        logging.getLogger("auth0_proxy").addHandler(app_log)
-        return app
-
-    return make
-
-
 @pytest.fixture(params=["filesystem", "redis"])
 def shared_cache(request, tmp_path) -> dict:
     """The proxy settings of a cache shared by workers of one host, or by hosts (Redis)."""
@@ -251,13 +239,6 @@ def shared_cache(request, tmp_path) -> dict:
     return {"cache_dir": str(tmp_path / "shared")}
 
 
-def write(app, method: str, path: str, body, token: str):
-    return app.test_client().open(
-        path, method=method, json=body, headers={"Authorization": f"Bearer {token}"}
-    )
-
-
-WRITER_SCOPE = "read:users update:users delete:users create:organization_invitations"
 DAVE = "/api/v2/users/auth0%7Cdave-acme"
 
 
