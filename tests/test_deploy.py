@@ -161,7 +161,7 @@ def test_nginx_site_matches_gunicorn_and_the_apps_limits():
 
 
 def test_nginx_passes_on_the_request_ids_the_proxy_keeps():
-    """The same pattern, so nginx, the proxy and the answer agree on every request's id."""
+    """The same pattern, so the id nginx logs is the one the proxy logs as the caller's."""
     site = nginx_directives(SITE.read_text())
     mapping = re.search(
         r"map \$http_x_request_id \$auth0_m2m_proxy_request_id \{(.*?)\}\n", site, re.S
