@@ -244,10 +244,11 @@ def test_values_like_the_placeholders_are_not_refused():
     assert "EDGE-CLIENT-ID-OF-ACME" in load_settings(config, environ={}).clients
 
 
-def test_gunicorn_refuses_to_start_with_a_placeholder(tmp_path):
+def start_gunicorn(tmp_path, config_text: str) -> subprocess.CompletedProcess:
+    """gunicorn started as deployed with this config file, until it exits."""
     path = tmp_path / "config.json"
-    path.write_text((ROOT / "config.json.example").read_text())
-    result = subprocess.run(
+    path.write_text(config_text)
+    return subprocess.run(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
         cwd=ROOT,
         env={"AUTH0_PROXY_CONFIG": str(path), "PORT": "0", "PATH": "/usr/bin:/bin"},
@@ -255,6 +256,10 @@ def test_gunicorn_refuses_to_start_with_a_placeholder(tmp_path):
         text=True,
         timeout=60,
     )
+
+
+def test_gunicorn_refuses_to_start_with_a_placeholder(tmp_path):
+    result = start_gunicorn(tmp_path, (ROOT / "config.json.example").read_text())
     assert result.returncode != 0
     assert "auth0.domain 'your-tenant.eu.auth0.com'" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -281,18 +286,8 @@ def test_file_that_is_not_json_is_named(tmp_path):
 
 
 def test_gunicorn_refuses_to_start_with_one_clear_message(tmp_path):
-    path = tmp_path / "config.json"
-    path.write_text(
-        json.dumps(config_with(lambda c: c["auth0"].update(domain="https://x.auth0.com")))
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-        cwd=ROOT,
-        env={"AUTH0_PROXY_CONFIG": str(path), "PORT": "0", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    config = config_with(lambda c: c["auth0"].update(domain="https://x.auth0.com"))
+    result = start_gunicorn(tmp_path, json.dumps(config))
     assert result.returncode != 0
     assert "configuration error" in result.stderr and "auth0.domain" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
