@@ -421,8 +421,6 @@ def load_settings(data: object, environ: Mapping[str, str] | None = None) -> Set
     if not proxy.cache_dir:
         default_dir = Path(tempfile.gettempdir()) / f"auth0-m2m-proxy-{os.getuid()}"
         proxy = dataclasses.replace(proxy, cache_dir=str(default_dir))
-    if proxy.cache_type == "filesystem":
-        ensure_private_directory(proxy.cache_dir)
     return Settings(
         clients=loaded["clients"],
         auth0=Auth0Settings(**auth0),

@@ -293,9 +293,16 @@ def test_gunicorn_refuses_to_start_with_one_clear_message(tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_cache_directory_is_created_private(tmp_path):
+def test_loading_the_configuration_changes_nothing_on_disk(tmp_path):
     cache_dir = tmp_path / "cache"
     load_settings(config_with(lambda c: c.update(proxy={"cache_dir": str(cache_dir)})), environ={})
+    assert not cache_dir.exists()
+
+
+def test_cache_directory_is_created_private(tmp_path):
+    cache_dir = tmp_path / "cache"
+    config = config_with(lambda c: c.update(proxy={"cache_dir": str(cache_dir)}))
+    create_app(settings=load_settings(config, environ={}))
     assert cache_dir.stat().st_mode & 0o777 == 0o700
 
 
@@ -303,10 +310,9 @@ def test_cache_directory_others_can_write_is_refused(tmp_path):
     cache_dir = tmp_path / "shared"
     cache_dir.mkdir()
     cache_dir.chmod(0o777)
+    config = config_with(lambda c: c.update(proxy={"cache_dir": str(cache_dir)}))
     with pytest.raises(ConfigError, match=r"proxy.cache_dir: .* must belong to the proxy's user"):
-        load_settings(
-            config_with(lambda c: c.update(proxy={"cache_dir": str(cache_dir)})), environ={}
-        )
+        create_app(settings=load_settings(config, environ={}))
 
 
 def test_each_worker_checks_the_cache_directory_again(tmp_path):
@@ -315,6 +321,7 @@ def test_each_worker_checks_the_cache_directory_again(tmp_path):
     cache_dir = tmp_path / "cache"
     config = config_with(lambda c: c.update(proxy={"cache_dir": str(cache_dir)}))
     settings = load_settings(config, environ={"AUTH0_MGMT_CLIENT_SECRET": "s3cret-value"})
+    create_app(settings=settings)  # the master's: the directory made, private
     cache_dir.chmod(0o777)
     with pytest.raises(ConfigError, match=r"proxy.cache_dir: .* must belong to the proxy's user"):
         create_app(settings=settings)
