@@ -79,27 +79,6 @@ class Auth0Settings:
 
 
 @dataclass(frozen=True)
-class ProxySettings:
-    page_size: int = 50
-    leeway_seconds: int = 30
-    jwks_refetch_interval_seconds: int = 10
-    jwks_cache_seconds: int = 600
-    connect_timeout_seconds: float = 3.05
-    read_timeout_seconds: float = 10.0
-    retry_budget_seconds: float = 3.0
-    cache_ttl_seconds: int = 30
-    max_stale_seconds: int = 600
-    changes_retention_seconds: int = 86400
-    fresh_read_interval_seconds: int = 10
-    failure_cooldown_seconds: int = 2
-    accept_user_tokens: bool = False
-    cache_type: str = "filesystem"
-    cache_dir: str = ""
-    cache_redis_url: str = "redis://127.0.0.1:6379/0"
-    cache_key_prefix: str = "auth0-m2m-proxy:"
-
-
-@dataclass(frozen=True)
 class BudgetSettings:
     plan: str = DEFAULT_PLAN
     share: float = 0.5
@@ -230,31 +209,63 @@ class Auth0Schema(Schema):
         return data
 
 
+def _integer(default: int, low: int, high: int) -> fields.Integer:
+    return fields.Integer(load_default=default, validate=validate.Range(low, high), strict=True)
+
+
+def _seconds(default: float, low: float, high: float) -> fields.Float:
+    return fields.Float(load_default=default, validate=validate.Range(low, high))
+
+
 class ProxySchema(Schema):
+    """The ``proxy`` block: each setting declared once, its default and its range
+    (``ProxySettings`` is made from it; docs/configuration.md is tested against it)."""
+
     class Meta:
         unknown = RAISE
 
-    page_size = fields.Integer(validate=validate.Range(1, 100), strict=True)
-    leeway_seconds = fields.Integer(validate=validate.Range(0, 300), strict=True)
-    jwks_refetch_interval_seconds = fields.Integer(validate=validate.Range(1, 3600), strict=True)
-    jwks_cache_seconds = fields.Integer(validate=validate.Range(1, 86400), strict=True)
-    connect_timeout_seconds = fields.Float(validate=validate.Range(0.1, 60))
-    read_timeout_seconds = fields.Float(validate=validate.Range(0.1, 120))
-    retry_budget_seconds = fields.Float(validate=validate.Range(0, 60))
-    cache_ttl_seconds = fields.Integer(validate=validate.Range(0, 3600), strict=True)
-    max_stale_seconds = fields.Integer(validate=validate.Range(0, 86400), strict=True)
-    changes_retention_seconds = fields.Integer(validate=validate.Range(1, 30 * 86400), strict=True)
-    fresh_read_interval_seconds = fields.Integer(validate=validate.Range(1, 3600), strict=True)
-    failure_cooldown_seconds = fields.Integer(validate=validate.Range(0, 60), strict=True)
-    accept_user_tokens = fields.Boolean(truthy={True}, falsy={False})
-    cache_type = fields.String(validate=validate.OneOf(["filesystem", "redis", "simple"]))
-    cache_dir = fields.String(validate=NON_EMPTY)
-    cache_redis_url = fields.String(validate=_validate_redis_url)
-    cache_key_prefix = fields.String()
+    page_size = _integer(50, 1, 100)
+    leeway_seconds = _integer(30, 0, 300)
+    jwks_refetch_interval_seconds = _integer(10, 1, 3600)
+    jwks_cache_seconds = _integer(600, 1, 86400)
+    connect_timeout_seconds = _seconds(3.05, 0.1, 60)
+    read_timeout_seconds = _seconds(10.0, 0.1, 120)
+    retry_budget_seconds = _seconds(3.0, 0, 60)
+    cache_ttl_seconds = _integer(30, 0, 3600)
+    max_stale_seconds = _integer(600, 0, 86400)
+    changes_retention_seconds = _integer(86400, 1, 30 * 86400)
+    fresh_read_interval_seconds = _integer(10, 1, 3600)
+    failure_cooldown_seconds = _integer(2, 0, 60)
+    accept_user_tokens = fields.Boolean(load_default=False, truthy={True}, falsy={False})
+    cache_type = fields.String(
+        load_default="filesystem", validate=validate.OneOf(["filesystem", "redis", "simple"])
+    )
+    cache_dir = fields.String(load_default="", validate=NON_EMPTY)  # "": in the temp dir
+    cache_redis_url = fields.String(
+        load_default="redis://127.0.0.1:6379/0", validate=_validate_redis_url
+    )
+    cache_key_prefix = fields.String(load_default="auth0-m2m-proxy:")
 
     @post_load
     def build(self, data, **kwargs):
         return ProxySettings(**data)
+
+
+def settings_dataclass(name: str, schema: type[Schema]) -> type:
+    """A frozen dataclass with a field for each of ``schema``'s, defaulting to its
+    ``load_default``: the schema stays the one declaration of each setting."""
+    python_types = {fields.Integer: int, fields.Float: float, fields.Boolean: bool}
+    return dataclasses.make_dataclass(
+        name,
+        [
+            (key, python_types.get(type(field), str), dataclasses.field(default=field.load_default))
+            for key, field in schema().fields.items()
+        ],
+        frozen=True,
+    )
+
+
+ProxySettings = settings_dataclass("ProxySettings", ProxySchema)
 
 
 class LimitSchema(Schema):
@@ -417,7 +428,7 @@ def load_settings(data: object, environ: Mapping[str, str] | None = None) -> Set
         raise ConfigError(
             "auth0.mgmt_client_secret: missing; set it in the file or in AUTH0_MGMT_CLIENT_SECRET"
         )
-    proxy = loaded["proxy"] or ProxySettings()
+    proxy = loaded["proxy"] or ProxySchema().load({})
     if not proxy.cache_dir:
         default_dir = Path(tempfile.gettempdir()) / f"auth0-m2m-proxy-{os.getuid()}"
         proxy = dataclasses.replace(proxy, cache_dir=str(default_dir))
