@@ -8,7 +8,7 @@ described by Auth0's own published schemas (copied in auth0_response_schemas.jso
 apispec's MarshmallowPlugin turns the schemas into the document. Not flask-smorest: it would
 take over the views' argument parsing and answers, and the proxy's views are plain Flask
 blueprints that only need describing. The document is built once per app, at its first request,
-and is served without a token: it holds nothing the README does not say.
+and is served without a token: it holds nothing the docs do not say.
 """
 
 from __future__ import annotations

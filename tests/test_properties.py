@@ -1,7 +1,8 @@
 """Property-based tests: for any id, query string or token mutation, the answer keeps its promises.
 
-Whatever the input, the status is one the README documents, the body is JSON in the documented
-shape, and it never holds a user of another organization. The proxy runs in this process.
+Whatever the input, the status is one docs/troubleshooting.md documents, the body is JSON in
+the documented shape, and it never holds a user of another organization. The proxy runs in this
+process.
 """
 
 from __future__ import annotations
