@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -12,7 +13,7 @@ import pytest
 
 from auth0_proxy import create_app
 from auth0_proxy.budget import PLANS, Limit
-from auth0_proxy.config import ConfigError, load_config_file, load_settings
+from auth0_proxy.config import ConfigError, ProxySchema, load_config_file, load_settings
 from scripts.proxy_server import ROOT
 from tests.test_defaults import filled_in
 
@@ -325,3 +326,16 @@ def test_each_worker_checks_the_cache_directory_again(tmp_path):
     cache_dir.chmod(0o777)
     with pytest.raises(ConfigError, match=r"proxy.cache_dir: .* must belong to the proxy's user"):
         create_app(settings=settings)
+
+
+def test_the_configuration_reference_names_every_proxy_setting_with_its_default():
+    """docs/configuration.md's table against the schema, the one declaration of each setting:
+    a row for each key of the proxy block and none for a key it does not take, and each
+    number's default as the schema's."""
+    reference = (ROOT / "docs" / "configuration.md").read_text()
+    rows = dict(re.findall(r"^\| `proxy\.(\w+)` \| [^|]+ \| (.*) \|$", reference, re.M))
+    declared = ProxySchema().fields
+    assert set(rows) == set(declared)
+    for key, field in declared.items():
+        if isinstance(field.load_default, int | float) and not isinstance(field.load_default, bool):
+            assert f"default {field.load_default:g}" in rows[key], key
