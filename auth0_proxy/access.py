@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
 
 from flask import current_app, g
 
@@ -18,15 +17,7 @@ from .auth import AccessToken
 from .errors import OrganizationDenied
 from .extensions import require_oauth
 from .policy import admit_request
-
-
-class Caller(NamedTuple):
-    """The verified caller of a request: its client, the one organization it acts for, and the
-    scopes its token grants."""
-
-    client_id: str
-    org_id: str
-    scopes: frozenset[str]
+from .scope import Caller, RequestScope
 
 
 def require_organization(*scopes: str) -> Callable[[Callable], Callable]:
@@ -52,13 +43,13 @@ def require_organization(*scopes: str) -> Callable[[Callable], Callable]:
 
 
 def identify_caller(scopes: list[str]) -> Caller:
-    """The request's caller, also kept in ``g.caller`` for the request's log line."""
+    """The request's caller, also kept in its scope for the log and audit lines."""
     token = require_oauth.acquire_token(scopes)
-    state = g._get_current_object()
-    state.client_id = token.client_id  # logged even when its organization is refused
+    scope: RequestScope = g.scope
+    scope.client_id = token.client_id  # logged even when its organization is refused
     admit_request(token.client_id)
     org_id = org_for_token(token, current_app.config["SETTINGS"].clients)
-    state.caller = caller = Caller(token.client_id, org_id, token.scopes)
+    scope.caller = caller = Caller(token.client_id, org_id, token.scopes)
     return caller
 
 

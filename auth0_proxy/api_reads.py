@@ -15,15 +15,16 @@ from typing import TYPE_CHECKING
 from flask import Response, current_app, jsonify
 
 from .api_query import checkpoint_page, offset_page, search_terms, selected
-from .directory import Answer, Directory, Freshness
+from .directory import Answer, Directory
 from .errors import UserNotFound
 from .json_codec import loads
 from .management import api_path
 from .paging import MEMBER_FIELDS, InvalidQuery
+from .scope import Freshness
 from .users import described
 
 if TYPE_CHECKING:
-    from .management_api import Call
+    from .api_operation import Call
 
 ORGANIZATION = "/organizations/{id}"
 # Up to this many profiles come from the profile cache, one entry each; more, from one search.

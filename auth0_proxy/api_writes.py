@@ -22,7 +22,7 @@ from .management import ManagementClient, api_path
 from .schemas import public_profile
 
 if TYPE_CHECKING:
-    from .management_api import Call
+    from .api_operation import Call
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,14 @@ def invite(call: Call) -> Response:
     _check_allowed(call.grant.connections, body, "connection_id", required=True)
     _check_allowed(call.grant.invitation_clients, body, "client_id", required=True)
     status, invitation = _write(call, body)
-    g.write_target = invitation.get("id") if isinstance(invitation, dict) else None
+    g.scope.write.target = invitation.get("id") if isinstance(invitation, dict) else None
     return jsonify(invitation), status
 
 
 def remove_members(call: Call) -> Response:
     """Remove users from the caller's organization (Auth0 ignores ids that are no members)."""
     body = json_body()
-    g.write_target = ",".join(_strings(body, "members"))[:512]
+    g.scope.write.target = ",".join(_strings(body, "members"))[:512]
     return _answer(*_write(call, body))
 
 
@@ -90,7 +90,7 @@ def create_user(call: Call) -> Response:
     user_id = created.get("user_id") if isinstance(created, dict) else None
     if not isinstance(user_id, str):
         raise UpstreamFailed(reason="POST /api/v2/users answered without a user_id")
-    g.write_target = user_id
+    g.scope.write.target = user_id
     _make_member(call, user_id)
     return jsonify(public_profile(created)), status
 
@@ -134,7 +134,7 @@ def _write(
 ) -> tuple[int, object]:
     """Send a write to Auth0 (by default the request's own); whatever comes of it, what is
     cached for the organization is read afresh from now on."""
-    g.write_sent = True  # for the audit line: from here on, the write may be done
+    g.scope.write.sent = True  # for the audit line: from here on, the write may be done
     try:
         return management().relay(method or request.method, path or call.upstream_path, body=body)
     finally:

@@ -169,7 +169,7 @@ class Auth0TokenValidator(BearerTokenValidator):
         :raise InsufficientScope: the token lacks a required scope (403).
         """
         if scopes and not any(token.scopes.issuperset(scope.split()) for scope in scopes):
-            g.client_id = token.client_id  # a valid token's client, for the refusal's log lines
+            g.scope.client_id = token.client_id  # a valid token's, for the refusal's log lines
             raise InsufficientScope(" ".join(scopes), reason="insufficient scope")
 
     def _key_for(self, guest):

@@ -30,12 +30,13 @@ from urllib.parse import urlsplit, urlunsplit
 from flask import Flask
 
 from . import create_app, load_configuration
+from .api_operation import Org
 from .config import ConfigError, Settings, config_path
 from .errors import APIError, OrganizationNotFound, TooManyRequests
 from .keys import JWKS_PATH, KeyStore
 from .logs import redact
 from .management import ManagementClient, api_path
-from .management_api import RULES, Org
+from .management_api import RULES
 
 PROG = "auth0-m2m-proxy"
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2

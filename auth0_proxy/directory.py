@@ -32,32 +32,12 @@ from .json_codec import dumps, json_fragment, loads
 from .management import ManagementClient
 from .paging import CheckpointPaging, OffsetPaging, needs_profiles
 from .schemas import public_profile
+from .scope import FETCHED_NOW, Freshness
 
 MEMBER_LIST_KEY = "member-list:{org_id}"
 # Changed by each write to the organization; part of the keys of what is cached for it.
 GENERATION_KEY = "generation:{org_id}"
 GENERATION_GRACE_SECONDS = 60
-
-
-@dataclass(frozen=True)
-class Freshness:
-    """How old an answer is (its ``Age``, RFC 9111) and for how many more seconds it is fresh
-    (negative: served stale); ``ttl`` is None for an answer fetched for this request."""
-
-    age: int
-    ttl: int | None
-
-    @classmethod
-    def of(cls, *entries: Entry) -> Freshness:
-        """An answer made of several entries is as old as the oldest."""
-        now = time.time()
-        return cls(
-            max(entry.age(now) for entry in entries),
-            math.floor(min(entry.fresh_until for entry in entries) - now),
-        )
-
-
-FETCHED_NOW = Freshness(0, None)
 
 
 @dataclass(frozen=True)
@@ -169,7 +149,7 @@ class Directory:
         if entry is None:
             return Answer(pages, FETCHED_NOW)
         digest = _entity_tag(entry.value.digest)
-        return Answer(pages, Freshness.of(entry), digest, entry.value.generation)
+        return Answer(pages, freshness_of(entry), digest, entry.value.generation)
 
     def member_profiles(
         self, org_id: str, fields: tuple[str, ...], *, fresh: bool = False
@@ -278,7 +258,16 @@ class Directory:
         return self.cache.entry(key, create, stale_seconds=self.max_stale)
 
     def _freshness(self, *entries: Entry) -> Freshness:
-        return Freshness.of(*entries) if self.ttl else FETCHED_NOW
+        return freshness_of(*entries) if self.ttl else FETCHED_NOW
+
+
+def freshness_of(*entries: Entry) -> Freshness:
+    """An answer made of several entries is as old as the oldest."""
+    now = time.time()
+    return Freshness(
+        max(entry.age(now) for entry in entries),
+        math.floor(min(entry.fresh_until for entry in entries) - now),
+    )
 
 
 def _member_of(org_id: str, membership: Entry) -> Entry:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, g, jsonify
+from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 from . import metrics
+from .scope import request_scope
 
 log = logging.getLogger(__name__)
 
@@ -206,14 +207,14 @@ def init_app(app: Flask) -> None:
 
 
 def _handle_api_error(error: APIError):
-    g.denial_reason, g.error_code = error.reason, error.error_code
+    _record(error.reason, error.error_code)
     metrics.REFUSALS.labels(str(error.status_code), error.metric_code).inc()
     return jsonify(error.body()), error.status_code, error.headers
 
 
 def _handle_http_exception(error: HTTPException):
     code = (HTTP_STATUS_CODES.get(error.code, "error")).lower().replace(" ", "_")
-    g.denial_reason, g.error_code = error.description, code
+    _record(error.description, code)
     metrics.REFUSALS.labels(str(error.code), code).inc()
     body = error_body(error.code or 500, error.description or "", code)
     headers = [(name, value) for name, value in error.get_headers() if name == "Allow"]
@@ -222,9 +223,16 @@ def _handle_http_exception(error: HTTPException):
 
 def _handle_unexpected(error: Exception):
     log.exception("unexpected error")
-    g.denial_reason, g.error_code = f"unexpected {type(error).__name__}", APIError.error_code
+    _record(f"unexpected {type(error).__name__}", APIError.error_code)
     metrics.REFUSALS.labels("500", APIError.error_code).inc()
     return jsonify(APIError().body()), 500
+
+
+def _record(reason: str | None, error_code: str) -> None:
+    """The refusal in the request's scope, for its log and audit lines."""
+    scope = request_scope()
+    if scope is not None:
+        scope.denial_reason, scope.error_code = reason, error_code
 
 
 def _quoted(text: str) -> str:

@@ -14,81 +14,23 @@ ended.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 
 from . import api_reads, api_writes
-from .access import Caller, identify_caller
+from .access import identify_caller
+from .api_operation import Call, Org, Rule
 from .api_query import CHECKPOINT, EMAIL, FIELDS, OFFSET, SEARCH, SORT, Query, checked_query
-from .cache import Entry
-from .config import WriteGrant
 from .errors import OperationNotAllowed, OrganizationNotFound
-from .management import api_path
+from .scope import RequestScope, WriteFacts
 
 audit_log = logging.getLogger("auth0_proxy.audit")
 
 PREFIX = "/api/v2"
 READ_ANY = "read:users"  # grants every read of the surface, as it does on the users proxy
 READ_METHODS = frozenset(["GET", "HEAD", "OPTIONS"])  # what the audit leaves out
-
-
-class Org(enum.Enum):
-    """How a rule keeps the caller within its organization."""
-
-    OWN = "the path's {id} is the caller's organization; any other is Auth0's 404"
-    OWN_MEMBER = "as OWN, and {user_id} is a member of it (else Auth0's 404 for a user)"
-    MEMBER = "the path's {id} is a user who is a member (else Auth0's 404 for a user)"
-    MEMBERS_ONLY = "the answer holds the organization's members only"
-    NEW_MEMBER = "the user created becomes a member, or is deleted again"
-
-
-@dataclass(frozen=True)
-class Call:
-    """What an operation's handler gets: the caller, the path's decoded parameters, the checked
-    query, for a write the client's grant, and for a path naming a member its organizations."""
-
-    caller: Caller
-    template: str
-    params: dict[str, str]
-    query: Query
-    grant: WriteGrant | None = None
-    membership: Entry | None = None  # the path's user's organizations, once checked
-
-    @property
-    def upstream_path(self) -> str:
-        """The Auth0 path this call addresses: its rule's template with its parameters."""
-        return api_path(self.template, **self.params)
-
-
-@dataclass(frozen=True)
-class Rule:
-    method: str
-    template: str
-    permission: str
-    org: Org
-    write: bool
-    handler: Callable[[Call], Response]
-    query: tuple[str, ...] = ()
-
-    def match(self, method: str, segments: list[str]) -> dict[str, str] | None:
-        """The decoded path parameters, if the request is this rule's."""
-        expected = self.template.split("/")
-        if method != self.method or len(expected) != len(segments):
-            return None
-        params = {}
-        for want, got in zip(expected, segments, strict=True):
-            if want.startswith("{"):
-                if not got:
-                    return None
-                params[want[1:-1]] = unquote(got, errors="strict")
-            elif want != got:
-                return None
-        return params
 
 
 ORG = "/organizations/{id}"
@@ -148,9 +90,11 @@ def dispatch(rest: str = "") -> Response:
     rule, params = match(request.method, raw_path())
     if rule is None:
         raise OperationNotAllowed(reason=f"no rule for {request.method} {request.path[:200]}")
-    g.route = PREFIX + rule.template  # for the metrics: the operation, not the catch-all route
+    scope: RequestScope = g.scope
+    scope.route = PREFIX + rule.template  # for the metrics: the operation, not the catch-all
     if rule.write:
-        g.write_rule, g.write_target = rule, params.get("user_id") or params.get("id")
+        action, target = f"{rule.method} {rule.template}", params.get("user_id") or params.get("id")
+        scope.write = WriteFacts(action, rule.permission, target)
         return write(rule, params)
     call = Call(identify_caller([READ_ANY, rule.permission]), rule.template, params, _query(rule))
     return rule.handler(enforce_organization(rule, call))
@@ -222,29 +166,30 @@ def audit(response: Response) -> Response:
     path = request.path
     if request.method in READ_METHODS or not (path == PREFIX or path.startswith(PREFIX + "/")):
         return response
-    state = g._get_current_object()
-    rule, caller, sent = state.get("write_rule"), state.get("caller"), state.get("write_sent")
+    scope: RequestScope = g.scope
+    facts, caller = scope.write, scope.caller
+    sent = facts is not None and facts.sent
     status = response.status_code
     if status < 400:
         outcome = "done"
     else:
-        outcome = f"{'failed' if sent else 'refused'}: {status} {state.get('error_code')}"
+        outcome = f"{'failed' if sent else 'refused'}: {status} {scope.error_code}"
     audit_log.info(
         "write %s",
         outcome,
         extra={
             "fields": {
                 "audit": True,
-                "request_id": state.request_facts.request_id,
-                "caller_request_id": state.request_facts.caller_request_id,
-                "client_id": state.get("client_id"),
+                "request_id": scope.request_id,
+                "caller_request_id": scope.caller_request_id,
+                "client_id": scope.client_id,
                 "org_id": caller.org_id if caller else None,
-                "action": f"{request.method} {rule.template if rule else path[:200]}",
-                "permission": rule.permission if rule else None,
-                "target": state.get("write_target"),
+                "action": facts.action if facts else f"{request.method} {path[:200]}",
+                "permission": facts.permission if facts else None,
+                "target": facts.target if facts else None,
                 "outcome": outcome,
-                "sent": bool(sent),
-                "reason": state.get("denial_reason") if status >= 400 else None,
+                "sent": sent,
+                "reason": scope.denial_reason if status >= 400 else None,
             }
         },
     )

@@ -16,7 +16,7 @@ import functools
 import os
 import shutil
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 # A multiprocess directory that is not there (a variable left from gunicorn's environment in a
 # shell, say) would fail the first metric: samples then stay in this process.
@@ -36,6 +36,9 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
+
+if TYPE_CHECKING:
+    from .scope import Freshness
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -143,17 +146,18 @@ def observe_answer(route: str, method: str, status: int, client: str, seconds: f
     REQUEST_SECONDS.labels(route).observe(seconds)
 
 
-def observe_cache(cache_status: str | None, age: str | None, status: int) -> None:
-    """Count an answer by its ``Cache-Status`` (set by the views that answer from the cache)."""
+def observe_cache(freshness: Freshness | None, status: int) -> None:
+    """Count an answer by its freshness (recorded by the views that answer from the cache):
+    fetched for the request (no ``ttl``), stale (a negative one), or a hit."""
     if status == 304:
         CACHE_ANSWERS.labels("not_modified").inc()
-    elif cache_status is None:
+    elif freshness is None:
         return
-    elif "fwd=miss" in cache_status:
+    elif freshness.ttl is None:
         CACHE_ANSWERS.labels("miss").inc()
-    elif "ttl=-" in cache_status:
+    elif freshness.ttl < 0:
         CACHE_ANSWERS.labels("stale").inc()
-        STALE_AGE.observe(float(age or 0))
+        STALE_AGE.observe(freshness.age)
     else:
         CACHE_ANSWERS.labels("hit").inc()
 

@@ -29,6 +29,7 @@ from marshmallow import Schema
 from werkzeug.http import HTTP_STATUS_CODES
 
 from . import api_reads, api_writes
+from .api_operation import Org, Rule
 from .api_query import EMAIL, QUERY_SCHEMA, QuerySchema
 from .errors import (
     APIError,
@@ -48,7 +49,7 @@ from .errors import (
     UpstreamUnavailable,
     UserNotFound,
 )
-from .management_api import PREFIX, READ_ANY, RULES, Org, Rule
+from .management_api import PREFIX, READ_ANY, RULES
 from .paging import ChangesQuerySchema, InvalidPaging, InvalidQuery, MemberQuerySchema
 from .schemas import (
     ErrorSchema,

@@ -27,12 +27,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from flask import Flask, Response, current_app, g, has_app_context
+from flask import Flask, Response, current_app, g
 
 from .buckets import Bucket
 from .budget import PAGE_WAIT_SECONDS, Limit, Rank, current_errand
 from .config import RateLimits, WriteGrant
 from .errors import OperationNotAllowed, TooManyRequests
+from .scope import Quota, RequestScope, request_scope
 from .store import Store
 
 NO_WRITES = WriteGrant()
@@ -60,23 +61,6 @@ class ClientRateLimited(TooManyRequests):
     @property
     def metric_code(self) -> str:
         return f"rate_limit_{self.limit}"
-
-
-@dataclass(frozen=True)
-class Quota:
-    """One bucket as the ``x-ratelimit-*`` headers tell it: its burst, the whole calls left,
-    and the UNIX second it is full again."""
-
-    limit: int
-    remaining: int
-    reset: int
-
-    def headers(self) -> dict[str, str]:
-        return {
-            "x-ratelimit-limit": str(self.limit),
-            "x-ratelimit-remaining": str(self.remaining),
-            "x-ratelimit-reset": str(self.reset),
-        }
 
 
 class ClientPolicy:
@@ -261,7 +245,7 @@ def admit_request(client_id: str) -> None:
 
     :raise ClientRateLimited: over a limit (429).
     """
-    g.rate_quota = policy().admit(client_id)
+    g.scope.quota = policy().admit(client_id)
 
 
 def may_read_fresh(client_id: str) -> bool:
@@ -269,8 +253,8 @@ def may_read_fresh(client_id: str) -> bool:
     a request so honoured has paid its first upstream call."""
     if not policy().take_fresh_read(client_id):
         return False
-    g.upstream_credit = 1
-    g.upstream_paid = True
+    scope: RequestScope = g.scope
+    scope.upstream_credit, scope.upstream_paid = 1, True
     return True
 
 
@@ -305,27 +289,24 @@ def _charge(*, under_way_waits: bool, ahead: bool = False) -> None:
 
     :raise ClientRateLimited: the allowance is spent (429).
     """
-    if not has_app_context() or current_errand().rank is not Rank.CLIENT:
+    scope = request_scope()
+    if scope is None or scope.client_id is None or current_errand().rank is not Rank.CLIENT:
         return
-    state = g._get_current_object()
-    client_id = state.get("client_id")
-    if client_id is None:
+    if scope.upstream_credit > 0:  # paid already (a page paid ahead uses it when it is sent)
+        scope.upstream_credit -= 0 if ahead else 1
         return
-    credit = state.get("upstream_credit", 0)
-    if credit > 0:  # paid already (a page paid ahead uses it when it is sent)
-        state.upstream_credit = credit if ahead else credit - 1
-        return
-    under_way = under_way_waits and state.get("upstream_paid", False)
-    quota = policy().charge_upstream(client_id, under_way=under_way)  # raises before it is paid
-    state.upstream_paid = True
-    state.upstream_credit = 1 if ahead else 0
-    if quota is not None and quota.remaining < getattr(state.get("rate_quota"), "remaining", 1e9):
-        state.rate_quota = quota  # the headers tell the tighter of the two
+    under_way = under_way_waits and scope.upstream_paid
+    quota = policy().charge_upstream(scope.client_id, under_way=under_way)  # raises unpaid
+    scope.upstream_paid = True
+    scope.upstream_credit = 1 if ahead else 0
+    if quota is not None and quota.remaining < getattr(scope.quota, "remaining", 1e9):
+        scope.quota = quota  # the headers tell the tighter of the two
 
 
 def _quota_headers(response: Response) -> Response:
     """The client's quota, unless the answer tells another (a 429 tells the limit it hit)."""
-    quota = g.get("rate_quota")
+    scope = request_scope()
+    quota = scope.quota if scope is not None else None
     if quota is not None and "x-ratelimit-limit" not in response.headers:
         response.headers.update(quota.headers())
     return response

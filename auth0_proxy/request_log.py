@@ -1,7 +1,8 @@
 """One log line per request: who called, what, the answer, and what it cost upstream.
 
-Who called comes from the verified token (``access`` records the caller); the line never carries
-a token, a secret or a header value: its fields are chosen here, not copied from the request.
+Its facts are the request's scope (``scope.RequestScope``, made here for each request): who
+called comes from the verified token (``access`` records the caller); the line never carries a
+token, a secret or a header value: its fields are chosen here, not copied from the request.
 Each request gets an id of the proxy's own, told in ``X-Request-ID``; the id a caller sent is
 logged beside it (``caller_request_id``), never in its place.
 """
@@ -14,40 +15,15 @@ import random
 import re
 import time
 
-from flask import Flask, Response, current_app, g, has_app_context, request
+from flask import Flask, Response, current_app, g, request
 
 from . import metrics
+from .scope import RequestScope, request_scope
 
 log = logging.getLogger("auth0_proxy.request")
 STARTED = time.time()  # for records' relativeCreated, about when logging started
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-class RequestFacts:
-    """What the log line of one request needs from before its answer, kept in ``g``: the
-    proxy's own id for it, the id the caller sent (if harmless), and the line's level and
-    fields once the answer is made, written when it is finished (a streamed list's calls
-    happen after its headers)."""
-
-    __slots__ = (
-        "caller_request_id",
-        "line",
-        "request_id",
-        "started",
-        "teardowns_left",
-        "upstream_calls",
-    )
-
-    def __init__(self, request_id: str, caller_request_id: str | None):
-        self.request_id = request_id
-        self.caller_request_id = caller_request_id
-        self.started = time.perf_counter()
-        self.upstream_calls = 0
-        self.line: tuple[int, dict] | None = None
-        # Flask tears a request down when its view returns and, for an answer streamed with
-        # its context (``stream_with_context``), once more when the stream ends.
-        self.teardowns_left = 1
 
 
 def init_app(app: Flask) -> None:
@@ -57,29 +33,30 @@ def init_app(app: Flask) -> None:
 
 
 def start() -> None:
+    """The request's scope, with its id."""
     supplied = request.environ.get("HTTP_X_REQUEST_ID")
     # The caller's id is logged beside the proxy's own, if it is harmless in a log line; it
     # never stands for the proxy's (a caller could give two requests the same).
     caller_id = supplied if supplied and REQUEST_ID.match(supplied) else None
-    g.request_facts = RequestFacts(new_request_id(), caller_id)
+    g.scope = RequestScope(new_request_id(), caller_id)
     metrics.IN_FLIGHT.inc()
 
 
 def end(error: BaseException | None) -> None:
     """The request is over, its streamed body included (the context outlives the stream):
     its line is written now, with every upstream call it made."""
-    facts = g.get("request_facts")
-    if facts is None:
+    scope = g.get("scope")
+    if scope is None:
         return
-    facts.teardowns_left -= 1
-    if facts.teardowns_left > 0:
+    scope.teardowns_left -= 1
+    if scope.teardowns_left > 0:
         return  # a streamed answer, still to be sent
-    g.pop("request_facts")
+    g.pop("scope")
     metrics.IN_FLIGHT.dec()
-    if facts.line is not None:
-        level, fields = facts.line
-        fields["duration_ms"] = round((time.perf_counter() - facts.started) * 1000, 1)
-        fields["upstream_calls"] = facts.upstream_calls
+    if scope.line is not None:
+        level, fields = scope.line
+        fields["duration_ms"] = round((time.perf_counter() - scope.started) * 1000, 1)
+        fields["upstream_calls"] = scope.upstream_calls
         log.handle(AccessRecord(level, fields))
 
 
@@ -92,40 +69,38 @@ def new_request_id() -> str:
 def count_upstream_call() -> None:
     """Called by the Upstream pool for each call to Auth0, so a request's line can count them
     (a refresh in the background, outside any request, is counted by none)."""
-    facts = g.get("request_facts") if has_app_context() else None
-    if facts is not None:
-        facts.upstream_calls += 1
+    scope = request_scope()
+    if scope is not None:
+        scope.upstream_calls += 1
 
 
 def finish(response: Response) -> Response:
     """Tell the request id, and make the line (written once the answer is finished, by
     ``end``): refusals (401, 403, and the 404 that hides another organization's user) as
     warnings, failures as errors."""
-    state = g._get_current_object()  # one lookup of the request's g for every field below
-    facts = state.request_facts
-    response.headers["X-Request-ID"] = facts.request_id
+    scope: RequestScope = g.scope
+    response.headers["X-Request-ID"] = scope.request_id
     status = response.status_code
     level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
     if log.isEnabledFor(level):
-        facts.line = (level, _fields(state, facts, status))
+        scope.line = (level, _fields(scope, status))
     if response.is_streamed and request.method != "HEAD":  # WSGI sends no body for HEAD
-        facts.teardowns_left = 2
-    _measure(state, facts, response)
+        scope.teardowns_left = 2
+    _measure(scope, response)
     return response
 
 
-def _measure(state, facts: RequestFacts, response: Response) -> None:
+def _measure(scope: RequestScope, response: Response) -> None:
     """The answer in the metrics: by route (an /api/v2 operation by its rule), status and
-    client; from the cache or not, by its ``Cache-Status``."""
+    client; from the cache or not, by its freshness."""
     req = request._get_current_object()
-    route = state.get("route") or (req.url_rule.rule if req.url_rule else "unmatched")
-    client_id = state.get("client_id")
+    route = scope.route or (req.url_rule.rule if req.url_rule else "unmatched")
+    client_id = scope.client_id
     if client_id is not None and client_id not in current_app.config["SETTINGS"].clients:
         client_id = "other"  # bounded: only the config's clients are labels of their own
-    seconds = time.perf_counter() - facts.started
+    seconds = time.perf_counter() - scope.started
     metrics.observe_answer(route, req.method, response.status_code, client_id or "", seconds)
-    headers = response.headers
-    metrics.observe_cache(headers.get("Cache-Status"), headers.get("Age"), response.status_code)
+    metrics.observe_cache(scope.freshness, response.status_code)
 
 
 class AccessRecord(logging.LogRecord):
@@ -163,20 +138,20 @@ class AccessRecord(logging.LogRecord):
         self.fields = fields
 
 
-def _fields(state, facts: RequestFacts, status: int) -> dict:
-    caller = getattr(state, "caller", None)
+def _fields(scope: RequestScope, status: int) -> dict:
+    caller = scope.caller
     req = request._get_current_object()
     fields = {
-        "request_id": facts.request_id,
-        "caller_request_id": facts.caller_request_id,
-        "client_id": getattr(state, "client_id", None),
+        "request_id": scope.request_id,
+        "caller_request_id": scope.caller_request_id,
+        "client_id": scope.client_id,
         "org_id": caller.org_id if caller is not None else None,
         "method": req.method,
         "path": req.path[:512],
         "status": status,
-        "duration_ms": round((time.perf_counter() - facts.started) * 1000, 1),
-        "upstream_calls": facts.upstream_calls,
+        "duration_ms": round((time.perf_counter() - scope.started) * 1000, 1),
+        "upstream_calls": scope.upstream_calls,
     }
     if status >= 400:
-        fields["reason"] = getattr(state, "denial_reason", None)
+        fields["reason"] = scope.denial_reason
     return fields

@@ -11,16 +11,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 from werkzeug.routing import BaseConverter
 
-from .access import Caller, require_organization
-from .directory import FETCHED_NOW, Answer, Directory
+from .access import require_organization
+from .directory import Answer, Directory
 from .errors import APIError
 from .json_codec import json_fragment
 from .paging import changes_cursor, member_query
 from .policy import may_read_fresh
 from .schemas import member_page_answer, only_fields
+from .scope import FETCHED_NOW, Caller
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,9 @@ def not_modified(answer: Answer) -> Response | None:
 
 
 def described(response: Response, answer: Answer) -> Response:
-    """The answer's ``Age``, ``Cache-Status`` and ``ETag``."""
-    freshness = answer.freshness
+    """The answer's ``Age``, ``Cache-Status`` and ``ETag``; its freshness also in the request's
+    scope, for the metrics."""
+    freshness = g.scope.freshness = answer.freshness
     response.headers["Age"] = str(freshness.age)
     if freshness.ttl is None:
         response.headers["Cache-Status"] = f"{CACHE_NAME}; fwd=miss"
