@@ -20,8 +20,8 @@ $(STAMP): requirements.txt requirements-dev.txt setup.cfg pyproject.toml
 demo: install  ## the proxy under gunicorn against the emulated Auth0 tenant
 	$(PY) -m scripts.demo
 
-test: install  ## the whole test suite (end-to-end through gunicorn)
-	$(PY) -m pytest
+test: install  ## the whole test suite (end-to-end through gunicorn), on two processes
+	$(PY) -m pytest -n 2 --dist loadfile
 
 soak: install  ## mixed traffic under injected Auth0 faults for SOAK_SECONDS; fails on any leak or 500
 	$(PY) -m bench.soak --seconds $(SOAK_SECONDS)
