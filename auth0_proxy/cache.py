@@ -28,6 +28,7 @@ import math
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ MEMO_ENTRIES = 4096
 # Pages outlive their listing's entry by this long, so that a reader that found the entry finds
 # every page (unless fetching the list took longer, or the cache dropped pages for room).
 PAGE_GRACE_SECONDS = 60
+
+# Text of listing pages a process keeps in memory (see PageMemo): a few large lists.
+PAGE_MEMO_BYTES = 32 * 1024 * 1024
 
 # After a failed or unaffordable refresh, reads try again after this long.
 REFRESH_RETRY_SECONDS = 1
@@ -138,6 +142,39 @@ class Memo:
             self._entries.pop(key, None)
 
 
+class PageMemo:
+    """Pages of stored listings this process read lately, up to ``max_bytes`` of text, the
+    least recently read dropped first. A page's key names its listing's generation, and a
+    generation's pages never change, so a page remembered is right for as long as its listing
+    is served: a warm list costs no store read per page (a file read and unpickling each)."""
+
+    def __init__(self, max_bytes: int = PAGE_MEMO_BYTES):
+        self.max_bytes = max_bytes
+        self._pages: OrderedDict[str, str] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def recall(self, key: str) -> str | None:
+        page = self._pages.get(key)
+        if page is not None:
+            with self._lock:
+                if key in self._pages:
+                    self._pages.move_to_end(key)
+        return page
+
+    def remember(self, key: str, page: str) -> None:
+        if len(page) > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._pages:
+                return
+            self._pages[key] = page
+            self._bytes += len(page)
+            while self._bytes > self.max_bytes:
+                _, dropped = self._pages.popitem(last=False)
+                self._bytes -= len(dropped)
+
+
 class SharedCache:
     """Get-or-create over the Store, one fetch per key for everyone who shares it.
 
@@ -160,6 +197,7 @@ class SharedCache:
         self.failure_seconds = failure_seconds
         self.may_refresh = may_refresh
         self.memo = Memo()
+        self.pages = PageMemo()
         self._refresh_slots = threading.BoundedSemaphore(MAX_REFRESHES)
 
     def get_or_create(self, key: str, create: Create, *, refresh_ahead: bool = False) -> Any:
@@ -250,7 +288,8 @@ class SharedCache:
 
         :raise CachedPageMissing: a page of the cached listing was gone before it was read.
         """
-        # A listing is read from the store, not this process's memo: its pages are only there.
+        # A listing is read from the store, not this process's memo: its pages are only there
+        # (or in ``self.pages``, once read from there).
         now = time.time()
         current = self.store.get(key)
         if current is not None and not current.usable(now, stale_seconds):
@@ -384,9 +423,13 @@ class SharedCache:
 
     def _cached_pages(self, key: str, listing: Listing) -> Iterator[str]:
         for number in range(1, listing.pages + 1):
-            page = self.store.get(_page_key(key, listing.generation, number))
-            if page is None:  # evicted, or the cache failed: the sequence cannot be completed
-                raise CachedPageMissing(reason=f"{key}: page {number} missing")
+            page_key = _page_key(key, listing.generation, number)
+            page = self.pages.recall(page_key)
+            if page is None:
+                page = self.store.get(page_key)
+                if page is None:  # evicted, or the cache failed: it cannot be completed
+                    raise CachedPageMissing(reason=f"{key}: page {number} missing")
+                self.pages.remember(page_key, page)
             yield page
 
     def _refresh_in_background(

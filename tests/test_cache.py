@@ -16,7 +16,7 @@ from cachelib import FileSystemCache, SimpleCache
 
 from auth0_proxy.buckets import Bucket
 from auth0_proxy.budget import Governor
-from auth0_proxy.cache import MAX_REFRESHES, Entry, Fetch, SharedCache, refresh_time
+from auth0_proxy.cache import MAX_REFRESHES, Entry, Fetch, PageMemo, SharedCache, refresh_time
 from auth0_proxy.changes import ChangeFeed
 from auth0_proxy.config import load_settings
 from auth0_proxy.directory import Directory
@@ -438,3 +438,14 @@ def test_the_file_caches_pruning_never_refills_the_budget(tmp_path):
     for n in range(20):  # past the threshold: cachelib prunes the entries soonest to expire
         store.set(f"profile-{n}", n, 600)
     assert not store.take_tokens([bucket], 1)[0]
+
+
+def test_the_page_memo_keeps_the_pages_read_last_within_its_bytes():
+    memo = PageMemo(max_bytes=10)
+    memo.remember("a", "aaaa")
+    memo.remember("b", "bbbb")
+    assert memo.recall("a") == "aaaa"  # read lately: kept before b
+    memo.remember("c", "cccc")
+    assert (memo.recall("a"), memo.recall("b"), memo.recall("c")) == ("aaaa", None, "cccc")
+    memo.remember("huge", "x" * 11)  # more than it may hold: not kept, nothing dropped for it
+    assert memo.recall("huge") is None and memo.recall("a") == "aaaa"
