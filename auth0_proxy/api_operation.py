@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from flask import Response
+from marshmallow import Schema
 
 from .api_query import Query
 from .cache import Entry
 from .config import WriteGrant
+from .errors import APIError
 from .management import api_path
 from .scope import Caller
 
@@ -49,6 +51,13 @@ class Call:
 
 @dataclass(frozen=True)
 class Rule:
+    """One operation, and everything it needs: the request it matches, the Auth0 permission
+    its token must grant, how it keeps to the organization, its handler and the query it
+    takes; for a write, the body's schema (the fields an edge client may send), the refusals
+    of Auth0's it passes on, those of its own beyond every write's, and the Management API
+    permissions its calls need beyond its own. The OpenAPI document, check-config and the
+    body checks are derived from it."""
+
     method: str
     template: str
     permission: str
@@ -56,6 +65,10 @@ class Rule:
     write: bool
     handler: Callable[[Call], Response]
     query: tuple[str, ...] = ()
+    body: type[Schema] | None = None
+    relays: tuple[int, ...] = ()  # Auth0's refusals passed on as Auth0 worded them
+    refuses: tuple[type[APIError], ...] = ()
+    upstream_permissions: tuple[str, ...] = ()
 
     def match(self, method: str, segments: list[str]) -> dict[str, str] | None:
         """The decoded path parameters, if the request is this rule's."""

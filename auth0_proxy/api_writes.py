@@ -19,7 +19,7 @@ from flask import Response, current_app, g, jsonify, request
 from .api_reads import directory
 from .errors import APIError, InvalidBody, OperationNotAllowed, SharedUser, UpstreamFailed
 from .management import ManagementClient, api_path
-from .schemas import public_profile
+from .schemas import UserCreateRequestSchema, UserUpdateRequestSchema, public_profile
 
 if TYPE_CHECKING:
     from .api_operation import Call
@@ -27,14 +27,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 METADATA = ("user_metadata", "app_metadata")
+# What a created user may be given, what an update may change: the fields of their bodies'
+# schemas (no verified email, blocked state or chosen id).
+CREATE_FIELDS = frozenset(UserCreateRequestSchema().fields)
+UPDATE_FIELDS = frozenset(UserUpdateRequestSchema().fields)
 # Levels of arrays and objects a write's body may nest: far more than any Auth0 body or metadata
 # needs, and far less than what the JSON encoder sending it on can take (Python's recursion).
 MAX_BODY_DEPTH = 32
-# What a created user may be given; no verified email, blocked state or chosen id.
-CREATE_FIELDS = frozenset(
-    ["connection", "email", "password", "name", "given_name", "family_name", "nickname",
-     "picture", "username", "phone_number", "verify_email", *METADATA]
-)  # fmt: skip
 
 
 def invite(call: Call) -> Response:
@@ -72,7 +71,7 @@ remove_roles = assign_roles  # the same checks; the method tells Auth0 which
 def update_user(call: Call) -> Response:
     """Change a member's ``user_metadata``, or its allowed ``app_metadata`` keys."""
     body = json_body()
-    _check_fields(body, METADATA)
+    _check_fields(body, UPDATE_FIELDS)
     _check_metadata(call, body)
     status, profile = _write(call, body)
     return jsonify(public_profile(profile)), status

@@ -30,7 +30,6 @@ from urllib.parse import urlsplit, urlunsplit
 from flask import Flask
 
 from . import create_app, load_configuration
-from .api_operation import Org
 from .config import ConfigError, Settings, config_path
 from .errors import APIError, OrganizationNotFound, TooManyRequests
 from .keys import JWKS_PATH, KeyStore
@@ -48,10 +47,6 @@ PROXY_READS = ("read:organization_members", "read:users", "read:organizations")
 # The reads of the /api/v2 surface (its rule table); those beyond PROXY_READS are optional: without
 # one, only that operation fails (502).
 SURFACE_READS = frozenset(rule.permission for rule in RULES if not rule.write)
-# Management calls a write makes besides its rule's own, by how the rule keeps to the
-# organization (api_writes.create_user: the created user is made a member with
-# POST /organizations/{id}/members, and deleted again with DELETE /users/{id} should that fail).
-WRITE_EXTRAS = {Org.NEW_MEMBER: ("create:organization_members", "delete:users")}
 # No real secret is shorter; the report removes the management secret wherever it appears.
 MIN_SECRET_LENGTH = 8
 # At most this many ids are listed on a line; the rest are counted.
@@ -251,7 +246,7 @@ def required_permissions(settings: Settings) -> dict[str, set[str]]:
     for client_id, grant in settings.writes.items():
         for rule in RULES:
             if rule.write and rule.permission in grant.permissions:
-                for permission in (rule.permission, *WRITE_EXTRAS.get(rule.org, ())):
+                for permission in (rule.permission, *rule.upstream_permissions):
                     needed.setdefault(permission, set()).add(
                         f"writes.{client_id}: {rule.permission}"
                     )

@@ -23,7 +23,15 @@ from . import api_reads, api_writes
 from .access import identify_caller
 from .api_operation import Call, Org, Rule
 from .api_query import CHECKPOINT, EMAIL, FIELDS, OFFSET, SEARCH, SORT, Query, checked_query
-from .errors import OperationNotAllowed, OrganizationNotFound
+from .errors import OperationNotAllowed, OrganizationNotFound, SharedUser
+from .management import RELAYED_STATUSES
+from .schemas import (
+    InvitationRequestSchema,
+    MemberRolesRequestSchema,
+    MembersRequestSchema,
+    UserCreateRequestSchema,
+    UserUpdateRequestSchema,
+)
 from .scope import RequestScope, WriteFacts
 
 audit_log = logging.getLogger("auth0_proxy.audit")
@@ -37,19 +45,20 @@ ORG = "/organizations/{id}"
 ROLES = ORG + "/members/{user_id}/roles"
 READ, WRITE = False, True
 reads, writes = api_reads, api_writes
+RELAYS_READ, RELAYS_WRITE = (400, 404), RELAYED_STATUSES  # Auth0's refusals passed on
 RULES = (
     # method, path under /api/v2, Auth0 permission, organization, writes?, handler, query taken
-    Rule("GET", ORG, "read:organizations", Org.OWN, READ, reads.relayed),
+    Rule("GET", ORG, "read:organizations", Org.OWN, READ, reads.relayed, relays=RELAYS_READ),
     Rule("GET", ORG + "/members", "read:organization_members", Org.OWN, READ, reads.members,
-         OFFSET + CHECKPOINT + FIELDS),
+         OFFSET + CHECKPOINT + FIELDS, relays=RELAYS_READ),
     Rule("GET", ROLES, "read:organization_member_roles", Org.OWN_MEMBER, READ, reads.relayed,
-         OFFSET),
+         OFFSET, relays=RELAYS_READ),
     Rule("GET", ORG + "/invitations", "read:organization_invitations", Org.OWN, READ,
-         reads.relayed, OFFSET + FIELDS + SORT),
+         reads.relayed, OFFSET + FIELDS + SORT, relays=RELAYS_READ),
     Rule("GET", ORG + "/invitations/{invitation_id}", "read:organization_invitations", Org.OWN,
-         READ, reads.relayed, FIELDS),
+         READ, reads.relayed, FIELDS, relays=RELAYS_READ),
     Rule("GET", ORG + "/enabled_connections", "read:organization_connections", Org.OWN, READ,
-         reads.relayed, OFFSET),
+         reads.relayed, OFFSET, relays=RELAYS_READ),
     Rule("GET", "/users/{id}", "read:users", Org.MEMBER, READ, reads.user, FIELDS),
     Rule("GET", "/users/{id}/organizations", "read:organizations", Org.MEMBER, READ,
          reads.user_organizations, OFFSET),
@@ -58,16 +67,22 @@ RULES = (
     Rule("GET", "/users-by-email", "read:users", Org.MEMBERS_ONLY, READ, reads.users_by_email,
          FIELDS + EMAIL),
     Rule("POST", ORG + "/invitations", "create:organization_invitations", Org.OWN, WRITE,
-         writes.invite),
+         writes.invite, body=InvitationRequestSchema, relays=RELAYS_WRITE),
     Rule("DELETE", ORG + "/members", "delete:organization_members", Org.OWN, WRITE,
-         writes.remove_members),
+         writes.remove_members, body=MembersRequestSchema, relays=RELAYS_WRITE),
     Rule("POST", ROLES, "create:organization_member_roles", Org.OWN_MEMBER, WRITE,
-         writes.assign_roles),
+         writes.assign_roles, body=MemberRolesRequestSchema, relays=RELAYS_WRITE),
     Rule("DELETE", ROLES, "delete:organization_member_roles", Org.OWN_MEMBER, WRITE,
-         writes.remove_roles),
-    Rule("PATCH", "/users/{id}", "update:users", Org.MEMBER, WRITE, writes.update_user),
-    Rule("POST", "/users", "create:users", Org.NEW_MEMBER, WRITE, writes.create_user),
-    Rule("DELETE", "/users/{id}", "delete:users", Org.MEMBER, WRITE, writes.delete_user),
+         writes.remove_roles, body=MemberRolesRequestSchema, relays=RELAYS_WRITE),
+    Rule("PATCH", "/users/{id}", "update:users", Org.MEMBER, WRITE, writes.update_user,
+         body=UserUpdateRequestSchema, relays=RELAYS_WRITE),
+    # The user created is made a member (POST /organizations/{id}/members), and deleted again
+    # should that fail (DELETE /users/{id}): the management application needs both too.
+    Rule("POST", "/users", "create:users", Org.NEW_MEMBER, WRITE, writes.create_user,
+         body=UserCreateRequestSchema, relays=RELAYS_WRITE,
+         upstream_permissions=("create:organization_members", "delete:users")),
+    Rule("DELETE", "/users/{id}", "delete:users", Org.MEMBER, WRITE, writes.delete_user,
+         relays=RELAYS_WRITE, refuses=(SharedUser,)),
 )  # fmt: skip
 WRITE_PERMISSIONS = frozenset(rule.permission for rule in RULES if rule.write)
 

@@ -28,7 +28,6 @@ from flask import Blueprint, Flask, Response, current_app
 from marshmallow import Schema
 from werkzeug.http import HTTP_STATUS_CODES
 
-from . import api_reads, api_writes
 from .api_operation import Org, Rule
 from .api_query import EMAIL, QUERY_SCHEMA, QuerySchema
 from .errors import (
@@ -54,16 +53,11 @@ from .paging import ChangesQuerySchema, InvalidPaging, InvalidQuery, MemberQuery
 from .schemas import (
     ErrorSchema,
     HealthSchema,
-    InvitationRequestSchema,
     MemberChangesSchema,
-    MemberRolesRequestSchema,
     MemberSchema,
     MembersOffsetPageSchema,
     MembersPageSchema,
-    MembersRequestSchema,
     ReadinessSchema,
-    UserCreateRequestSchema,
-    UserUpdateRequestSchema,
 )
 from .version import __version__
 
@@ -380,15 +374,8 @@ USER_ID = "A member's user id (URL-encoded: Auth0 ids hold `|`)."
 
 # The /api/v2 surface: one operation per rule of management_api.RULES.
 
-WRITE_BODIES = {
-    api_writes.invite: InvitationRequestSchema,
-    api_writes.remove_members: MembersRequestSchema,
-    api_writes.assign_roles: MemberRolesRequestSchema,
-    api_writes.remove_roles: MemberRolesRequestSchema,
-    api_writes.update_user: UserUpdateRequestSchema,
-    api_writes.create_user: UserCreateRequestSchema,
-}
-RELAYING_READS = {api_reads.relayed, api_reads.members}  # may pass on Auth0's refusals
+# What an operation's own refusals (a rule's ``refuses``) mean, by error.
+OPERATION_REFUSALS = {SharedUser: SHARED_USER}
 PATH_PARAMETERS = {
     "id": "The caller's organization id.",
     "user_id": USER_ID,
@@ -444,8 +431,8 @@ def api_operation(rule: Rule, converter) -> tuple[str, str, dict]:
         "x-permission": rule.permission,
         "x-writes": rule.write,
     }
-    if rule.handler in WRITE_BODIES:
-        body = {JSON: {"schema": WRITE_BODIES[rule.handler]}}
+    if rule.body is not None:
+        body = {JSON: {"schema": rule.body}}
         operation["requestBody"] = {"required": True, "content": body}
     return PREFIX + rule.template, rule.method.lower(), operation
 
@@ -460,13 +447,11 @@ def api_refusals(rule: Rule) -> tuple[Refusal, ...]:
     if rule.org in (Org.OWN_MEMBER, Org.MEMBER):
         found.append(USER_NOT_FOUND)
     if rule.write:
-        found += [WRITE_NOT_GRANTED, *RELAYED.values()]
-        if rule.handler in WRITE_BODIES:
-            found.append(INVALID_BODY)
-        if rule.handler is api_writes.delete_user:
-            found.append(SHARED_USER)
-    elif rule.handler in RELAYING_READS:
-        found += [RELAYED[400], RELAYED[404]]
+        found.append(WRITE_NOT_GRANTED)
+    if rule.body is not None:
+        found.append(INVALID_BODY)
+    found += [OPERATION_REFUSALS[error] for error in rule.refuses]
+    found += [RELAYED[status] for status in rule.relays]
     return tuple(found)
 
 
