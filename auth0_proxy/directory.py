@@ -32,7 +32,7 @@ from .json_codec import dumps, json_fragment, loads
 from .management import ManagementClient
 from .paging import CheckpointPaging, OffsetPaging, needs_profiles
 from .schemas import public_profile
-from .scope import FETCHED_NOW, Freshness
+from .scope import FETCHED_NOW, Freshness, request_scope
 
 MEMBER_LIST_KEY = "member-list:{org_id}"
 # Changed by each write to the organization; part of the keys of what is cached for it.
@@ -128,13 +128,21 @@ class Directory:
         if org_id in self.writable_orgs:
             lifetime = self.ttl + self.max_stale + GENERATION_GRACE_SECONDS
             self.cache.store.set(GENERATION_KEY.format(org_id=org_id), uuid.uuid4().hex, lifetime)
+            scope = request_scope()
+            if scope is not None:
+                scope.generations.pop(org_id, None)  # this request's next read sees it too
 
     def _generation(self, org_id: str) -> str:
         """The part of the organization's cache keys that a write changes; only for those a
-        client may write to (a shared-store read per request: the others need none)."""
+        client may write to (one shared-store read per request, kept in its scope: the others
+        need none)."""
         if org_id not in self.writable_orgs:
             return ""
-        return f"@{self.cache.store.get(GENERATION_KEY.format(org_id=org_id)) or 0}"
+        scope = request_scope()
+        known = scope.generations if scope is not None else {}
+        if org_id not in known:
+            known[org_id] = f"@{self.cache.store.get(GENERATION_KEY.format(org_id=org_id)) or 0}"
+        return known[org_id]
 
     def member_list(self, org_id: str, *, fresh: bool = False) -> Answer:
         """The organization's members, a page of JSON text at a time (objects joined by commas):

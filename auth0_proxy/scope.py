@@ -79,6 +79,7 @@ class RequestScope:
     upstream_paid: bool = False  # it paid for a call of its own already: further ones may wait
     upstream_credit: int = 0  # calls it paid ahead (a no-cache read, a listing's first page)
     freshness: Freshness | None = None  # of an answer made from the cache (or fetched for it)
+    generations: dict[str, str] = field(default_factory=dict)  # cache generations read, by org
     write: WriteFacts | None = None
     denial_reason: str | None = None  # for the log only, never the caller
     error_code: str | None = None
