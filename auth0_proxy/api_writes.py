@@ -107,7 +107,7 @@ def json_body() -> dict:
     body = request.get_json(silent=True) if request.is_json else None
     if not isinstance(body, dict):
         raise InvalidBody()
-    if nesting_depth(body) > MAX_BODY_DEPTH:
+    if nested_deeper(body, MAX_BODY_DEPTH):
         raise InvalidBody(
             f"Payload validation error: the body nests deeper than {MAX_BODY_DEPTH} levels.",
             reason="body nested too deeply",
@@ -115,17 +115,20 @@ def json_body() -> dict:
     return body
 
 
-def nesting_depth(value: object) -> int:
-    """Levels of arrays and objects in a parsed JSON value (counted without recursion, which
-    such a value could exhaust)."""
-    deepest, pending = 0, [(value, 1)]
+def nested_deeper(value: object, levels: int) -> bool:
+    """Whether a parsed JSON value nests arrays and objects more than ``levels`` deep (walked
+    without recursion, which such a value could exhaust, and no further than ``levels``)."""
+    pending = [(value, 1)]
     while pending:
         item, depth = pending.pop()
-        children = item.values() if isinstance(item, dict) else item
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth)
-            pending.extend((child, depth + 1) for child in children)
-    return deepest
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        if depth > levels:
+            return True
+        pending.extend((child, depth + 1) for child in item)
+    return False
 
 
 def _write(

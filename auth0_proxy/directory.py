@@ -190,14 +190,14 @@ class Directory:
         None, is searched again).
         """
 
-        def search() -> bytes:
+        def search() -> list[dict]:
             found = {u["user_id"]: u for u in self.management.search_users(user_ids, fields)}
-            return dumps([public_profile(found[u]) for u in user_ids if u in found])
+            return [public_profile(found[u]) for u in user_ids if u in found]
 
         if listing is None or not self.ttl:
-            return loads(search())
+            return search()
         key = f"profiles:{org_id}:{listing}:{_key_part(repr((user_ids, fields)))}"
-        return loads(self._cached(key, search, fresh=False).value)
+        return loads(self._cached(key, lambda: dumps(search()), fresh=False).value)
 
     def member_changes(self, org_id: str, since: str | None) -> Answer:
         """The members added, removed and updated since the cursor ``since`` (none: just the

@@ -293,7 +293,8 @@ def _charge(*, under_way_waits: bool, ahead: bool = False) -> None:
     if scope is None or scope.client_id is None or current_errand().rank is not Rank.CLIENT:
         return
     if scope.upstream_credit > 0:  # paid already (a page paid ahead uses it when it is sent)
-        scope.upstream_credit -= 0 if ahead else 1
+        if not ahead:
+            scope.upstream_credit -= 1
         return
     under_way = under_way_waits and scope.upstream_paid
     quota = policy().charge_upstream(scope.client_id, under_way=under_way)  # raises unpaid

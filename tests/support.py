@@ -165,6 +165,14 @@ def parts(token: str) -> tuple[dict, dict]:
     return decode(header), decode(claims)
 
 
+def withdraw_signing_key(tenant) -> None:
+    """The tenant signs with a new key and stops publishing the one it signed with (as after a
+    compromise): tokens signed with it must be refused once the proxy refetches the JWKS."""
+    old_kid = tenant.signing_key.kid
+    tenant.rotate_key()
+    tenant.withdraw_key(old_kid)
+
+
 def join_refreshes() -> None:
     """Wait for this process's background refreshes to end."""
     for thread in threading.enumerate():

@@ -19,6 +19,7 @@ from tests.support import (
     assert_refused,
     proxy_config_for,
     user_path,
+    withdraw_signing_key,
 )
 
 
@@ -158,9 +159,7 @@ def test_a_withdrawn_key_is_not_trusted_by_a_remembered_signature(
     proxy = make_app(jwks_refetch_interval_seconds=1)
     old_token = make_token()
     assert call("/users", old_token, via=proxy).status_code == 200  # verified, remembered
-    old_kid = tenant.signing_key.kid
-    tenant.rotate_key()
-    tenant.withdraw_key(old_kid)
+    withdraw_signing_key(tenant)
     time.sleep(1.1)  # past the refetch interval
     assert call("/users", make_token(), via=proxy).status_code == 200  # new key: JWKS refetched
     time.sleep(1.1)
