@@ -40,15 +40,16 @@ if METRICS_BIND:
 else:  # no metrics served: the workers keep their samples in memory, not in files
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
-from auth0_proxy import accept_configuration, metrics  # noqa: E402 - after the variable
-from auth0_proxy.config import ConfigError  # noqa: E402
+from auth0_proxy import accept_configuration  # noqa: E402 - after the variable
+from auth0_proxy.core import metrics  # noqa: E402
+from auth0_proxy.core.config import ConfigError  # noqa: E402
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # gthread, answering gunicorn's own refusals in JSON and redacting its log lines.
-worker_class = "auth0_proxy.gunicorn_worker.ProxyWorker"
+worker_class = "auth0_proxy.ops.gunicorn_worker.ProxyWorker"
 # gunicorn's own lines (boot, workers, errors) in the app's format, redacted.
-logger_class = "auth0_proxy.gunicorn_worker.ProxyLogger"
+logger_class = "auth0_proxy.ops.gunicorn_worker.ProxyLogger"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 # A socket per worker (SO_REUSEPORT): the kernel spreads new connections over the workers. On
 # one shared socket a gthread worker accepts every connection waiting, so kept-alive clients

@@ -7,13 +7,15 @@ import os
 from collections.abc import Callable, Mapping
 
 from flask import Flask, Response
+from flask_caching import Cache
 
-from . import errors, health, limits, logs, management_api, openapi, policy, request_log, users
-from .auth import Auth0TokenValidator
-from .budget import Governor
-from .cache import SharedCache
-from .changes import ChangeFeed
-from .config import (
+from auth0_proxy.access.tokens import Auth0TokenValidator, require_oauth
+from auth0_proxy.auth0.keys import KeyStore
+from auth0_proxy.auth0.management import ManagementClient
+from auth0_proxy.auth0.upstream import Upstream
+from auth0_proxy.caching.cache import SharedCache
+from auth0_proxy.core import errors
+from auth0_proxy.core.config import (
     ConfigError,
     ProxySettings,
     Settings,
@@ -22,18 +24,20 @@ from .config import (
     load_config_file,
     load_settings,
 )
-from .directory import Directory
-from .extensions import cache, require_oauth
-from .json_codec import FastJSONProvider
-from .keys import KeyStore
-from .management import ManagementClient
-from .policy import ClientPolicy
-from .store import Store, store_for
-from .upstream import Upstream
+from auth0_proxy.core.json_codec import FastJSONProvider
+from auth0_proxy.edge import body_limits, users
+from auth0_proxy.edge.api_v2 import openapi, pipeline
+from auth0_proxy.members.changes import ChangeFeed
+from auth0_proxy.members.directory import Directory
+from auth0_proxy.ops import health, logs, request_log
+from auth0_proxy.spending import policy
+from auth0_proxy.spending.budget import Governor
+from auth0_proxy.spending.policy import ClientPolicy
+from auth0_proxy.storage.store import Store, store_for
 
 CACHE_TYPES = {
     "filesystem": "FileSystemCache",
-    "redis": "auth0_proxy.store.RedisBackend",
+    "redis": "auth0_proxy.storage.store.RedisBackend",
     "simple": "SimpleCache",
 }
 # Part of every cache key: changed whenever what is stored changes shape, so that a proxy never
@@ -126,7 +130,7 @@ def load_configuration(test_config: Mapping | None = None, path: str | None = No
 
 def check_write_permissions(settings: Settings) -> None:
     """:raise ConfigError: a ``writes`` permission that no write of the surface needs."""
-    known = management_api.WRITE_PERMISSIONS
+    known = pipeline.WRITE_PERMISSIONS
     for client_id, grant in settings.writes.items():
         if unknown := sorted(grant.permissions - known):
             raise ConfigError(
@@ -209,7 +213,7 @@ def bind_cache(app: Flask, settings: Settings) -> Store:
     proxy: ProxySettings = settings.proxy
     if proxy.cache_type == "filesystem":  # again in each worker: it may be gone, or replaced
         ensure_private_directory(proxy.cache_dir)
-    cache.init_app(
+    flask_cache = Cache(
         app,
         config={
             "CACHE_TYPE": CACHE_TYPES[proxy.cache_type],
@@ -224,14 +228,14 @@ def bind_cache(app: Flask, settings: Settings) -> Store:
     )
     prefix = f"{proxy.cache_key_prefix}{settings.auth0.domain}:{STORAGE_FORMAT}:"
     with app.app_context():  # the backend is the app's; the Store keeps it for every thread
-        return store_for(cache.cache, prefix, proxy.cache_dir)
+        return store_for(flask_cache.cache, prefix, proxy.cache_dir)
 
 
 def register_blueprints(app: Flask) -> None:
     """The users resource, the Management API surface and the health probes."""
     app.url_map.converters["id"] = users.IdConverter
     app.register_blueprint(users.bp)
-    app.register_blueprint(management_api.bp)
+    app.register_blueprint(pipeline.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
 
@@ -241,6 +245,6 @@ def register_errorhandlers(app: Flask) -> None:
     write), and the request limits."""
     errors.init_app(app)
     request_log.init_app(app)
-    limits.init_app(app)
+    body_limits.init_app(app)
     policy.init_app(app)
-    management_api.init_app(app)
+    pipeline.init_app(app)

@@ -29,13 +29,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask
 
+from auth0_proxy.auth0.keys import JWKS_PATH, KeyStore
+from auth0_proxy.auth0.management import ManagementClient
+from auth0_proxy.core.auth0_api import ORGANIZATION, api_path
+from auth0_proxy.core.config import ConfigError, Settings, config_path
+from auth0_proxy.core.errors import APIError, OrganizationNotFound, TooManyRequests
+from auth0_proxy.edge.api_v2.pipeline import RULES
+from auth0_proxy.ops.logs import redact
+
 from . import create_app, load_configuration
-from .config import ConfigError, Settings, config_path
-from .errors import APIError, OrganizationNotFound, TooManyRequests
-from .keys import JWKS_PATH, KeyStore
-from .logs import redact
-from .management import ManagementClient, api_path
-from .management_api import RULES
 
 PROG = "auth0-m2m-proxy"
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -259,7 +261,7 @@ def check_organizations(settings: Settings, management: ManagementClient) -> Che
     org_ids = _mapped_organizations(settings)
     missing = []
     for org_id in org_ids:
-        path = api_path("/organizations/{id}", id=org_id)
+        path = api_path(ORGANIZATION, id=org_id)
         try:
             _paced(lambda path=path: management.get_json(path, missing=OrganizationNotFound))
         except OrganizationNotFound:

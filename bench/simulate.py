@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import orjson
 import redis
 
-from auth0_proxy.config import ProxySettings
+from auth0_proxy.core.config import ProxySettings
 from bench.bench import UPSTREAM_LATENCY_SECONDS, start_proxy
 from emulated_tenant import Tenant, TenantServer, demo_tenant, proxy_config
 from emulated_tenant.demo import API_AUDIENCE

@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from auth0_proxy.budget import GROUPS
+from auth0_proxy.core.auth0_api import GROUPS
 
 from .tenant import DATABASE_CONNECTION_ID, GOOGLE_CONNECTION_ID, MANAGEMENT_API, Tenant
 

@@ -22,8 +22,8 @@ from cachelib import FileSystemCache, SimpleCache
 from flask import Flask
 
 from auth0_proxy import create_app
-from auth0_proxy.logs import JsonFormatter
-from auth0_proxy.store import RedisBackend, Store, store_for
+from auth0_proxy.ops.logs import JsonFormatter
+from auth0_proxy.storage.store import RedisBackend, Store, store_for
 from emulated_tenant import TenantServer, demo_tenant
 from emulated_tenant.demo import API_AUDIENCE as PROXY_API
 from scripts.proxy_server import ProxyServer

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from auth0_proxy import buckets
-from auth0_proxy.buckets import Bucket, BucketFile, BucketFileFull
+from auth0_proxy.storage import buckets
+from auth0_proxy.storage.buckets import Bucket, BucketFile, BucketFileFull
 
 SLOW = 1e-6  # tokens a second: none come back during a test
 

@@ -13,8 +13,9 @@ import pytest
 import requests
 from cachelib import FileSystemCache
 
-from auth0_proxy.budget import BudgetExhausted, Governor, Limit, Rank, errand
-from auth0_proxy.store import store_for
+from auth0_proxy.core.auth0_api import Limit
+from auth0_proxy.spending.budget import BudgetExhausted, Governor, Rank, errand
+from auth0_proxy.storage.store import store_for
 from tests.conftest import redis_store
 from tests.support import MEMBERS, USER_ORGS, assert_refused, ids, join_refreshes, user_path
 

@@ -14,16 +14,23 @@ import time
 import pytest
 from cachelib import FileSystemCache, SimpleCache
 
-from auth0_proxy.buckets import Bucket
-from auth0_proxy.budget import Governor
-from auth0_proxy.cache import MAX_REFRESHES, Entry, Fetch, PageMemo, SharedCache, refresh_time
-from auth0_proxy.changes import ChangeFeed
-from auth0_proxy.config import load_settings
-from auth0_proxy.directory import Directory
-from auth0_proxy.errors import UpstreamUnavailable, UserNotFound
-from auth0_proxy.management import ManagementClient
-from auth0_proxy.store import Store, store_for
-from auth0_proxy.upstream import Upstream
+from auth0_proxy.auth0.management import ManagementClient
+from auth0_proxy.auth0.upstream import Upstream
+from auth0_proxy.caching.cache import (
+    MAX_REFRESHES,
+    Entry,
+    Fetch,
+    PageMemo,
+    SharedCache,
+    refresh_time,
+)
+from auth0_proxy.core.config import load_settings
+from auth0_proxy.core.errors import UpstreamUnavailable, UserNotFound
+from auth0_proxy.members.changes import ChangeFeed
+from auth0_proxy.members.directory import Directory
+from auth0_proxy.spending.budget import Governor
+from auth0_proxy.storage.buckets import Bucket
+from auth0_proxy.storage.store import Store, store_for
 from tests.support import BIG_ORG, BIG_ORG_SIZE, join_refreshes, proxy_config_for
 
 

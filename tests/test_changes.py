@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from auth0_proxy.changes import Change, FeedHead, Observation, merge
+from auth0_proxy.members.changes import Change, FeedHead, Observation, merge
 from tests.support import assert_refused
 
 ADDED, REMOVED, UPDATED = "auth0|frank-globex", "auth0|carol-acme", "auth0|dave-acme"

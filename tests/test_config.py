@@ -12,8 +12,8 @@ import tempfile
 import pytest
 
 from auth0_proxy import create_app
-from auth0_proxy.budget import PLANS, Limit
-from auth0_proxy.config import ConfigError, ProxySchema, load_config_file, load_settings
+from auth0_proxy.core.auth0_api import PLANS, Limit
+from auth0_proxy.core.config import ConfigError, ProxySchema, load_config_file, load_settings
 from scripts.proxy_server import ROOT
 from tests.test_defaults import filled_in
 

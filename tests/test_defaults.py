@@ -23,8 +23,8 @@ import pytest
 from flask import Flask
 
 from auth0_proxy import create_app, load_configuration
-from auth0_proxy.config import CLIENT_UPSTREAM, ConfigError, load_config_file, load_settings
-from auth0_proxy.management_api import WRITE_PERMISSIONS
+from auth0_proxy.core.config import CLIENT_UPSTREAM, ConfigError, load_config_file, load_settings
+from auth0_proxy.edge.api_v2.pipeline import WRITE_PERMISSIONS
 from tests.support import USER_ORGS, assert_refused, proxy_config_for, user_path
 
 ROOT = Path(__file__).resolve().parent.parent

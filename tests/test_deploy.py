@@ -22,10 +22,10 @@ import jsonschema
 import pytest
 import yaml
 
-from auth0_proxy.config import ConfigError, load_settings
-from auth0_proxy.limits import MAX_BODY_BYTES
-from auth0_proxy.request_log import REQUEST_ID
-from auth0_proxy.version import __version__
+from auth0_proxy.core.config import ConfigError, load_settings
+from auth0_proxy.core.version import __version__
+from auth0_proxy.edge.body_limits import MAX_BODY_BYTES
+from auth0_proxy.ops.request_log import REQUEST_ID
 from tests.test_defaults import filled_in
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ import inspect
 from gunicorn import util
 from gunicorn.workers.base import Worker
 
-from auth0_proxy.gunicorn_worker import ProxyWorker, write_json_error
+from auth0_proxy.ops.gunicorn_worker import ProxyWorker, write_json_error
 
 
 def test_gunicorn_answers_its_refusals_through_util_write_error():

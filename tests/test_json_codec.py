@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from auth0_proxy.json_codec import ascii_dumps, dumps
+from auth0_proxy.core.json_codec import ascii_dumps, dumps
 from tests.support import user_path
 
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auth0_proxy.logs import SECRET_PATTERN, JsonFormatter, formatter, redact
+from auth0_proxy.ops.logs import SECRET_PATTERN, JsonFormatter, formatter, redact
 from tests.support import assert_refused, user_path
 
 MGMT_SECRET = "proxy-mgmt-secret"

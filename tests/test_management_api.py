@@ -11,8 +11,8 @@ import json
 import pytest
 
 from auth0_proxy import create_app
-from auth0_proxy.config import ConfigError
-from auth0_proxy.management_api import RULES, WRITE_PERMISSIONS
+from auth0_proxy.core.config import ConfigError
+from auth0_proxy.edge.api_v2.pipeline import RULES, WRITE_PERMISSIONS
 from emulated_tenant.demo import WRITE_SCOPES
 from tests.support import (
     ERROR_KEYS,

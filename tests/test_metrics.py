@@ -18,7 +18,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from auth0_proxy import metrics
+from auth0_proxy.core import metrics
 from tests.support import MEMBERS
 
 PERSISTENT = 1000  # times: a fault that lasts the whole test
@@ -221,7 +221,7 @@ def test_a_missing_multiprocess_directory_leaves_the_samples_in_the_process(tmp_
     """A PROMETHEUS_MULTIPROC_DIR left in a shell's environment must not break check-config or
     flask run."""
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "gone")}
-    script = "import auth0_proxy.metrics as m; m.REQUESTS.labels('/', 'GET', '200', '').inc()"
+    script = "import auth0_proxy.core.metrics as m; m.REQUESTS.labels('/', 'GET', '200', '').inc()"
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
     assert result.returncode == 0, result.stderr.decode()
     assert not (tmp_path / "gone").exists()

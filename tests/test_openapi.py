@@ -14,11 +14,12 @@ import schemathesis
 from openapi_spec_validator import validate
 from schemathesis.config import SchemathesisConfig
 
-from auth0_proxy import api_writes
-from auth0_proxy.errors import error_body
-from auth0_proxy.management_api import PREFIX, RULES
-from auth0_proxy.schemas import ErrorSchema, UserCreateRequestSchema, UserUpdateRequestSchema
-from auth0_proxy.version import __version__
+from auth0_proxy.core.auth0_api import PREFIX
+from auth0_proxy.core.errors import error_body
+from auth0_proxy.core.schemas import ErrorSchema, UserCreateRequestSchema, UserUpdateRequestSchema
+from auth0_proxy.core.version import __version__
+from auth0_proxy.edge.api_v2 import writes
+from auth0_proxy.edge.api_v2.pipeline import RULES
 from emulated_tenant.demo import ACME_CLIENT_ID, ACME_ORG_ID, API_AUDIENCE, INVITATIONS, USERS
 from scripts.proxy_server import ProxyServer
 from tests.support import proxy_config_for
@@ -135,8 +136,8 @@ def test_the_error_schema_is_the_shape_of_every_error():
 
 
 def test_the_write_bodies_are_what_the_writes_take():
-    assert set(UserCreateRequestSchema().fields) == api_writes.CREATE_FIELDS
-    assert set(UserUpdateRequestSchema().fields) == set(api_writes.METADATA)
+    assert set(UserCreateRequestSchema().fields) == writes.CREATE_FIELDS
+    assert set(UserUpdateRequestSchema().fields) == set(writes.METADATA)
 
 
 # The running proxy, under gunicorn, against the emulated tenant.

@@ -13,16 +13,16 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from auth0_proxy.buckets import Bucket
-from auth0_proxy.budget import Limit
-from auth0_proxy.config import (
+from auth0_proxy.core.auth0_api import Limit
+from auth0_proxy.core.config import (
     CLIENT_UPSTREAM,
     ClientLimits,
     ConfigError,
     RateLimits,
     load_settings,
 )
-from auth0_proxy.policy import ClientPolicy
+from auth0_proxy.spending.policy import ClientPolicy
+from auth0_proxy.storage.buckets import Bucket
 from tests.conftest import REDIS_URL
 from tests.support import MEMBERS, proxy_config_for
 

@@ -1,0 +1,220 @@
+"""The proxy's Prometheus metrics: what it answers, what it costs Auth0, how its caches serve.
+
+Under gunicorn every worker writes its samples to files in ``PROMETHEUS_MULTIPROC_DIR``
+(prometheus-client's multiprocess mode; gunicorn.conf.py sets it before this module is first
+imported, as the mode requires) and the master serves their sum on ``METRICS_BIND``, apart
+from the edge clients' listener and its auth. In a single process (``flask run``, the tests) the
+samples stay in memory, and ``render`` reads them there.
+
+Label values are bounded: routes and Auth0 endpoints are templates, clients are those of the
+config (any other is ``other``), refusals are Auth0 error codes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+# A multiprocess directory that is not there (a variable left from gunicorn's environment in a
+# shell, say) would fail the first metric: samples then stay in this process.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and not os.path.isdir(
+    os.environ["PROMETHEUS_MULTIPROC_DIR"]
+):
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    start_http_server,
+)
+
+if TYPE_CHECKING:
+    from .scope import Freshness
+
+P = ParamSpec("P")
+R = TypeVar("R")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+AGE_SECONDS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 86400)
+
+REQUESTS = Counter(
+    "auth0_proxy_requests_total",
+    "Requests answered, by route, method, status and client.",
+    ["route", "method", "status", "client"],
+)
+REQUEST_SECONDS = Histogram(
+    "auth0_proxy_request_duration_seconds",
+    "Seconds from a request's arrival to its answer's headers, by route.",
+    ["route"],
+    buckets=SECONDS,
+)
+IN_FLIGHT = Gauge(
+    "auth0_proxy_requests_in_flight",
+    "Requests being answered now, streamed bodies included.",
+    multiprocess_mode="livesum",
+)
+REFUSALS = Counter(
+    "auth0_proxy_refusals_total",
+    "Requests refused, by status and Auth0 error code (rate limits: by the limit too).",
+    ["status", "code"],
+)
+UPSTREAM_CALLS = Counter(
+    "auth0_proxy_upstream_calls_total",
+    "Calls to Auth0, by endpoint template and status (0: no answer: timeout or broken).",
+    ["endpoint", "status"],
+)
+UPSTREAM_SECONDS = Histogram(
+    "auth0_proxy_upstream_duration_seconds",
+    "Seconds each call to Auth0 took, by endpoint template.",
+    ["endpoint"],
+    buckets=SECONDS,
+)
+UPSTREAM_RETRIES = Counter(
+    "auth0_proxy_upstream_retries_total",
+    "Calls to Auth0 sent again, by endpoint group and why (429, 5xx, connection).",
+    ["group", "reason"],
+)
+UPSTREAM_RATE_LIMITED = Counter(
+    "auth0_proxy_upstream_rate_limited_total",
+    "429 answers from Auth0, by endpoint group.",
+    ["group"],
+)
+BUDGET_SPENT = Counter(
+    "auth0_proxy_budget_spent_total",
+    "Calls paid from the upstream budget, by bucket (endpoint group or the whole API).",
+    ["bucket"],
+)
+BUDGET_LEFT = Gauge(
+    "auth0_proxy_budget_left",
+    "Calls left in the upstream budget's bucket after the last spend (below 0: queued).",
+    ["bucket"],
+    multiprocess_mode="mostrecent",
+)
+BUDGET_REFUSED = Counter(
+    "auth0_proxy_budget_refused_total",
+    "Calls the upstream budget refused, by bucket and what they were for.",
+    ["bucket", "rank"],
+)
+CACHE_ANSWERS = Counter(
+    "auth0_proxy_cache_answers_total",
+    "Answers made from the cache (hit, stale) or from Auth0 now (miss); not_modified: 304.",
+    ["result"],
+)
+STALE_AGE = Histogram(
+    "auth0_proxy_stale_answer_age_seconds",
+    "The Age of the answers served stale (while Auth0 or the budget could not refresh them).",
+    buckets=AGE_SECONDS,
+)
+COALESCED_WAITS = Counter(
+    "auth0_proxy_cache_coalesced_waits_total",
+    "Times a request waited for another's fetch of the same thing instead of calling Auth0.",
+)
+CREDENTIAL_FETCHES = Counter(
+    "auth0_proxy_credential_fetches_total",
+    "Fetches of the management token and of the signing keys (JWKS), by outcome.",
+    ["credential", "outcome"],
+)
+
+
+# Methods that are labels of their own; any other (gunicorn accepts made-up ones) is "other",
+# so a caller cannot add series at will.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def observe_answer(route: str, method: str, status: int, client: str, seconds: float) -> None:
+    method = method if method in METHODS else "other"
+    REQUESTS.labels(route, method, str(status), client).inc()
+    REQUEST_SECONDS.labels(route).observe(seconds)
+
+
+def observe_cache(freshness: Freshness | None, status: int) -> None:
+    """Count an answer by its freshness (recorded by the views that answer from the cache):
+    fetched for the request (no ``ttl``), stale (a negative one), or a hit."""
+    if status == 304:
+        CACHE_ANSWERS.labels("not_modified").inc()
+    elif freshness is None:
+        return
+    elif freshness.ttl is None:
+        CACHE_ANSWERS.labels("miss").inc()
+    elif freshness.ttl < 0:
+        CACHE_ANSWERS.labels("stale").inc()
+        STALE_AGE.observe(freshness.age)
+    else:
+        CACHE_ANSWERS.labels("hit").inc()
+
+
+def observe_upstream(method: str, template: str, status: int, seconds: float) -> None:
+    endpoint = f"{method} {template}"
+    UPSTREAM_CALLS.labels(endpoint, str(status)).inc()
+    UPSTREAM_SECONDS.labels(endpoint).observe(seconds)
+
+
+def fetch_of(credential: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Count each call of the decorated fetch of ``credential``, and whether it succeeded."""
+
+    def decorate(fetch: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fetch)
+        def counted(*args: P.args, **kwargs: P.kwargs) -> R:
+            outcome = "failed"
+            try:
+                result = fetch(*args, **kwargs)
+                outcome = "ok"
+                return result
+            finally:
+                CREDENTIAL_FETCHES.labels(credential, outcome).inc()
+
+        return counted
+
+    return decorate
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text of every process's samples (or of this one's), and its type."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+# What gunicorn's master does (gunicorn.conf.py's hooks call these).
+
+
+def serve(bind: str) -> None:
+    """Serve every worker's samples summed at ``http://<bind>/metrics``, from a thread of the
+    process that calls this (gunicorn's master)."""
+    host, port = parse_bind(bind)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=os.environ[MULTIPROC_ENV])
+    start_http_server(port, addr=host, registry=registry)
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9100`` for IPv6) as its host and port.
+
+    :raise ValueError: not such a pair.
+    """
+    host, _, port = bind.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"METRICS_BIND must be host:port, e.g. 127.0.0.1:9100, not {bind!r}")
+    return host.strip("[]"), int(port)
+
+
+def worker_exited(pid: int) -> None:
+    """Drop the live gauges of a worker that exited (its counters still count)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)
+
+
+def remove_directory(directory: str) -> None:
+    shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,70 @@
+"""How both edge surfaces answer from the directory: the answer's freshness in ``Age`` and
+``Cache-Status`` (RFC 9111, RFC 9211) and in the request's scope, its ``ETag`` and 304, and a
+member list streamed as one JSON array."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from flask import Response, current_app, g, request, stream_with_context
+
+from auth0_proxy.core.errors import APIError
+from auth0_proxy.members.directory import Answer, Directory
+
+log = logging.getLogger("auth0_proxy.users")
+
+CACHE_NAME = "auth0-m2m-proxy"  # who answers, in Cache-Status
+
+
+def not_modified(answer: Answer) -> Response | None:
+    """304, with no body, when the client's ``If-None-Match`` holds the answer's entity tag."""
+    if answer.etag is None or not request.if_none_match.contains_weak(answer.etag):
+        return None
+    if hasattr(answer.body, "close"):
+        answer.body.close()  # pages never read
+    return described(Response(status=304), answer)
+
+
+def described(response: Response, answer: Answer) -> Response:
+    """The answer's ``Age``, ``Cache-Status`` and ``ETag``; its freshness also in the request's
+    scope, for the metrics."""
+    freshness = g.scope.freshness = answer.freshness
+    response.headers["Age"] = str(freshness.age)
+    if freshness.ttl is None:
+        response.headers["Cache-Status"] = f"{CACHE_NAME}; fwd=miss"
+    else:
+        response.headers["Cache-Status"] = f"{CACHE_NAME}; hit; ttl={freshness.ttl}"
+    if answer.etag is not None:
+        response.set_etag(answer.etag)
+    return response
+
+
+def json_array_response(pages: Iterator[str]) -> Response:
+    """Pages of JSON text streamed as one array. The first page is read before the answer
+    starts, so that the usual failures keep their status."""
+    first_page = next(pages, "")
+    return Response(stream_with_context(json_array(first_page, pages)), mimetype="application/json")
+
+
+def json_array(first_page: str, pages: Iterator[str]) -> Iterator[str]:
+    """The pages (JSON fragments) as one JSON array, a chunk per page.
+
+    Should a page fail after the answer started, the stream stops without its closing bracket
+    and the server drops the connection: the client cannot take it for a complete list.
+    """
+    yield "[" + first_page
+    separator = "," if first_page else ""
+    try:
+        for page in pages:
+            if page:
+                yield separator + page
+                separator = ","
+    except APIError as error:
+        log.error("member list cut off mid-stream: %s", error.reason)
+        raise
+    yield "]"
+
+
+def directory() -> Directory:
+    return current_app.extensions["directory"]

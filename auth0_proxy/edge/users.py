@@ -1,0 +1,85 @@
+"""The proxy's resource: the users of the caller's organization, and nothing else.
+
+Every answer made from the cache says how old it is (``Age``, RFC 9111) and how fresh
+(``Cache-Status``, RFC 9211: ``hit; ttl=N``, negative when served stale; ``fwd=miss`` when
+fetched for the request). A member list or profile from the cache carries a strong ``ETag``,
+and ``If-None-Match`` with it answers 304 with no body and no upstream call.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.routing import BaseConverter
+
+from auth0_proxy.access.caller import require_organization
+from auth0_proxy.core.json_codec import json_fragment
+from auth0_proxy.core.paging import changes_cursor, member_query
+from auth0_proxy.core.schemas import member_page_answer, only_fields
+from auth0_proxy.core.scope import FETCHED_NOW, Caller
+from auth0_proxy.members.directory import Answer
+from auth0_proxy.spending.policy import may_read_fresh
+
+from .answers import described, directory, json_array_response, not_modified
+
+log = logging.getLogger("auth0_proxy.users")
+
+bp = Blueprint("users", __name__)
+
+
+class IdConverter(BaseConverter):
+    """An Auth0 id in a path: any non-empty text, slashes included ("%2F0" arrives decoded as
+    "/0", which Werkzeug's ``path`` converter would not take)."""
+
+    regex = ".+"
+    part_isolating = False  # may span path segments
+
+
+@bp.get("/users")
+@require_organization("read:users")
+def list_users(caller: Caller):
+    """All members of the caller's organization, streamed as one JSON array (with just the
+    fields named in ``fields``, if any); or one page of them, when the client asks with Auth0's
+    paging parameters (answered as Auth0 would). The query is checked before Auth0 is asked.
+    """
+    query = member_query(request.args)
+    if query.paging is not None:
+        page = directory().member_page(caller.org_id, query.paging)
+        return described(jsonify(member_page_answer(page, query)), Answer(page, FETCHED_NOW))
+    fresh = wants_fresh_read(caller)
+    if query.fields is None:
+        answer = directory().member_list(caller.org_id, fresh=fresh)
+        return not_modified(answer) or described(json_array_response(answer.body), answer)
+    answer = directory().member_profiles(caller.org_id, query.fields, fresh=fresh)
+    fields = query.fields
+    pages = (
+        json_fragment([only_fields(member, fields) for member in page]) for page in answer.body
+    )
+    return described(json_array_response(pages), answer)
+
+
+@bp.get("/users/changes")
+@require_organization("read:users")
+def list_changes(caller: Caller):
+    """The members added, removed and updated since the cursor ``since``, and the next cursor;
+    without ``since``, only the cursor to start from (take it before a full GET /users)."""
+    answer = directory().member_changes(caller.org_id, changes_cursor(request.args))
+    return described(jsonify(answer.body), answer)
+
+
+@bp.get("/users/<id:user_id>")
+@require_organization("read:users")
+def get_user(caller: Caller, user_id: str):
+    """A member's full profile; 404 for anyone else."""
+    answer = directory().member_profile(caller.org_id, user_id, fresh=wants_fresh_read(caller))
+    return not_modified(answer) or described(
+        Response(answer.body, content_type="application/json"), answer
+    )
+
+
+def wants_fresh_read(caller: Caller) -> bool:
+    """``Cache-Control: no-cache`` asks for a fresh read, within the client's allowance."""
+    if "no-cache" not in request.headers.get("Cache-Control", ""):  # spares most a parse
+        return False
+    return bool(request.cache_control.no_cache) and may_read_fresh(caller.client_id)

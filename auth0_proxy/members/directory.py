@@ -1,0 +1,296 @@
+"""What the proxy knows of organizations: member lists, memberships and profiles, cached.
+
+Auth0's Management API is rate-limited per tenant, so each answer is kept in the shared cache,
+fresh for ``ttl`` seconds (0: not cached) and servable ``max_stale`` seconds longer while its
+refresh waits for the budget or Auth0 fails, and fetched once for every caller who asks
+meanwhile. Each answer says how fresh it is. Keys name exactly what they hold (an organization's
+member list, a user's organizations, a user's profile), and a profile is only ever returned
+after the membership check for the caller's organization, so no cached answer reaches another
+organization's caller. Every key also names the organization it was read for: nothing an
+organization is answered (a hit or a miss, its ``Age``, its cost) depends on what another
+organization read, even of a user both share. Member lists are kept as JSON text, page by page,
+and profiles as JSON, so serving a cached answer costs no encoding (and a list little memory).
+Each complete member list read from Auth0 also feeds the organization's change feed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from auth0_proxy.auth0.management import ManagementClient
+from auth0_proxy.caching.cache import Entry, Fetch, SharedCache
+from auth0_proxy.core.errors import UpstreamUnavailable, UserNotFound
+from auth0_proxy.core.json_codec import dumps, json_fragment, loads
+from auth0_proxy.core.paging import CheckpointPaging, OffsetPaging, needs_profiles
+from auth0_proxy.core.schemas import public_profile
+from auth0_proxy.core.scope import FETCHED_NOW, Freshness, request_scope
+
+from .changes import Change, ChangeFeed, encode_cursor
+
+MEMBER_LIST_KEY = "member-list:{org_id}"
+# Changed by each write to the organization; part of the keys of what is cached for it.
+GENERATION_KEY = "generation:{org_id}"
+GENERATION_GRACE_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a view sends: the body (JSON bytes, or pages of a JSON array), how fresh it is,
+    and its strong entity tag where the body's digest is known before it is sent."""
+
+    body: Any
+    freshness: Freshness
+    etag: str | None = None
+    listing: str | None = None  # the stored member list it comes from (its generation), if any
+
+
+class Directory:
+    def __init__(
+        self,
+        management: ManagementClient,
+        cache: SharedCache,
+        changes: ChangeFeed,
+        *,
+        ttl: int,
+        max_stale: int,
+        writable_orgs: frozenset[str] = frozenset(),
+    ):
+        self.management = management
+        self.writable_orgs = writable_orgs
+        self.cache = cache
+        self.changes = changes
+        self.ttl = ttl
+        self.max_stale = max_stale
+
+    def member_profile(
+        self, org_id: str, user_id: str, *, fresh: bool = False, membership: Entry | None = None
+    ) -> Answer:
+        """The profile of a user who belongs to the organization, as JSON, without
+        identity-provider tokens (``membership``: the user's organizations, if just checked).
+
+        :raise UserNotFound: the user does not exist, or is not a member: the same answer for
+            both, so a caller cannot learn that a user exists in another organization (404).
+        """
+        membership = membership or self.require_member(org_id, user_id, fresh=fresh)
+        profile = self._profile(org_id, user_id, fresh)
+        etag = _entity_tag(hashlib.sha256(profile.value).hexdigest())
+        return Answer(profile.value, self._freshness(membership, profile), etag)
+
+    def listed_profile(self, org_id: str, user_id: str) -> bytes:
+        """The profile (JSON) of a user the organization's member list names. The list is the
+        authority here: a membership read at another moment could disagree with it."""
+        return self._profile(org_id, user_id, fresh=False).value
+
+    def require_member(self, org_id: str, user_id: str, *, fresh: bool = False) -> Entry:
+        """The user's organizations, if the organization is one of them.
+
+        :raise UserNotFound: the user does not exist, or is not a member (404).
+        """
+        organizations = lambda: self.management.user_organization_ids(user_id)  # noqa: E731
+        key = f"user-orgs:{org_id}:{_key_part(user_id)}{self._generation(org_id)}"
+        return _member_of(org_id, self._cached(key, organizations, fresh))
+
+    def confirm_member(self, org_id: str, user_id: str) -> Entry:
+        """The user's organizations as Auth0 lists them now, if the organization is one of
+        them: what authorizes a write, never a cached answer (which may be minutes old, and
+        miss a change made in Auth0 itself).
+
+        :raise UserNotFound: the user does not exist, or is not a member (404).
+        """
+        now = time.time()
+        organizations = self.management.user_organization_ids(user_id)
+        return _member_of(org_id, Entry(organizations, now, now, now))
+
+    def organization_read(self, org_id: str, path: str, params: dict[str, str]) -> Answer:
+        """Auth0's answer to a read about the organization (its profile, invitations,
+        connections, a member's roles), as JSON, cached like every answer; ``path`` must be
+        the organization's own, checked by the caller.
+
+        :raise Relayed: Auth0 refused the read (an invitation it does not have: 404).
+        """
+        query = urlencode(sorted(params.items()))
+        fetch = lambda: dumps(self.management.relay("GET", path, params=params)[1])  # noqa: E731
+        key = f"org-read:{_key_part(f'{path}?{query}')}{self._generation(org_id)}"
+        entry = self._cached(key, fetch, fresh=False)
+        return Answer(entry.value, self._freshness(entry))
+
+    def written(self, org_id: str) -> None:
+        """A write changed what Auth0 holds for the organization: every answer cached for it
+        (member list, memberships, profiles, organization reads) is read afresh from now on,
+        by every worker and host, whatever each holds in memory."""
+        if org_id in self.writable_orgs:
+            lifetime = self.ttl + self.max_stale + GENERATION_GRACE_SECONDS
+            self.cache.store.set(GENERATION_KEY.format(org_id=org_id), uuid.uuid4().hex, lifetime)
+            scope = request_scope()
+            if scope is not None:
+                scope.generations.pop(org_id, None)  # this request's next read sees it too
+
+    def _generation(self, org_id: str) -> str:
+        """The part of the organization's cache keys that a write changes; only for those a
+        client may write to (one shared-store read per request, kept in its scope: the others
+        need none)."""
+        if org_id not in self.writable_orgs:
+            return ""
+        scope = request_scope()
+        known = scope.generations if scope is not None else {}
+        if org_id not in known:
+            known[org_id] = f"@{self.cache.store.get(GENERATION_KEY.format(org_id=org_id)) or 0}"
+        return known[org_id]
+
+    def member_list(self, org_id: str, *, fresh: bool = False) -> Answer:
+        """The organization's members, a page of JSON text at a time (objects joined by commas):
+        from the cache, or fetched once and stored while it is read."""
+        fetch = functools.partial(self._fetch_member_pages, org_id)
+        if not self.ttl:
+            return Answer(fetch(1).pages_then_stored(), FETCHED_NOW)
+        key = MEMBER_LIST_KEY.format(org_id=org_id) + self._generation(org_id)
+        entry, pages = self.cache.listing(
+            key, fetch, ttl=self.ttl, stale_seconds=self.max_stale, fresh=fresh
+        )
+        if entry is None:
+            return Answer(pages, FETCHED_NOW)
+        digest = _entity_tag(entry.value.digest)
+        return Answer(pages, freshness_of(entry), digest, entry.value.generation)
+
+    def member_profiles(
+        self, org_id: str, fields: tuple[str, ...], *, fresh: bool = False
+    ) -> Answer:
+        """The members, a page at a time, with at least the ``fields`` asked for.
+
+        Member fields come from the member list itself. Other profile fields need profiles: each
+        page of the member list becomes one users search for its members (a page of 50 keeps the
+        query's URL to a few kilobytes; the search answers up to 100 per call), cached with the
+        list (see ``profiles``).
+        """
+        listing = self.member_list(org_id, fresh=fresh)
+        pages = self._with_profiles(org_id, listing, fields)
+        return Answer(pages, listing.freshness, listing=listing.listing)
+
+    def profiles(
+        self,
+        org_id: str,
+        user_ids: list[str],
+        fields: tuple[str, ...] | None = None,
+        *,
+        listing: str | None = None,
+    ) -> list[dict]:
+        """The profiles (just ``fields``, or whole) of these members of the organization (at
+        most 100), in their order, without identity-provider tokens, found by one users search.
+        One the search does not find yet (it is eventually consistent) is left out.
+
+        Cached for as long as the stored member list ``listing`` named them: asked again, the
+        same page costs no call until the list is read anew (a list fetched for this request,
+        None, is searched again).
+        """
+
+        def search() -> list[dict]:
+            found = {u["user_id"]: u for u in self.management.search_users(user_ids, fields)}
+            return [public_profile(found[u]) for u in user_ids if u in found]
+
+        if listing is None or not self.ttl:
+            return search()
+        key = f"profiles:{org_id}:{listing}:{_key_part(repr((user_ids, fields)))}"
+        return loads(self._cached(key, lambda: dumps(search()), fresh=False).value)
+
+    def member_changes(self, org_id: str, since: str | None) -> Answer:
+        """The members added, removed and updated since the cursor ``since`` (none: just the
+        current cursor, to sync from), and the cursor that follows, as a dict.
+
+        :raise InvalidCursor: not a cursor of this proxy (400).
+        :raise ChangesExpired: the changes since it are no longer kept (410).
+        """
+        listing = self.member_list(org_id)  # fetched or refreshed like any list, so recorded
+        if listing.freshness.ttl is None:
+            for _ in listing.body:  # fetched for this request: read to the end, so recorded
+                pass
+        if since is None:
+            change, head = Change(), self.changes.head(org_id)
+        else:
+            change, head = self.changes.since(org_id, since)
+        if head is None:  # not recorded: the cache failed
+            raise UpstreamUnavailable("The change feed is not available right now; retry later.")
+        answer = {**change.__dict__, "cursor": encode_cursor(head)}
+        age = max(0, int(time.time() - head.observed_at))
+        return Answer(answer, Freshness(age, listing.freshness.ttl))
+
+    def member_page(self, org_id: str, paging: OffsetPaging | CheckpointPaging) -> dict:
+        """One page, exactly as the client asked for it; not cached (a paging client follows
+        Auth0's own cursor, and pages of different sizes would rarely be asked twice)."""
+        return self.management.member_page(org_id, paging)
+
+    def _fetch_member_pages(self, org_id: str, expected_pages: int) -> Fetch:
+        """The member list from Auth0, page by page; once stored, compared with the last one
+        for the change feed (not before: the feed never runs ahead of the list served)."""
+        observation = self.changes.observe(org_id)
+
+        def pages() -> Iterator[str]:
+            for page in self.management.list_members(org_id, expected_pages):
+                observation.add(page)
+                yield json_fragment(page)
+
+        return Fetch(pages(), functools.partial(self.changes.record, org_id, observation))
+
+    def _with_profiles(
+        self, org_id: str, listing: Answer, fields: tuple[str, ...]
+    ) -> Iterator[list]:
+        profiles_needed = needs_profiles(fields)
+        for fragment in listing.body:
+            members = loads(f"[{fragment}]")
+            if members and profiles_needed:
+                user_ids = [member["user_id"] for member in members]
+                members = self.profiles(org_id, user_ids, fields, listing=listing.listing)
+            yield members
+
+    def _profile(self, org_id: str, user_id: str, fresh: bool) -> Entry:
+        # Stripped before it is cached, so identity-provider tokens are never stored either;
+        # kept as JSON, so a cached profile costs no encoding.
+        profile_json = lambda: dumps(public_profile(self.management.get_user(user_id)))  # noqa: E731
+        key = f"profile-json:{org_id}:{_key_part(user_id)}{self._generation(org_id)}"
+        return self._cached(key, profile_json, fresh)
+
+    def _cached(self, key: str, fetch: Callable[[], Any], fresh: bool) -> Entry:
+        """The entry for ``key``; with caching off, one for a value fetched now."""
+        if not self.ttl:
+            now = time.time()
+            return Entry(fetch(), now, now, now)
+        create = lambda: (fetch(), self.ttl)  # noqa: E731
+        if fresh:
+            return self.cache.replace(key, create, stale_seconds=self.max_stale)
+        return self.cache.entry(key, create, stale_seconds=self.max_stale)
+
+    def _freshness(self, *entries: Entry) -> Freshness:
+        return freshness_of(*entries) if self.ttl else FETCHED_NOW
+
+
+def freshness_of(*entries: Entry) -> Freshness:
+    """An answer made of several entries is as old as the oldest."""
+    now = time.time()
+    return Freshness(
+        max(entry.age(now) for entry in entries),
+        math.floor(min(entry.fresh_until for entry in entries) - now),
+    )
+
+
+def _member_of(org_id: str, membership: Entry) -> Entry:
+    """:raise UserNotFound: the organization is not among the user's (404)."""
+    if org_id not in membership.value:
+        raise UserNotFound(reason="user is not a member of the caller's organization")
+    return membership
+
+
+def _entity_tag(hexdigest: str) -> str:
+    """A strong entity tag from a SHA-256 digest: 128 bits are plenty to tell answers apart."""
+    return hexdigest[:32]
+
+
+def _key_part(user_id: str) -> str:
+    """A user id as a cache key part: hashed, so no id (say "x:lock") can name another entry."""
+    return hashlib.sha256(user_id.encode()).hexdigest()

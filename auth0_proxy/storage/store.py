@@ -1,0 +1,250 @@
+"""Where the shared cache keeps its values, and the two atomic steps coordination needs.
+
+Values go through Flask-Caching's backend (cachelib): files shared by the workers of one host,
+Redis shared by hosts, or the memory of one process. This module adds what cachelib lacks:
+
+- a failing backend (Redis down, a full disk) is a miss or a no-op, logged once per interval:
+  a cache outage costs speed, never answers;
+- ``add`` (set if absent) and ``delete_if`` (delete if it still holds this value) are atomic,
+  so locks and markers can be built on them: on Redis with ``SET NX`` and a script, in the file
+  cache under a host-wide ``flock``, in memory under a lock;
+- ``take_tokens`` spends from token buckets (the upstream budget, the rate limits) atomically:
+  in one Redis script on Redis's clock, in the file cache from a file of their own mapped into
+  memory (buckets.py), in memory under a lock; while the backend fails, each process spends
+  from buckets of its own, so the budget still bounds it;
+- every key carries one prefix (tenant and storage format), applied here for every backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from cachelib import BaseCache, FileSystemCache
+from flask_caching.backends.rediscache import RedisCache
+
+from .buckets import FILE_NAME, Bucket, BucketFile, spend_from
+
+if TYPE_CHECKING:
+    import redis
+
+log = logging.getLogger("auth0_proxy.store")
+
+OUTAGE_LOG_INTERVAL_SECONDS = 10
+REDIS_TIMEOUT_SECONDS = 1.0
+# KEYS[1] still holds ARGV[1]: delete it; else leave it (it is someone else's now).
+DELETE_IF_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+# Token buckets KEYS[i], each ARGV: rate, capacity, floor, ceiling (after the spend: calls).
+# Refill each by Redis's clock (so hosts with skewed clocks agree), lower it to its ceiling, then
+# spend ``calls`` from all of them if each stays at or above its floor; else from none.
+TAKE_TOKENS_SCRIPT = """
+redis.replicate_commands()  -- writes after TIME: replicate effects (Redis < 5 needs it asked)
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1e6
+local calls = tonumber(ARGV[1])
+local tokens, granted = {}, true
+for i, key in ipairs(KEYS) do
+  local rate, capacity = tonumber(ARGV[4 * i - 2]), tonumber(ARGV[4 * i - 1])
+  local floor, ceiling = tonumber(ARGV[4 * i]), tonumber(ARGV[4 * i + 1])
+  local state = redis.call('HMGET', key, 'tokens', 'at')
+  local level = tonumber(state[1]) or capacity
+  local at = tonumber(state[2]) or now
+  level = math.min(capacity, level + math.max(0, now - at) * rate, ceiling)
+  tokens[i] = level
+  if level - calls < floor then granted = false end
+end
+local answer = {granted and 1 or 0}
+for i, key in ipairs(KEYS) do
+  if granted then tokens[i] = tokens[i] - calls end
+  local rate, capacity = tonumber(ARGV[4 * i - 2]), tonumber(ARGV[4 * i - 1])
+  redis.call('HSET', key, 'tokens', tostring(tokens[i]), 'at', tostring(now))
+  redis.call('EXPIRE', key, math.ceil((capacity - tokens[i]) / rate) + 1)
+  answer[i + 1] = tostring(tokens[i])
+end
+return answer
+"""
+
+
+class Store:
+    """Values by key in one backend, whose failures are misses and no-ops.
+
+    ``add`` and ``delete_if`` are atomic for the threads of this process; the subclasses make
+    them atomic for whoever shares their backend.
+    """
+
+    def __init__(self, backend: BaseCache, prefix: str):
+        self.backend = backend
+        self.prefix = prefix
+        self._last_outage_log = -float(OUTAGE_LOG_INTERVAL_SECONDS)
+        self._mutex = threading.Lock()
+        self._own_buckets: dict[str, tuple[float, float]] = {}  # while the backend fails
+
+    def get(self, key: str) -> Any:
+        return self._safely(self.backend.get, None, self.prefix + key)
+
+    def set(self, key: str, value: Any, ttl: float) -> None:
+        self._safely(self.backend.set, None, self.prefix + key, value, timeout=_seconds(ttl))
+
+    def delete(self, key: str) -> None:
+        self._safely(self.backend.delete, None, self.prefix + key)
+
+    def add(self, key: str, value: str | int, ttl: float) -> bool:
+        """Set ``key`` only if it is absent; whether it was. A failing backend says yes, so a
+        lock built on it is granted and the caller goes to Auth0 directly."""
+        return self._safely(self._add, True, self.prefix + key, value, _seconds(ttl))
+
+    def delete_if(self, key: str, value: str | int) -> bool:
+        """Delete ``key`` only if it still holds ``value`` (a lock released by its owner)."""
+        return self._safely(self._delete_if, False, self.prefix + key, value)
+
+    def take_tokens(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
+        """Spend ``calls`` tokens from every bucket, if each keeps its floor; else from none.
+        Whether they were spent, and each bucket's level after. While the backend fails, this
+        process spends from buckets of its own."""
+        keyed = [dataclasses.replace(bucket, key=self.prefix + bucket.key) for bucket in buckets]
+        taken = self._safely(self._take_tokens, None, keyed, calls)
+        if taken is None:
+            with self._mutex:
+                return self._take_from(self._own_buckets, keyed, calls)
+        return taken
+
+    def _take_tokens(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
+        with self._exclusive():
+            now = time.time()
+            states = [self.backend.get(bucket.key) for bucket in buckets]
+            granted, levels = spend_from(buckets, states, calls, now)
+            for bucket, level in zip(buckets, levels, strict=True):
+                self.backend.set(bucket.key, (level, now), timeout=bucket.seconds_to_refill(level))
+            return granted, levels
+
+    @staticmethod
+    def _take_from(
+        states: dict[str, tuple[float, ...]], buckets: Sequence[Bucket], calls: int
+    ) -> tuple[bool, list[float]]:
+        """Spend from buckets whose states are in ``states``, and update them there."""
+        now = time.time()
+        granted, levels = spend_from(buckets, [states.get(b.key) for b in buckets], calls, now)
+        for bucket, level in zip(buckets, levels, strict=True):
+            states[bucket.key] = (level, now)
+        return granted, levels
+
+    def _add(self, key: str, value: str | int, ttl: int) -> bool:
+        with self._exclusive():
+            return not self.backend.has(key) and bool(self.backend.set(key, value, timeout=ttl))
+
+    def _delete_if(self, key: str, value: str | int) -> bool:
+        with self._exclusive():
+            return self.backend.get(key) == value and bool(self.backend.delete(key))
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        with self._mutex:
+            yield
+
+    def _safely(self, operation, fallback: Any, *args, **kwargs) -> Any:
+        try:
+            return operation(*args, **kwargs)
+        except Exception as error:  # any backend failure: Redis down, disk full, ...
+            now = time.monotonic()
+            if now - self._last_outage_log > OUTAGE_LOG_INTERVAL_SECONDS:
+                self._last_outage_log = now
+                log.warning(
+                    "cache unavailable (%s); serving from Auth0 directly", type(error).__name__
+                )
+            return fallback
+
+
+class FileStore(Store):
+    """The file cache of one host: atomic steps hold an ``flock`` on a file in its directory,
+    which excludes every thread of every worker (cachelib's own ``add`` tests, then writes).
+    Buckets are in a file of their own, mapped into memory (cachelib would prune them first:
+    a bucket pruned is a full one)."""
+
+    def __init__(self, backend: BaseCache, prefix: str, directory: str):
+        super().__init__(backend, prefix)
+        # Named as cachelib names its temporary files, which its pruning leaves alone (it would
+        # read any other file as an entry, and may delete it).
+        suffix = getattr(backend, "_fs_transaction_suffix", ".__wz_cache")
+        self.lock_path = os.path.join(directory, f".store.lock{suffix}")
+        self.buckets = BucketFile(os.path.join(directory, f"{FILE_NAME}{suffix}"))
+
+    def _take_tokens(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
+        return self.buckets.take(buckets, calls)
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        with open(self.lock_path, "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            yield
+
+
+class RedisStore(Store):
+    """Redis, shared by hosts: atomic steps are single Redis commands (``SET NX``, a script).
+
+    Keys written by ``add`` hold plain strings or integers, read back only by ``delete_if``.
+    """
+
+    def __init__(self, backend: RedisBackend, prefix: str):
+        super().__init__(backend, prefix)
+        self.client = backend.client
+        self._delete_if_script = self.client.register_script(DELETE_IF_SCRIPT)
+        self._take_tokens_script = self.client.register_script(TAKE_TOKENS_SCRIPT)
+
+    def _add(self, key: str, value: str | int, ttl: int) -> bool:
+        return bool(self.client.set(key, value, nx=True, ex=ttl))
+
+    def _delete_if(self, key: str, value: str | int) -> bool:
+        return bool(self._delete_if_script(keys=[key], args=[value]))
+
+    def _take_tokens(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
+        args: list[str] = [str(calls)]
+        for bucket in buckets:
+            limits = (bucket.rate, bucket.capacity, bucket.floor, bucket.ceiling)
+            args += [repr(min(max(float(value), -1e300), 1e300)) for value in limits]
+        answer = self._take_tokens_script(keys=[bucket.key for bucket in buckets], args=args)
+        return answer[0] == 1, [float(level) for level in answer[1:]]
+
+
+class RedisBackend(RedisCache):
+    """Flask-Caching's Redis backend on a client made here and kept as ``client``, so that
+    ``RedisStore`` runs its atomic steps on the same connections; with timeouts, so a Redis that
+    hangs is an outage (a miss), not a hung request."""
+
+    client: redis.Redis
+
+    @classmethod
+    def factory(cls, app, config, args, kwargs) -> RedisBackend:
+        import redis  # here, not above: it makes every worker larger, and most use no Redis
+
+        client = redis.Redis.from_url(
+            config["CACHE_REDIS_URL"],
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        )
+        backend = cls(host=client, default_timeout=config["CACHE_DEFAULT_TIMEOUT"])
+        backend.client = client
+        return backend
+
+
+def store_for(backend: BaseCache, prefix: str, directory: str) -> Store:
+    """The Store that makes ``backend``'s atomic steps hold for everyone who shares it."""
+    if isinstance(backend, RedisBackend):
+        return RedisStore(backend, prefix)
+    if isinstance(backend, FileSystemCache):
+        return FileStore(backend, prefix, directory)
+    return Store(backend, prefix)
+
+
+def _seconds(ttl: float) -> int:
+    """cachelib counts whole seconds, and 0 means forever: at least one."""
+    return max(int(ttl), 1)
