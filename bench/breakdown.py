@@ -23,12 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from auth0_proxy.extensions import require_oauth
 from flask import Flask, Response
 from werkzeug.test import EnvironBuilder
 
 from auth0_proxy import create_app
 from auth0_proxy.access.caller import require_organization
+from auth0_proxy.access.tokens import require_oauth
 from bench.bench import NEVER_REACHED_RATES
 from emulated_tenant.demo import edge_token
 
