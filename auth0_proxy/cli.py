@@ -31,6 +31,7 @@ from flask import Flask
 
 from auth0_proxy.auth0.keys import JWKS_PATH, KeyStore
 from auth0_proxy.auth0.management import ManagementClient
+from auth0_proxy.core import clock
 from auth0_proxy.core.auth0_api import ORGANIZATION, api_path
 from auth0_proxy.core.config import ConfigError, Settings, config_path
 from auth0_proxy.core.errors import APIError, OrganizationNotFound, TooManyRequests
@@ -208,7 +209,7 @@ def check_management_token(management: ManagementClient) -> tuple[Check, str | N
     claims = unverified_claims(token)
     expires = claims.get("exp") if claims else None
     lifetime = (
-        f", valid for {math.floor(expires - time.time())} s"
+        f", valid for {math.floor(expires - clock.now())} s"
         if isinstance(expires, int | float)
         else ""
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 from authlib.integrations.flask_oauth2 import ResourceProtector
 from authlib.oauth2 import OAuth2Error
@@ -29,6 +28,7 @@ from joserfc.errors import (
 )
 
 from auth0_proxy.auth0.keys import KeyStore
+from auth0_proxy.core import clock
 from auth0_proxy.core.errors import (
     REALM,
     APIError,
@@ -109,6 +109,7 @@ class Auth0TokenValidator(BearerTokenValidator):
         self.accept_user_tokens = accept_user_tokens
         self.verified = VerifiedTokens()
         self.claims_registry = jwt.JWTClaimsRegistry(
+            now=lambda: int(clock.now()),
             leeway=leeway,
             iss={"essential": True, "value": issuer},
             aud={"essential": True, "value": audience},
@@ -127,7 +128,7 @@ class Auth0TokenValidator(BearerTokenValidator):
             key_set = self.keys.key_set()
         except APIError as error:
             key_set, unreachable = None, error
-        token = self.verified.recall(token_string, key_set, time.time())
+        token = self.verified.recall(token_string, key_set, clock.now())
         if token is None:
             claims = self._verify(token_string, unreachable)
             self._check_claims(claims)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Iterator
 
 import requests
 from marshmallow import ValidationError
 
 from auth0_proxy.caching.cache import Entry, SharedCache
-from auth0_proxy.core import metrics
+from auth0_proxy.core import clock, metrics
 from auth0_proxy.core.auth0_api import MEMBERS, USER, USER_ORGANIZATIONS, USERS, api_path
 from auth0_proxy.core.config import Auth0Settings
 from auth0_proxy.core.errors import (
@@ -227,7 +226,7 @@ class ManagementClient:
             (503).
         """
         entry = self._cached_token()
-        if time.time() < _token_expiry(entry):
+        if clock.now() < _token_expiry(entry):
             return entry.value
         self.cache.discard(self.token_cache_key, entry.value)  # expired: fetch, or fail, anew
         return self._cached_token().value

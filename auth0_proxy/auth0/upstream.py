@@ -23,7 +23,7 @@ from collections.abc import Callable
 import requests
 from requests.adapters import HTTPAdapter
 
-from auth0_proxy.core import metrics
+from auth0_proxy.core import clock, metrics
 from auth0_proxy.core.auth0_api import endpoint_group, endpoint_template
 from auth0_proxy.core.errors import UpstreamFailed, UpstreamTimeout
 from auth0_proxy.core.version import __version__
@@ -96,7 +96,7 @@ class Upstream:
         """
         group = endpoint_group(path)
         self.before_request(group)
-        deadline = time.monotonic() + self.retry_budget
+        deadline = clock.monotonic() + self.retry_budget
         for attempt in range(MAX_ATTEMPTS):
             self._spend(group, prepaid, deadline)
             try:
@@ -142,7 +142,7 @@ class Upstream:
         beyond what was prepaid queues for it; a client may wait in its retry budget)."""
         if prepaid is not None and prepaid.take():
             return
-        wait = deadline - time.monotonic()
+        wait = deadline - clock.monotonic()
         self.governor.spend(group, wait=wait, committed=prepaid is not None)
 
     def _send(self, method: str, path: str, **kwargs) -> requests.Response:
@@ -181,7 +181,7 @@ def retry_after_seconds(response: requests.Response) -> float:
     wait = _number(headers.get("Retry-After"))
     if wait is None:
         reset = _number(headers.get("x-ratelimit-reset"))
-        now = _http_date(headers.get("Date")) or time.time()
+        now = _http_date(headers.get("Date")) or clock.now()
         wait = reset - now if reset is not None else None
     return min(max(wait or 1.0, 1.0), MAX_RATE_LIMIT_WAIT_SECONDS)
 
@@ -208,7 +208,7 @@ def _sleep_with_jitter(wait: float, deadline: float) -> bool:
     instead of sending them all at once.
     """
     wait += random.uniform(0, wait)  # noqa: S311 - jitter, not crypto
-    if time.monotonic() + wait > deadline:
+    if clock.monotonic() + wait > deadline:
         return False
     time.sleep(wait)
     return True

@@ -34,7 +34,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from auth0_proxy.core import metrics
+from auth0_proxy.core import clock, metrics
 from auth0_proxy.core.errors import APIError, CachedPageMissing, UpstreamUnavailable
 from auth0_proxy.spending.budget import BudgetExhausted, Rank, errand
 from auth0_proxy.storage.store import Store
@@ -126,14 +126,14 @@ class Memo:
 
     def recall(self, key: str) -> Entry | None:
         memo = self._entries.get(key)
-        if memo is None or memo[1] < time.monotonic():
+        if memo is None or memo[1] < clock.monotonic():
             return None
         return memo[0]
 
     def remember(self, key: str, entry: Entry) -> None:
         with self._lock:
             self._entries.pop(key, None)
-            self._entries[key] = (entry, time.monotonic() + self.seconds)
+            self._entries[key] = (entry, clock.monotonic() + self.seconds)
             if len(self._entries) > self.size:
                 del self._entries[next(iter(self._entries))]
 
@@ -223,7 +223,7 @@ class SharedCache:
 
         :raise UpstreamUnavailable: a fetch of this key failed moments ago (503).
         """
-        now = time.time()
+        now = clock.now()
         entry = self._read(key)
         if entry is None or not entry.usable(now, stale_seconds):
             return self._create_once(key, create, stale_seconds)
@@ -248,7 +248,7 @@ class SharedCache:
             current = self._read_shared(key) if stale_seconds else None
             if error.status_code < 429 or current is None:
                 raise
-            if not current.usable(time.time(), stale_seconds):
+            if not current.usable(clock.now(), stale_seconds):
                 raise
             return current
 
@@ -290,7 +290,7 @@ class SharedCache:
         """
         # A listing is read from the store, not this process's memo: its pages are only there
         # (or in ``self.pages``, once read from there).
-        now = time.time()
+        now = clock.now()
         current = self.store.get(key)
         if current is not None and not current.usable(now, stale_seconds):
             current = None
@@ -322,7 +322,7 @@ class SharedCache:
     def _write(self, key: str, value: Any, ttl: float, stale: float, fetched_at: float) -> Entry:
         """Store ``value`` as fetched at ``fetched_at`` (when its fetch began: an answer is as
         old as the first thing read for it), fresh for ``ttl`` from then."""
-        now = time.time()
+        now = clock.now()
         refresh_at = fetched_at + refresh_time(ttl, now - fetched_at)
         entry = Entry(value, refresh_at, fetched_at, fetched_at + ttl)
         if fetched_at + ttl + stale > now:
@@ -347,7 +347,7 @@ class SharedCache:
         settled = lambda: self.store.get(key) is not None or self.store.get(failed) is not None  # noqa: E731
         with self._lock(key, done=settled):
             entry = self._read_shared(key)
-            if entry is not None and entry.usable(time.time(), stale_seconds):
+            if entry is not None and entry.usable(clock.now(), stale_seconds):
                 return entry
             return self._fetch_and_write(key, create, stale_seconds)
 
@@ -356,7 +356,7 @@ class SharedCache:
         answers for it. The caller holds the key's lock."""
         failed = f"{key}:failed"
         self._raise_recent_failure(key, failed)
-        fetched_at = time.time()
+        fetched_at = clock.now()
         try:
             value, ttl = create()
         except APIError as error:
@@ -379,10 +379,10 @@ class SharedCache:
         settled = lambda: not fresh and self.store.get(key) is not None  # noqa: E731
         with self._lock(key, done=settled):
             seen = self.store.get(key)
-            if not fresh and seen is not None and seen.usable(time.time(), stale_seconds):
+            if not fresh and seen is not None and seen.usable(clock.now(), stale_seconds):
                 yield seen
                 return
-            fetched_at, fetch = time.time(), fetch_pages(expected)
+            fetched_at, fetch = clock.now(), fetch_pages(expected)
             listing = yield from self._store_listing(key, fetch.pages, ttl + stale_seconds)
             if self.store.get(key) == seen:
                 self._write(key, listing, ttl, stale_seconds, fetched_at)
@@ -453,7 +453,7 @@ class SharedCache:
         if not self._refresh_slots.acquire(blocking=False):
             return
         marker = f"{key}:refreshing"
-        now = time.time()
+        now = clock.now()
         lifetime = current.fresh_until - current.stored_at
         if not self.store.add(marker, 1, max(lifetime, self.lock_seconds)):
             self._refresh_slots.release()
@@ -467,7 +467,7 @@ class SharedCache:
         urgency = stale_for / stale_seconds if stale_seconds else 0.0
 
         def refresh() -> None:
-            fetched_at = time.time()
+            fetched_at = clock.now()
             try:
                 if self._read_shared(key) in (current, None):  # else refreshed by another
                     with errand(rank, urgency):
@@ -506,14 +506,14 @@ class SharedCache:
         for ``lock_seconds`` (the holder is stuck or dead).
         """
         lock_key, owner = f"{name}:lock", uuid.uuid4().hex
-        deadline = time.monotonic() + self.lock_seconds
+        deadline = clock.monotonic() + self.lock_seconds
         waited = False
         while not self.store.add(lock_key, owner, self.lock_seconds):
             if not waited:
                 waited = True
                 metrics.COALESCED_WAITS.inc()
             time.sleep(poll_seconds)
-            if done() or time.monotonic() > deadline:
+            if done() or clock.monotonic() > deadline:
                 owner = None
                 break
         try:
@@ -536,7 +536,7 @@ class SharedCache:
     def _remember_failure(self, failed: str, error: APIError) -> None:
         """Remember Auth0's failures, not its answers (a 404 is an answer)."""
         if self.failure_seconds > 0 and error.status_code >= 500:
-            until = time.time() + self.failure_seconds
+            until = clock.now() + self.failure_seconds
             self.store.set(failed, (error.message, until), self.failure_seconds)
             error.headers.setdefault("Retry-After", str(self.failure_seconds))
 
@@ -547,7 +547,7 @@ class SharedCache:
             raise UpstreamUnavailable(
                 message,
                 reason=f"{key}: failed moments ago, not asking Auth0 again yet",
-                headers={"Retry-After": str(max(1, math.ceil(until - time.time())))},
+                headers={"Retry-After": str(max(1, math.ceil(until - clock.now())))},
             )
 
 

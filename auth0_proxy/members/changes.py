@@ -13,12 +13,12 @@ import base64
 import binascii
 import hashlib
 import json
-import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from auth0_proxy.caching.cache import SharedCache
+from auth0_proxy.core import clock
 from auth0_proxy.core.errors import ChangesExpired, InvalidCursor
 
 # A client further behind than this many changes syncs in full (each is one store read).
@@ -83,7 +83,7 @@ class ChangeFeed:
         head = self.store.get(_head_key(org_id))
         if head != observation.head:
             return
-        now = time.time()
+        now = clock.now()
         if head is None:
             head = FeedHead(uuid.uuid4().hex, 0, observation.digests, now)
         else:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from urllib.parse import urlencode
 
 from auth0_proxy.auth0.management import ManagementClient
 from auth0_proxy.caching.cache import Entry, Fetch, SharedCache
+from auth0_proxy.core import clock
 from auth0_proxy.core.errors import UpstreamUnavailable, UserNotFound
 from auth0_proxy.core.json_codec import dumps, json_fragment, loads
 from auth0_proxy.core.paging import CheckpointPaging, OffsetPaging, needs_profiles
@@ -105,7 +105,7 @@ class Directory:
 
         :raise UserNotFound: the user does not exist, or is not a member (404).
         """
-        now = time.time()
+        now = clock.now()
         organizations = self.management.user_organization_ids(user_id)
         return _member_of(org_id, Entry(organizations, now, now, now))
 
@@ -218,7 +218,7 @@ class Directory:
         if head is None:  # not recorded: the cache failed
             raise UpstreamUnavailable("The change feed is not available right now; retry later.")
         answer = {**change.__dict__, "cursor": encode_cursor(head)}
-        age = max(0, int(time.time() - head.observed_at))
+        age = max(0, int(clock.now() - head.observed_at))
         return Answer(answer, Freshness(age, listing.freshness.ttl))
 
     def member_page(self, org_id: str, paging: OffsetPaging | CheckpointPaging) -> dict:
@@ -259,7 +259,7 @@ class Directory:
     def _cached(self, key: str, fetch: Callable[[], Any], fresh: bool) -> Entry:
         """The entry for ``key``; with caching off, one for a value fetched now."""
         if not self.ttl:
-            now = time.time()
+            now = clock.now()
             return Entry(fetch(), now, now, now)
         create = lambda: (fetch(), self.ttl)  # noqa: E731
         if fresh:
@@ -272,7 +272,7 @@ class Directory:
 
 def freshness_of(*entries: Entry) -> Freshness:
     """An answer made of several entries is as old as the oldest."""
-    now = time.time()
+    now = clock.now()
     return Freshness(
         max(entry.age(now) for entry in entries),
         math.floor(min(entry.fresh_until for entry in entries) - now),

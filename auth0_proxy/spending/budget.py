@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import requests
 
-from auth0_proxy.core import metrics
+from auth0_proxy.core import clock, metrics
 from auth0_proxy.core.auth0_api import Limit
 from auth0_proxy.core.errors import TooManyRequests
 from auth0_proxy.storage.buckets import Bucket
@@ -126,13 +126,13 @@ class Governor:
         if not committed or client:
             self._take(group, 1, wait=PAGE_WAIT_SECONDS if committed else wait)
             return
-        deadline = time.monotonic() + PAGE_WAIT_SECONDS
+        deadline = clock.monotonic() + PAGE_WAIT_SECONDS
         while True:
             try:
                 return self._take(group, 1, wait=wait)
             except BudgetExhausted as refused:
                 retry_after = float(refused.headers["Retry-After"])
-                if time.monotonic() + retry_after > deadline:
+                if clock.monotonic() + retry_after > deadline:
                     raise
                 time.sleep(retry_after)
 

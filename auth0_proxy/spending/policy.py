@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from flask import Flask, Response, current_app, g
 
+from auth0_proxy.core import clock
 from auth0_proxy.core.auth0_api import Limit
 from auth0_proxy.core.config import RateLimits, WriteGrant
 from auth0_proxy.core.errors import OperationNotAllowed, TooManyRequests
@@ -109,10 +110,10 @@ class ClientPolicy:
         """One of the calls this worker holds for the client, if it holds one still."""
         with self._leases_mutex:
             lease = self._leases.get(client_id)
-            if lease is None or lease.calls < 1 or time.monotonic() >= lease.until:
+            if lease is None or lease.calls < 1 or clock.monotonic() >= lease.until:
                 return None
             lease.calls -= 1
-            return own.quota(lease.level + lease.calls, time.time())
+            return own.quota(lease.level + lease.calls, clock.now())
 
     def _lease(self, client_id: str, own: Allowance, total: Allowance) -> Quota:
         """Take the next lease (spending its first call), or one call near a limit.
@@ -129,8 +130,8 @@ class ClientPolicy:
                 raise
             calls, level = 1, self._take(own, total)
         with self._leases_mutex:
-            self._leases[client_id] = Lease(calls - 1, level, time.monotonic() + LEASE_SECONDS)
-        return own.quota(level + calls - 1, time.time())
+            self._leases[client_id] = Lease(calls - 1, level, clock.monotonic() + LEASE_SECONDS)
+        return own.quota(level + calls - 1, clock.now())
 
     def charge_upstream(self, client_id: str, *, under_way: bool = False) -> Quota | None:
         """Take one of the client's calls to Auth0; one of a request ``under_way`` (it made or
@@ -139,17 +140,17 @@ class ClientPolicy:
         :raise ClientRateLimited: its upstream allowance is spent (429, with Retry-After).
         """
         upstream = self._upstream(client_id)
-        deadline = time.monotonic() + (UNDER_WAY_WAIT_SECONDS if under_way else 0)
+        deadline = clock.monotonic() + (UNDER_WAY_WAIT_SECONDS if under_way else 0)
         while True:
             try:
                 level = self._take(upstream)
             except ClientRateLimited as refused:
                 wait = int(refused.headers["Retry-After"])
-                if time.monotonic() + wait > deadline:
+                if clock.monotonic() + wait > deadline:
                     raise
                 time.sleep(1 / upstream.bucket().rate)  # the time one call takes to refill
                 continue
-            return None if level is None else upstream.quota(level, time.time())
+            return None if level is None else upstream.quota(level, clock.now())
 
     def take_fresh_read(self, client_id: str) -> bool:
         """Whether this client's ``no-cache`` is honoured now: once per interval, and only
@@ -195,7 +196,7 @@ class ClientPolicy:
             allowance.name,
             headers={
                 "Retry-After": str(max(1, math.ceil(wait))),
-                **allowance.quota(level, time.time()).headers(),
+                **allowance.quota(level, clock.now()).headers(),
             },
         )
 

@@ -18,9 +18,10 @@ import mmap
 import os
 import struct
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from auth0_proxy.core import clock
 
 SLOT = struct.Struct("<8sddd")  # the key's digest, level, at, full_at (when it is full again)
 SLOTS = 32_768  # a megabyte: thousands of clients' buckets, most of them full (free) at a time
@@ -83,7 +84,7 @@ class BucketFile:
             table = self._mapped()
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
-                return self._spend(table, buckets, calls, time.time())
+                return self._spend(table, buckets, calls, clock.now())
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 

@@ -22,13 +22,14 @@ import fcntl
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from cachelib import BaseCache, FileSystemCache
 from flask_caching.backends.rediscache import RedisCache
+
+from auth0_proxy.core import clock
 
 from .buckets import FILE_NAME, Bucket, BucketFile, spend_from
 
@@ -120,7 +121,7 @@ class Store:
 
     def _take_tokens(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
         with self._exclusive():
-            now = time.time()
+            now = clock.now()
             states = [self.backend.get(bucket.key) for bucket in buckets]
             granted, levels = spend_from(buckets, states, calls, now)
             for bucket, level in zip(buckets, levels, strict=True):
@@ -132,7 +133,7 @@ class Store:
         states: dict[str, tuple[float, ...]], buckets: Sequence[Bucket], calls: int
     ) -> tuple[bool, list[float]]:
         """Spend from buckets whose states are in ``states``, and update them there."""
-        now = time.time()
+        now = clock.now()
         granted, levels = spend_from(buckets, [states.get(b.key) for b in buckets], calls, now)
         for bucket, level in zip(buckets, levels, strict=True):
             states[bucket.key] = (level, now)
@@ -155,7 +156,7 @@ class Store:
         try:
             return operation(*args, **kwargs)
         except Exception as error:  # any backend failure: Redis down, disk full, ...
-            now = time.monotonic()
+            now = clock.monotonic()
             if now - self._last_outage_log > OUTAGE_LOG_INTERVAL_SECONDS:
                 self._last_outage_log = now
                 log.warning(
