@@ -1,4 +1,5 @@
-"""Auth0's paging parameters on GET /users: passed through with its limits, checked first."""
+"""Auth0's paging parameters on GET /users: checked first, with Auth0's limits, and answered from
+the organization's cached member list, as GET /api/v2/organizations/{id}/members answers them."""
 
 from __future__ import annotations
 
@@ -16,13 +17,20 @@ from tests.support import (
     assert_refused,
 )
 
+LIST_PAGE_SIZE = 50  # proxy.page_size's default: members per page of the list read from Auth0
 
-def test_offset_page_with_totals(call, make_token, tenant):
-    body = call("/users?page=2&per_page=100&include_totals=true", make_token("edge-big")).json()
+
+def test_offset_page_with_totals(make_app, call, make_token, tenant):
+    app, token = make_app(cache_ttl_seconds=60), make_token("edge-big")
+    body = call("/users?page=2&per_page=100&include_totals=true", token, via=app).json()
     assert (body["start"], body["limit"], body["total"]) == (200, 100, BIG_ORG_SIZE)
     assert [m["user_id"] for m in body["members"]] == sorted(tenant.member_ids(BIG_ORG))[200:300]
     assert all(set(member) <= MEMBER_FIELDS for member in body["members"])
-    assert tenant.counts[MEMBERS] == 1
+    # The whole list was read once, page by page, and every other page comes from it.
+    assert tenant.counts[MEMBERS] == BIG_ORG_SIZE // LIST_PAGE_SIZE
+    again = call("/users?page=3&per_page=100&include_totals=true", token, via=app).json()
+    assert [m["user_id"] for m in again["members"]] == sorted(tenant.member_ids(BIG_ORG))[300:400]
+    assert tenant.counts[MEMBERS] == BIG_ORG_SIZE // LIST_PAGE_SIZE
 
 
 def test_offset_page_without_totals_is_a_bare_array(call, make_token, tenant):
@@ -30,17 +38,17 @@ def test_offset_page_without_totals_is_a_bare_array(call, make_token, tenant):
     assert [m["user_id"] for m in body] == sorted(tenant.member_ids(BIG_ORG))[3:6]
 
 
-def test_checkpoint_paging_reaches_every_member(call, make_token, tenant):
-    token, seen, cursor = make_token("edge-big"), [], None
+def test_checkpoint_paging_reaches_every_member(make_app, call, make_token, tenant):
+    app, token, seen, cursor = make_app(cache_ttl_seconds=60), make_token("edge-big"), [], None
     while True:
         path = "/users?take=100" + (f"&from={quote(cursor)}" if cursor else "")
-        page = call(path, token).json()
+        page = call(path, token, via=app).json()
         seen += [member["user_id"] for member in page["members"]]
         cursor = page.get("next")
         if not cursor:
             break
     assert seen == sorted(tenant.member_ids(BIG_ORG))
-    assert tenant.counts[MEMBERS] == BIG_ORG_SIZE // 100
+    assert tenant.counts[MEMBERS] == BIG_ORG_SIZE // LIST_PAGE_SIZE  # the list, read once
     assert "next" not in page  # as Auth0 answers the last page
 
 

@@ -28,11 +28,9 @@ from auth0_proxy.core.errors import (
 from auth0_proxy.core.paging import (
     OFFSET_PAGING_LIMIT,
     CheckpointPaging,
-    InvalidCheckpoint,
     OffsetPaging,
 )
 from auth0_proxy.core.schemas import (
-    members_offset_page,
     members_page,
     user_organizations_page,
     users_page,
@@ -82,7 +80,7 @@ class ManagementClient:
         prepaid = self.upstream.prepay(path, expected_pages)
         paging = CheckpointPaging(self.page_size)
         for _ in range(MAX_PAGES):
-            page = self.member_page(org_id, paging, prepaid)
+            page = self._member_page(org_id, paging, prepaid)
             yield page["members"]
             if not page.get("next"):
                 return
@@ -91,22 +89,15 @@ class ManagementClient:
             paging = CheckpointPaging(self.page_size, page["next"])
         raise UpstreamFailed(reason=f"{org_id}: more than {MAX_PAGES} pages")
 
-    def member_page(
-        self, org_id: str, paging: OffsetPaging | CheckpointPaging, prepaid: Prepaid | None = None
-    ) -> dict:
-        """One page of members, as Auth0 pages them: ``{"members", "next"}`` for a checkpoint,
-        ``{"members", "start", "limit", "total"}`` by number. Members carry the member fields.
+    def _member_page(self, org_id: str, paging: CheckpointPaging, prepaid: Prepaid) -> dict:
+        """One page of members, as Auth0 pages them: ``{"members", "next"}``, members with the
+        member fields. The checkpoint is Auth0's own ``next``: a 400 would be Auth0's fault.
 
-        :raise InvalidCheckpoint: Auth0 refused the query: a ``from`` it never gave out (400).
-        :raise UpstreamFailed: a page of an unexpected shape (502).
+        :raise UpstreamFailed: a page of an unexpected shape, or refused (502).
         """
         path = api_path(MEMBERS, id=org_id)
-        if isinstance(paging, CheckpointPaging):  # the caller's own ``from``, unchecked here
-            schema, invalid = members_page, InvalidCheckpoint
-        else:  # checked before: a 400 would be the proxy's fault
-            schema, invalid = members_offset_page, UpstreamFailed
-        page = self.get_json(path, paging.params(), invalid=invalid, prepaid=prepaid)
-        return _load(schema, page, path)
+        page = self.get_json(path, paging.params(), invalid=UpstreamFailed, prepaid=prepaid)
+        return _load(members_page, page, path)
 
     def search_users(self, user_ids: list[str], fields: tuple[str, ...] | None) -> list[dict]:
         """The profiles of these users (at most 100, the search's page size), in one call; with

@@ -3,12 +3,19 @@
 The parameters are the Management API's own (GET /api/v2/organizations/{id}/members), with its
 limits: offset paging with ``page``/``per_page`` (1-100) and ``include_totals`` reaches the first
 1,000 members only; checkpoint paging with ``take`` (1-100) and ``from`` (the previous page's
-``next``) reaches them all. Without either, GET /users returns the whole list. The query travels
-unchanged to the Management client, which asks Auth0 for exactly that page.
+``next``) reaches them all. Without either, GET /users returns the whole list.
+
+A page is sliced from the organization's cached member list, on GET /users and on
+GET /api/v2/organizations/{id}/members alike (``offset_page``, ``checkpoint_page``): the
+checkpoint is the proxy's own, naming the last member given, so a member added or removed
+meanwhile shifts no page.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -52,7 +59,7 @@ class InvalidQuery(APIError):
 
 
 class InvalidCheckpoint(InvalidQuery):
-    message = "Query validation error: 'from' is not a checkpoint of a previous page's 'next'."
+    message = "Invalid value for parameter 'from': not a checkpoint."
 
 
 class InvalidPaging(APIError):
@@ -142,12 +149,7 @@ def member_query(args: MultiDict) -> MemberQuery:
         unknown field, ``include_fields=false``, or profile fields with paging (400).
     :raise InvalidPaging: a page past the first 1,000 records (400).
     """
-    if any(len(args.getlist(name)) > 1 for name in args):
-        raise InvalidQuery("Query validation error: each parameter may be given once.")
-    try:
-        loaded = MEMBER_QUERY_SCHEMA.load(dict(args))
-    except ValidationError as error:
-        raise InvalidQuery(f"Query validation error: {_describe(error.messages)}") from None
+    loaded = checked(MEMBER_QUERY_SCHEMA, args)
     if loaded.get("include_fields", True) is False:
         raise InvalidQuery("Query validation error: include_fields=false is not supported.")
     query = MemberQuery(_paging(loaded), _fields(loaded.get("fields_")))
@@ -171,10 +173,19 @@ def changes_cursor(args: MultiDict) -> str | None:
 
     :raise InvalidQuery: an unknown or repeated parameter, or an empty cursor (400).
     """
+    return checked(CHANGES_QUERY_SCHEMA, args).get("since")
+
+
+def checked(schema: Schema, args: MultiDict) -> dict:
+    """The query loaded by ``schema``, the one check of every query string the proxy takes.
+
+    :raise InvalidQuery: a parameter given twice, unknown to the schema, or of the wrong type
+        or range (400, in Auth0's words).
+    """
     if any(len(args.getlist(name)) > 1 for name in args):
         raise InvalidQuery("Query validation error: each parameter may be given once.")
     try:
-        return CHANGES_QUERY_SCHEMA.load(dict(args)).get("since")
+        return schema.load(args.to_dict())
     except ValidationError as error:
         raise InvalidQuery(f"Query validation error: {_describe(error.messages)}") from None
 
@@ -206,3 +217,74 @@ def _describe(messages: dict) -> str:
         " ".join(problems) if name == "_schema" else f"{name}: {' '.join(problems)}"
         for name, problems in messages.items()
     )
+
+
+def offset_page(
+    name: str,
+    records: Sequence,
+    paging: OffsetPaging,
+    *,
+    shown: Callable[[list], list] = list,
+    length: bool = False,
+):
+    """The page ``paging`` asks for, its records ``shown`` as answered: a bare array, or with
+    ``include_totals`` an object with the page under ``name``, ``start``, ``limit``
+    (``length``) and ``total``, as Auth0 answers.
+
+    :raise InvalidPaging: the page reaches past the first 1,000 records (400).
+    """
+    start = paging.page * paging.per_page
+    if start + paging.per_page > OFFSET_PAGING_LIMIT:
+        raise InvalidPaging()
+    window = shown(list(records[start : start + paging.per_page]))
+    if not paging.include_totals:
+        return window
+    answer = {name: window, "start": start, "limit": paging.per_page}
+    if length:
+        answer["length"] = len(window)
+    return {**answer, "total": len(records)}
+
+
+def checkpoint_page(
+    members: Sequence[dict], paging: CheckpointPaging, *, shown: Callable[[list], list] = list
+) -> dict:
+    """The ``take`` members after the checkpoint (the previous page's ``next``), ``shown`` as
+    answered, with ``next`` only if more follow, as Auth0 answers.
+
+    :raise InvalidCheckpoint: a checkpoint this proxy never gave (400).
+    """
+    start = 0
+    if paging.checkpoint is not None:
+        after = _decode_checkpoint(paging.checkpoint)
+        start = next((i for i, m in enumerate(members) if m["user_id"] > after), len(members))
+    window = list(members[start : start + paging.take])
+    answer: dict = {"members": shown(window)}
+    if window and start + paging.take < len(members):
+        answer["next"] = base64.urlsafe_b64encode(window[-1]["user_id"].encode()).decode()
+    return answer
+
+
+def _decode_checkpoint(checkpoint: str) -> str:
+    try:
+        return base64.b64decode(checkpoint.encode("ascii"), altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeError, ValueError):
+        raise InvalidCheckpoint() from None
+
+
+def only_fields(
+    record: dict,
+    fields: Collection[str] | None,
+    *,
+    include: bool = True,
+    default: Sequence[str] | None = None,
+) -> dict:
+    """The record with the fields selected as Auth0's ``fields`` and ``include_fields`` select
+    them: only those named, or (``include`` false) all but those; without ``fields``, the
+    ``default`` ones (or all). The one field selector of both surfaces."""
+    names = list(default) if default is not None else list(record)
+    if fields:
+        named = set(fields)
+        names = (
+            [n for n in record if n in named] if include else [n for n in names if n not in named]
+        )
+    return {name: record[name] for name in names if name in record}

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, fields, validate
 
-from .paging import CheckpointPaging, MemberQuery
-
 # Identity-provider tokens Auth0 adds to identities when the management client holds
 # read:user_idp_tokens; an edge client must never receive them.
 IDP_SECRETS = ("access_token", "access_token_secret", "refresh_token")
@@ -78,27 +76,8 @@ class UserOrganizationsPageSchema(Schema):
 
 
 members_page = MembersPageSchema()
-members_offset_page = MembersOffsetPageSchema()
 users_page = UsersPageSchema()
 user_organizations_page = UserOrganizationsPageSchema()
-
-
-def member_page_answer(page: dict, query: MemberQuery) -> dict | list:
-    """A page of members as Auth0 answers it: a bare array unless totals or a checkpoint were
-    asked for; ``next`` only where there is a next page."""
-    members = page["members"]
-    if query.fields is not None:
-        members = [only_fields(member, query.fields) for member in members]
-    if isinstance(query.paging, CheckpointPaging):
-        return {"members": members, **({"next": page["next"]} if page.get("next") else {})}
-    if query.paging.include_totals:
-        return {**page, "members": members}
-    return members
-
-
-def only_fields(record: dict, fields: tuple[str, ...]) -> dict:
-    """The record with just the fields asked for, those it has, as Auth0's ``fields`` gives."""
-    return {name: record[name] for name in fields if name in record}
 
 
 def public_profile(user: dict) -> dict:

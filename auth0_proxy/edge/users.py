@@ -15,9 +15,16 @@ from werkzeug.routing import BaseConverter
 
 from auth0_proxy.access.caller import require_organization
 from auth0_proxy.core.json_codec import json_fragment
-from auth0_proxy.core.paging import changes_cursor, member_query
-from auth0_proxy.core.schemas import member_page_answer, only_fields
-from auth0_proxy.core.scope import FETCHED_NOW, Caller
+from auth0_proxy.core.paging import (
+    CheckpointPaging,
+    MemberQuery,
+    changes_cursor,
+    checkpoint_page,
+    member_query,
+    offset_page,
+    only_fields,
+)
+from auth0_proxy.core.scope import Caller
 from auth0_proxy.members.directory import Answer
 from auth0_proxy.spending.policy import may_read_fresh
 
@@ -41,13 +48,13 @@ class IdConverter(BaseConverter):
 def list_users(caller: Caller):
     """All members of the caller's organization, streamed as one JSON array (with just the
     fields named in ``fields``, if any); or one page of them, when the client asks with Auth0's
-    paging parameters (answered as Auth0 would). The query is checked before Auth0 is asked.
+    paging parameters, sliced from the same cached list and answered as Auth0 would. The query
+    is checked before Auth0 is asked.
     """
     query = member_query(request.args)
-    if query.paging is not None:
-        page = directory().member_page(caller.org_id, query.paging)
-        return described(jsonify(member_page_answer(page, query)), Answer(page, FETCHED_NOW))
     fresh = wants_fresh_read(caller)
+    if query.paging is not None:
+        return member_page(caller, query, fresh)
     if query.fields is None:
         answer = directory().member_list(caller.org_id, fresh=fresh)
         return not_modified(answer) or described(json_array_response(answer.body), answer)
@@ -57,6 +64,17 @@ def list_users(caller: Caller):
         json_fragment([only_fields(member, fields) for member in page]) for page in answer.body
     )
     return described(json_array_response(pages), answer)
+
+
+def member_page(caller: Caller, query: MemberQuery, fresh: bool) -> Response:
+    """The page the client asked for, from the organization's cached member list."""
+    everyone, listing = directory().member_records(caller.org_id, fresh=fresh)
+    shown = lambda window: [only_fields(m, query.fields) for m in window]  # noqa: E731
+    if isinstance(query.paging, CheckpointPaging):
+        page = checkpoint_page(everyone, query.paging, shown=shown)
+    else:
+        page = offset_page("members", everyone, query.paging, shown=shown)
+    return described(jsonify(page), Answer(None, listing.freshness))
 
 
 @bp.get("/users/changes")

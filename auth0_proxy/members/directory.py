@@ -29,7 +29,7 @@ from auth0_proxy.caching.cache import Entry, Fetch, SharedCache
 from auth0_proxy.core import clock
 from auth0_proxy.core.errors import UpstreamUnavailable, UserNotFound
 from auth0_proxy.core.json_codec import dumps, json_fragment, loads
-from auth0_proxy.core.paging import CheckpointPaging, OffsetPaging, needs_profiles
+from auth0_proxy.core.paging import needs_profiles
 from auth0_proxy.core.schemas import public_profile
 from auth0_proxy.core.scope import FETCHED_NOW, Freshness, request_scope
 
@@ -221,10 +221,12 @@ class Directory:
         age = max(0, int(clock.now() - head.observed_at))
         return Answer(answer, Freshness(age, listing.freshness.ttl))
 
-    def member_page(self, org_id: str, paging: OffsetPaging | CheckpointPaging) -> dict:
-        """One page, exactly as the client asked for it; not cached (a paging client follows
-        Auth0's own cursor, and pages of different sizes would rarely be asked twice)."""
-        return self.management.member_page(org_id, paging)
+    def member_records(self, org_id: str, *, fresh: bool = False) -> tuple[list[dict], Answer]:
+        """Every member of the organization as records, from the cached list (or read from
+        Auth0 now), and the listing they come from (read: only its freshness and generation
+        are left). The one source of a page of members, on both surfaces."""
+        listing = self.member_list(org_id, fresh=fresh)
+        return [member for page in listing.body for member in loads(f"[{page}]")], listing
 
     def _fetch_member_pages(self, org_id: str, expected_pages: int) -> Fetch:
         """The member list from Auth0, page by page; once stored, compared with the last one

@@ -1,5 +1,5 @@
-"""The query strings of the /api/v2 operations, read as Auth0 reads them, and the answers'
-shapes that follow from them: field selection, offset and checkpoint pages, the ``q`` subset.
+"""The query strings of the /api/v2 operations, read as Auth0 reads them: the parameters each
+operation takes, its paging and field selection, the ``q`` subset.
 
 Parameters, types and ranges are the Management API's (its published spec); an operation takes
 only the parameters its rule names, and anything else is Auth0's 400 before any upstream call.
@@ -7,21 +7,21 @@ only the parameters its rule names, and anything else is Auth0's 400 before any 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from marshmallow import ValidationError, fields, validate
+from marshmallow import fields, validate
 from werkzeug.datastructures import MultiDict
 
 from auth0_proxy.core.paging import (
     DEFAULT_PAGE_SIZE,
-    OFFSET_PAGING_LIMIT,
-    InvalidPaging,
+    CheckpointPaging,
     InvalidQuery,
+    OffsetPaging,
     PagingSchema,
+    checked,
+    only_fields,
 )
 
 # What each operation accepts, by group (Management API spec).
@@ -62,8 +62,15 @@ class Query:
     def get(self, name: str, default=None):
         return self.values.get(name, default)
 
-    def uses_checkpoint(self) -> bool:
-        return "from" in self.sent or "take" in self.sent
+    def paging(self) -> OffsetPaging | CheckpointPaging:
+        """The page asked for: by checkpoint (``from``/``take``), else by number."""
+        if "from" in self.sent or "take" in self.sent:
+            return CheckpointPaging(self.get("take", DEFAULT_PAGE_SIZE), self.get("from"))
+        return OffsetPaging(
+            self.get("page", 0),
+            self.get("per_page", DEFAULT_PAGE_SIZE),
+            self.get("include_totals", False),
+        )
 
 
 def checked_query(args: MultiDict, accepted: Sequence[str]) -> Query:
@@ -74,78 +81,22 @@ def checked_query(args: MultiDict, accepted: Sequence[str]) -> Query:
             raise InvalidQuery(
                 f"Query validation error: 'Additional properties not allowed: {name}'."
             )
-        if len(args.getlist(name)) > 1:
-            raise InvalidQuery(f"Query validation error: '{name}' may be given once.")
-    sent = args.to_dict()
-    try:
-        loaded = QUERY_SCHEMA.load(sent)
-    except ValidationError as error:
-        problems = "; ".join(f"{name}: {' '.join(text)}" for name, text in error.messages.items())
-        raise InvalidQuery(f"Query validation error: {problems}") from None
+    loaded = checked(QUERY_SCHEMA, args)
     values = {QUERY_SCHEMA.fields[key].data_key or key: value for key, value in loaded.items()}
-    if "page" in sent and "from" in sent:
+    if "page" in args and "from" in args:
         raise InvalidQuery("Query validation error: use either page/per_page or from/take.")
-    return Query(values, sent)
+    return Query(values, args.to_dict())
 
 
 def selected(record: dict, query: Query, default: Sequence[str] | None = None) -> dict:
-    """The record with the fields ``fields``/``include_fields`` select, as Auth0 selects them:
-    only those named, or (``include_fields=false``) all but those; without ``fields``, the
-    ``default`` ones (or all)."""
-    names = list(default) if default is not None else list(record)
-    if query.get("fields"):
-        named = set(query.get("fields").split(","))
-        if query.get("include_fields", True):
-            names = [name for name in record if name in named]
-        else:
-            names = [name for name in names if name not in named]
-    return {name: record[name] for name in names if name in record}
-
-
-def offset_page(
-    name: str,
-    records: Sequence,
-    query: Query,
-    *,
-    shown: Callable[[list], list] = list,
-    length: bool = False,
-):
-    """The page ``page``/``per_page`` asks for, its records ``shown`` as answered: a bare
-    array, or with ``include_totals`` an object with the page under ``name``, ``start``,
-    ``limit`` (``length``) and ``total``.
-
-    :raise InvalidPaging: the page reaches past the first 1,000 records (400).
-    """
-    page, per_page = query.get("page", 0), query.get("per_page", DEFAULT_PAGE_SIZE)
-    start = page * per_page
-    if start + per_page > OFFSET_PAGING_LIMIT:
-        raise InvalidPaging()
-    window = shown(list(records[start : start + per_page]))
-    if not query.get("include_totals"):
-        return window
-    answer = {name: window, "start": start, "limit": per_page}
-    if length:
-        answer["length"] = len(window)
-    return {**answer, "total": len(records)}
-
-
-def checkpoint_page(members: Sequence[dict], query: Query) -> dict:
-    """The ``take`` members after the checkpoint ``from`` (the previous page's ``next``), with
-    ``next`` only if more follow. The checkpoint names the last member given, so a member added
-    or removed meanwhile shifts no page.
-
-    :raise InvalidQuery: ``from`` is not a checkpoint of this proxy (400).
-    """
-    take = query.get("take", DEFAULT_PAGE_SIZE)
-    start = 0
-    if query.get("from"):
-        after = _decode_checkpoint(query.get("from"))
-        start = next((i for i, m in enumerate(members) if m["user_id"] > after), len(members))
-    window = list(members[start : start + take])
-    answer: dict = {"members": window}
-    if window and start + take < len(members):
-        answer["next"] = base64.urlsafe_b64encode(window[-1]["user_id"].encode()).decode()
-    return answer
+    """The record with the fields ``fields``/``include_fields`` select (``only_fields``)."""
+    named = query.get("fields")
+    return only_fields(
+        record,
+        named.split(",") if named else None,
+        include=query.get("include_fields", True),
+        default=default,
+    )
 
 
 def search_terms(q: str) -> tuple[set[str], set[str]]:
@@ -164,10 +115,3 @@ def search_terms(q: str) -> tuple[set[str], set[str]]:
         value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare
         (emails if field == "email" else user_ids).add(value.lower() if field == "email" else value)
     return emails, user_ids
-
-
-def _decode_checkpoint(checkpoint: str) -> str:
-    try:
-        return base64.b64decode(checkpoint.encode("ascii"), altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeError, ValueError):
-        raise InvalidQuery("Invalid value for parameter 'from': not a checkpoint.") from None

@@ -17,12 +17,18 @@ from flask import Response, jsonify
 from auth0_proxy.core.auth0_api import ORGANIZATION, api_path
 from auth0_proxy.core.errors import UserNotFound
 from auth0_proxy.core.json_codec import loads
-from auth0_proxy.core.paging import MEMBER_FIELDS, InvalidQuery
+from auth0_proxy.core.paging import (
+    MEMBER_FIELDS,
+    CheckpointPaging,
+    InvalidQuery,
+    checkpoint_page,
+    offset_page,
+)
 from auth0_proxy.core.scope import Freshness
 from auth0_proxy.edge.answers import described, directory
 from auth0_proxy.members.directory import Answer
 
-from .query import checkpoint_page, offset_page, search_terms, selected
+from .query import search_terms, selected
 
 if TYPE_CHECKING:
     from .operation import Call
@@ -44,14 +50,12 @@ def members(call: Call) -> Response:
     query = call.query
     if "roles" in (query.get("fields") or "").split(",") and query.get("include_fields", True):
         return relayed(call)
-    everyone, listing = _all_members(call)
-    if query.uses_checkpoint():
-        page = checkpoint_page(everyone, query)
-        page["members"] = [selected(member, query, MEMBER_FIELDS) for member in page["members"]]
-    else:
-        shown = lambda window: [selected(m, query, MEMBER_FIELDS) for m in window]  # noqa: E731
-        page = offset_page("members", everyone, query, shown=shown)
-    return _answer(page, listing.freshness)
+    everyone, listing = directory().member_records(call.caller.org_id)
+    shown = lambda window: [selected(m, query, MEMBER_FIELDS) for m in window]  # noqa: E731
+    paging = query.paging()
+    if isinstance(paging, CheckpointPaging):
+        return _answer(checkpoint_page(everyone, paging, shown=shown), listing.freshness)
+    return _answer(offset_page("members", everyone, paging, shown=shown), listing.freshness)
 
 
 def user(call: Call) -> Response:
@@ -67,7 +71,7 @@ def user_organizations(call: Call) -> Response:
     org_id = call.caller.org_id
     answer = directory().organization_read(org_id, api_path(ORGANIZATION, id=org_id), {})
     own = [loads(answer.body)]
-    return _answer(offset_page("organizations", own, call.query), answer.freshness)
+    return _answer(offset_page("organizations", own, call.query.paging()), answer.freshness)
 
 
 def users(call: Call) -> Response:
@@ -76,7 +80,7 @@ def users(call: Call) -> Response:
     search runs over this organization's member list."""
     query = call.query
     emails, user_ids = search_terms(query.get("q")) if query.get("q") else (None, None)
-    everyone, listing = _all_members(call)
+    everyone, listing = directory().member_records(call.caller.org_id)
     if emails is not None:
         everyone = [
             m
@@ -84,7 +88,7 @@ def users(call: Call) -> Response:
             if m["user_id"] in user_ids or str(m.get("email", "")).lower() in emails
         ]
     shown = lambda window: [selected(p, query) for p in _profiles(call, window, listing)]  # noqa: E731
-    page = offset_page("users", everyone, query, shown=shown, length=True)
+    page = offset_page("users", everyone, query.paging(), shown=shown, length=True)
     return _answer(page, listing.freshness)
 
 
@@ -94,17 +98,10 @@ def users_by_email(call: Call) -> Response:
     email = call.query.get("email")
     if not email:
         raise InvalidQuery("Query validation error: 'Missing required property: email'.")
-    everyone, listing = _all_members(call)
+    everyone, listing = directory().member_records(call.caller.org_id)
     found = [member for member in everyone if member.get("email") == email]
     profiles = [selected(p, call.query) for p in _profiles(call, found, listing)]
     return _answer(profiles, listing.freshness)
-
-
-def _all_members(call: Call) -> tuple[list[dict], Answer]:
-    """The caller's organization's members (cached, or read from Auth0 now), and the listing
-    they come from (read: only its freshness and generation are left)."""
-    listing = directory().member_list(call.caller.org_id)
-    return [m for page in listing.body for m in loads(f"[{page}]")], listing
 
 
 def _answer(body: object, freshness: Freshness) -> Response:
