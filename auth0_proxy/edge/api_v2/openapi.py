@@ -64,8 +64,8 @@ from auth0_proxy.core.schemas import (
 )
 from auth0_proxy.core.version import __version__
 
-from .operation import Org, Rule
-from .pipeline import READ_ANY, RULES
+from .operation import READ_ANY, Org, Rule
+from .pipeline import RULES
 from .query import EMAIL, QUERY_SCHEMA, QuerySchema
 
 bp = Blueprint("openapi", __name__)
@@ -413,7 +413,7 @@ def api_operation(rule: Rule, converter) -> tuple[str, str, dict]:
         for name in re.findall(r"{(\w+)}", rule.template)
     ]
     parameters += query_parameters(converter, api_query_schema(rule.query))
-    permissions = [rule.permission] if rule.write else [READ_ANY, rule.permission]
+    permissions = rule.scopes
     answers = {
         int(status): answer(
             "Auth0's answer." if schema is not None else "Done.",

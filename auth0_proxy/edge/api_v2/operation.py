@@ -17,9 +17,11 @@ from auth0_proxy.caching.cache import Entry
 from auth0_proxy.core.auth0_api import api_path
 from auth0_proxy.core.config import WriteGrant
 from auth0_proxy.core.errors import APIError
-from auth0_proxy.core.scope import Caller
+from auth0_proxy.core.scope import Caller, WriteFacts
 
 from .query import Query
+
+READ_ANY = "read:users"  # grants every read of the surface, as it does on the users proxy
 
 
 class Org(enum.Enum):
@@ -35,7 +37,8 @@ class Org(enum.Enum):
 @dataclass(frozen=True)
 class Call:
     """What an operation's handler gets: the caller, the path's decoded parameters, the checked
-    query, for a write the client's grant, and for a path naming a member its organizations."""
+    query, for a write the client's grant and its audit facts (the handler records there what
+    it targets and when it sends), and for a path naming a member its organizations."""
 
     caller: Caller
     template: str
@@ -43,6 +46,7 @@ class Call:
     query: Query
     grant: WriteGrant | None = None
     membership: Entry | None = None  # the path's user's organizations, once checked
+    audit: WriteFacts | None = None  # a write's: the audit line reads the same object
 
     @property
     def upstream_path(self) -> str:
@@ -70,6 +74,17 @@ class Rule:
     relays: tuple[int, ...] = ()  # Auth0's refusals passed on as Auth0 worded them
     refuses: tuple[type[APIError], ...] = ()
     upstream_permissions: tuple[str, ...] = ()
+
+    @property
+    def scopes(self) -> list[str]:
+        """The token scopes any one of which lets a caller make this call: a write's own
+        permission; for a read, also ``read:users``."""
+        return [self.permission] if self.write else [READ_ANY, self.permission]
+
+    def audit_facts(self, params: dict[str, str]) -> WriteFacts:
+        """A write's audit facts before it runs: the operation, permission and path target."""
+        target = params.get("user_id") or params.get("id")
+        return WriteFacts(f"{self.method} {self.template}", self.permission, target)
 
     def match(self, method: str, segments: list[str]) -> dict[str, str] | None:
         """The decoded path parameters, if the request is this rule's."""

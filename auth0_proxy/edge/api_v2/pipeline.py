@@ -34,6 +34,7 @@ from auth0_proxy.core.auth0_api import (
     USERS,
     USERS_BY_EMAIL,
 )
+from auth0_proxy.core.config import WriteGrant
 from auth0_proxy.core.errors import OperationNotAllowed, OrganizationNotFound, SharedUser
 from auth0_proxy.core.schemas import (
     InvitationRequestSchema,
@@ -42,7 +43,7 @@ from auth0_proxy.core.schemas import (
     UserCreateRequestSchema,
     UserUpdateRequestSchema,
 )
-from auth0_proxy.core.scope import RequestScope, WriteFacts
+from auth0_proxy.core.scope import Caller, RequestScope
 from auth0_proxy.edge.answers import directory
 
 from . import reads, writes
@@ -51,7 +52,6 @@ from .query import CHECKPOINT, EMAIL, FIELDS, OFFSET, SEARCH, SORT, Query, check
 
 audit_log = logging.getLogger("auth0_proxy.audit")
 
-READ_ANY = "read:users"  # grants every read of the surface, as it does on the users proxy
 READ_METHODS = frozenset(["GET", "HEAD", "OPTIONS"])  # what the audit leaves out
 
 
@@ -111,7 +111,10 @@ ROUTE = {"methods": METHODS, "provide_automatic_options": False}
 @bp.route(f"{PREFIX}/", **ROUTE)
 @bp.route(f"{PREFIX}/<id:rest>", **ROUTE)
 def dispatch(rest: str = "") -> Response:
-    """Answer a Management API request by its rule, or refuse it."""
+    """Answer a Management API request by its rule, or refuse it: the one pipeline of every
+    operation. The rule is matched; the caller identified by a token with one of its scopes;
+    a write's grant found; the query checked; the organization and member enforced; then the
+    handler runs. ``audit`` writes a write's line after, however it ended."""
     if request.method == "OPTIONS":
         return options(raw_path())
     rule, params = match(request.method, raw_path())
@@ -119,11 +122,10 @@ def dispatch(rest: str = "") -> Response:
         raise OperationNotAllowed(reason=f"no rule for {request.method} {request.path[:200]}")
     scope: RequestScope = g.scope
     scope.route = PREFIX + rule.template  # for the metrics: the operation, not the catch-all
-    if rule.write:
-        action, target = f"{rule.method} {rule.template}", params.get("user_id") or params.get("id")
-        scope.write = WriteFacts(action, rule.permission, target)
-        return write(rule, params)
-    call = Call(identify_caller([READ_ANY, rule.permission]), rule.template, params, _query(rule))
+    facts = scope.write = rule.audit_facts(params) if rule.write else None
+    caller = identify_caller(rule.scopes)
+    grant = write_grant(caller, rule) if rule.write else None
+    call = Call(caller, rule.template, params, _query(rule), grant, audit=facts)
     return rule.handler(enforce_organization(rule, call))
 
 
@@ -173,12 +175,9 @@ def enforce_organization(rule: Rule, call: Call) -> Call:
     return dataclasses.replace(call, membership=check(org_id, call.params[member]))
 
 
-def write(rule: Rule, params: dict[str, str]) -> Response:
-    """Run a write for a client the config lets make it (``audit`` writes its line)."""
-    caller = identify_caller([rule.permission])
-    grant = current_app.extensions["policy"].write_grant(caller.client_id, rule.permission)
-    call = Call(caller, rule.template, params, _query(rule), grant)
-    return rule.handler(enforce_organization(rule, call))
+def write_grant(caller: Caller, rule: Rule) -> WriteGrant:
+    """:raise OperationNotAllowed: the config grants the client no such write (403)."""
+    return current_app.extensions["policy"].write_grant(caller.client_id, rule.permission)
 
 
 def init_app(app: Flask) -> None:

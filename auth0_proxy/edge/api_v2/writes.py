@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from flask import Response, current_app, g, jsonify, request
+from flask import Response, current_app, jsonify, request
 
 from auth0_proxy.auth0.management import ManagementClient
 from auth0_proxy.core.auth0_api import MEMBERS, USER, api_path
@@ -58,14 +58,14 @@ def invite(call: Call) -> Response:
     _check_allowed(call.grant.connections, body, "connection_id", required=True)
     _check_allowed(call.grant.invitation_clients, body, "client_id", required=True)
     status, invitation = _write(call, body)
-    g.scope.write.target = invitation.get("id") if isinstance(invitation, dict) else None
+    call.audit.target = invitation.get("id") if isinstance(invitation, dict) else None
     return jsonify(invitation), status
 
 
 def remove_members(call: Call) -> Response:
     """Remove users from the caller's organization (Auth0 ignores ids that are no members)."""
     body = json_body()
-    g.scope.write.target = ",".join(_strings(body, "members"))[:512]
+    call.audit.target = ",".join(_strings(body, "members"))[:512]
     return _answer(*_write(call, body))
 
 
@@ -100,7 +100,7 @@ def create_user(call: Call) -> Response:
     user_id = created.get("user_id") if isinstance(created, dict) else None
     if not isinstance(user_id, str):
         raise UpstreamFailed(reason="POST /api/v2/users answered without a user_id")
-    g.scope.write.target = user_id
+    call.audit.target = user_id
     _make_member(call, user_id)
     return jsonify(public_profile(created)), status
 
@@ -147,7 +147,7 @@ def _write(
 ) -> tuple[int, object]:
     """Send a write to Auth0 (by default the request's own); whatever comes of it, what is
     cached for the organization is read afresh from now on."""
-    g.scope.write.sent = True  # for the audit line: from here on, the write may be done
+    call.audit.sent = True  # for the audit line: from here on, the write may be done
     try:
         return management().relay(method or request.method, path or call.upstream_path, body=body)
     finally:
