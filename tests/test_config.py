@@ -13,7 +13,18 @@ import pytest
 
 from auth0_proxy import create_app
 from auth0_proxy.core.auth0_api import PLANS, Limit
-from auth0_proxy.core.config import ConfigError, ProxySchema, load_config_file, load_settings
+from auth0_proxy.core.config import (
+    BudgetSchema,
+    BudgetSettings,
+    ClientLimits,
+    ClientLimitsSchema,
+    ConfigError,
+    ProxySchema,
+    RateLimits,
+    WriteGrantSchema,
+    load_config_file,
+    load_settings,
+)
 from scripts.proxy_server import ROOT
 from tests.test_defaults import filled_in
 
@@ -339,3 +350,29 @@ def test_the_configuration_reference_names_every_proxy_setting_with_its_default(
     for key, field in declared.items():
         if isinstance(field.load_default, int | float) and not isinstance(field.load_default, bool):
             assert f"default {field.load_default:g}" in rows[key], key
+
+
+def test_the_configuration_reference_names_every_other_block_setting_with_its_default():
+    """The budget, writes and rate_limits rows against their schemas and defaults, so the
+    reference cannot drift from the one declaration of each (the dataclasses' defaults)."""
+    reference = (ROOT / "docs" / "configuration.md").read_text()
+    rows = dict(
+        re.findall(
+            r"^\| `((?:budget|writes|rate_limits)\.[^`]+)` \| [^|]+ \| (.*) \|$", reference, re.M
+        )
+    )
+    declared = {f"budget.{key}" for key in BudgetSchema().fields}
+    declared |= {f"writes.<client>.{key}" for key in WriteGrantSchema().fields}
+    declared |= {f"rate_limits.client.{key}" for key in ClientLimitsSchema().fields}
+    declared |= {"rate_limits.global", "rate_limits.clients.<client>"}
+    assert set(rows) == declared
+    budget = BudgetSettings()
+    assert f"`{budget.plan}` (default)" in rows["budget.plan"]
+    assert f"default {budget.share:g}" in rows["budget.share"]
+    upstream = ClientLimits().upstream
+    assert (
+        f"default {upstream.per_minute:g} a minute, burst {upstream.burst}"
+        in rows["rate_limits.client.upstream"]
+    )
+    assert ClientLimits().requests is None and "default none" in rows["rate_limits.client.requests"]
+    assert RateLimits().total is None and "default none" in rows["rate_limits.global"]

@@ -287,8 +287,8 @@ class BudgetSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    plan = fields.String(load_default=DEFAULT_PLAN, validate=validate.OneOf(sorted(PLANS)))
-    share = fields.Float(load_default=0.5, validate=validate.Range(0.01, 1))
+    plan = fields.String(validate=validate.OneOf(sorted(PLANS)))
+    share = fields.Float(validate=validate.Range(0.01, 1))
     limits = fields.Dict(
         keys=fields.String(validate=validate.OneOf(GROUPS)),
         values=fields.Nested(LimitSchema),
@@ -297,8 +297,10 @@ class BudgetSchema(Schema):
 
     @post_load
     def build(self, data, **kwargs):
-        limits = {**PLANS[data["plan"]], **data["limits"]}
-        return BudgetSettings(plan=data["plan"], share=data["share"], limits=limits)
+        """What is not given is ``BudgetSettings``'s default (declared there only)."""
+        defaults = BudgetSettings()
+        plan, share = data.get("plan", defaults.plan), data.get("share", defaults.share)
+        return BudgetSettings(plan=plan, share=share, limits={**PLANS[plan], **data["limits"]})
 
 
 class RateSchema(Schema):
