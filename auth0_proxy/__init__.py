@@ -124,19 +124,8 @@ def load_configuration(test_config: Mapping | None = None, path: str | None = No
         if test_config is not None
         else load_config_file(path or config_path())
     )
-    check_write_permissions(settings)
+    pipeline.check_grants(settings.writes)
     return settings
-
-
-def check_write_permissions(settings: Settings) -> None:
-    """:raise ConfigError: a ``writes`` permission that no write of the surface needs."""
-    known = pipeline.WRITE_PERMISSIONS
-    for client_id, grant in settings.writes.items():
-        if unknown := sorted(grant.permissions - known):
-            raise ConfigError(
-                f"writes.{client_id}.permissions: {unknown[0]!r} is no write of the proxy; "
-                f"use {', '.join(sorted(known))}"
-            )
 
 
 def configure_logger() -> None:
@@ -193,7 +182,6 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         store,
         limits=settings.rate_limits,
         fresh_read_interval=proxy.fresh_read_interval_seconds,
-        writes=settings.writes,
     )
     require_oauth.init_app(
         app,
@@ -247,4 +235,4 @@ def register_errorhandlers(app: Flask) -> None:
     request_log.init_app(app)
     body_limits.init_app(app)
     policy.init_app(app)
-    pipeline.init_app(app)
+    pipeline.init_app(app, app.config["SETTINGS"].writes)

@@ -13,7 +13,6 @@ mechanism, so they hold across workers and hosts):
   allowance to refill rather than cut off an answer already begun;
 - its ``Cache-Control: no-cache`` reads: one per ``proxy.fresh_read_interval_seconds``, and
   only while its upstream allowance has one too (else the cache answers);
-- the writes it may make through /api/v2 (the ``writes`` block of the config; none by default).
 
 Answers to a client carry Auth0's ``x-ratelimit-*`` headers for the limit that binds it; over a
 limit it gets Auth0's 429 with ``Retry-After``.
@@ -24,22 +23,20 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flask import Flask, Response, current_app, g
 
 from auth0_proxy.core import clock
 from auth0_proxy.core.auth0_api import Limit
-from auth0_proxy.core.config import RateLimits, WriteGrant
-from auth0_proxy.core.errors import OperationNotAllowed, TooManyRequests
+from auth0_proxy.core.config import RateLimits
+from auth0_proxy.core.errors import TooManyRequests
 from auth0_proxy.core.scope import Quota, RequestScope, request_scope
 from auth0_proxy.storage.buckets import Bucket
 from auth0_proxy.storage.store import Store
 
 from .budget import PAGE_WAIT_SECONDS, Rank, current_errand
 
-NO_WRITES = WriteGrant()
 # A worker takes up to this many of a client's requests at once from the shared buckets, and
 # drops those it has not spent after LEASE_SECONDS (see ClientPolicy.admit).
 LEASE_CALLS = 16
@@ -73,12 +70,10 @@ class ClientPolicy:
         *,
         limits: RateLimits | None = None,
         fresh_read_interval: int,
-        writes: Mapping[str, WriteGrant] | None = None,
     ):
         self.store = store
         self.limits = limits or RateLimits()
         self.fresh_read = Limit(burst=1, per_minute=60 / fresh_read_interval)
-        self.writes = dict(writes or {})
         self._leases: dict[str, Lease] = {}  # by client id, this process's
         self._leases_mutex = threading.Lock()
         self._renewing: dict[str, threading.Lock] = {}  # by client id
@@ -161,19 +156,6 @@ class ClientPolicy:
         except ClientRateLimited:
             return False
         return True
-
-    def write_grant(self, client_id: str, permission: str) -> WriteGrant:
-        """What the client may touch with a write that needs ``permission``.
-
-        :raise OperationNotAllowed: the config does not let this client make such writes (403).
-        """
-        grant = self.writes.get(client_id, NO_WRITES)
-        if permission not in grant.permissions:
-            raise OperationNotAllowed(
-                f"Writes that need {permission} are not enabled for this client in the proxy.",
-                reason=f"{permission} not in the client's writes",
-            )
-        return grant
 
     def _upstream(self, client_id: str) -> Allowance:
         return Allowance(f"upstream:{client_id}", self.limits.of(client_id).upstream, "upstream")

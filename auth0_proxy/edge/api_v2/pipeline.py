@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -34,7 +35,7 @@ from auth0_proxy.core.auth0_api import (
     USERS,
     USERS_BY_EMAIL,
 )
-from auth0_proxy.core.config import WriteGrant
+from auth0_proxy.core.config import ConfigError, WriteGrant
 from auth0_proxy.core.errors import OperationNotAllowed, OrganizationNotFound, SharedUser
 from auth0_proxy.core.schemas import (
     InvitationRequestSchema,
@@ -97,6 +98,8 @@ RULES = (
          relays=RELAYS_WRITE, refuses=(SharedUser,)),
 )  # fmt: skip
 WRITE_PERMISSIONS = frozenset(rule.permission for rule in RULES if rule.write)
+
+NO_WRITES = WriteGrant()
 
 bp = Blueprint("management_api", __name__)
 
@@ -176,11 +179,34 @@ def enforce_organization(rule: Rule, call: Call) -> Call:
 
 
 def write_grant(caller: Caller, rule: Rule) -> WriteGrant:
-    """:raise OperationNotAllowed: the config grants the client no such write (403)."""
-    return current_app.extensions["policy"].write_grant(caller.client_id, rule.permission)
+    """What the client may touch with this write (the ``writes`` block of the config; none by
+    default). Its token's scope was checked by ``identify_caller``; what each body field may
+    hold within the grant, by the rule's handler.
+
+    :raise OperationNotAllowed: the config does not let this client make such writes (403).
+    """
+    grant = current_app.extensions["write_grants"].get(caller.client_id, NO_WRITES)
+    if rule.permission not in grant.permissions:
+        raise OperationNotAllowed(
+            f"Writes that need {rule.permission} are not enabled for this client in the proxy.",
+            reason=f"{rule.permission} not in the client's writes",
+        )
+    return grant
 
 
-def init_app(app: Flask) -> None:
+def check_grants(grants: Mapping[str, WriteGrant]) -> None:
+    """:raise ConfigError: a ``writes`` permission that no write of the surface needs (at start,
+    on reload and by check-config, before any request)."""
+    for client_id, grant in grants.items():
+        if unknown := sorted(grant.permissions - WRITE_PERMISSIONS):
+            raise ConfigError(
+                f"writes.{client_id}.permissions: {unknown[0]!r} is no write of the proxy; "
+                f"use {', '.join(sorted(WRITE_PERMISSIONS))}"
+            )
+
+
+def init_app(app: Flask, grants: Mapping[str, WriteGrant]) -> None:
+    app.extensions["write_grants"] = dict(grants)
     app.after_request(audit)
 
 
