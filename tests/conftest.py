@@ -14,6 +14,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from types import ModuleType
 
 import pytest
 import redis
@@ -22,12 +23,28 @@ from cachelib import FileSystemCache, SimpleCache
 from flask import Flask
 
 from auth0_proxy import create_app
+from auth0_proxy.core import clock as proxy_clock
 from auth0_proxy.ops.logs import JsonFormatter
 from auth0_proxy.storage.store import RedisBackend, Store, store_for
 from emulated_tenant import TenantServer, demo_tenant
 from emulated_tenant.demo import API_AUDIENCE as PROXY_API
 from scripts.proxy_server import ProxyServer
 from tests.support import BIG_ORG, BIG_ORG_SIZE, CLIENT_ORGS, Answer, proxy_config_for
+
+
+@pytest.fixture(autouse=True)
+def _real_time_after_each_test() -> Iterator[None]:
+    """Whatever a test did to the proxy's clock, the next one starts on real time."""
+    yield
+    proxy_clock.reset()
+
+
+@pytest.fixture
+def clock() -> Iterator[ModuleType]:
+    """The proxy's clock: ``clock.advance(seconds)`` is time passing for the app in this process
+    (not for gunicorn's workers, the tenant, or Redis); real time again after the test."""
+    yield proxy_clock
+    proxy_clock.reset()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import time
 
 import pytest
 
@@ -63,7 +62,7 @@ def test_spends_from_several_buckets_are_all_or_none(tmp_path):
     assert file.take([client], 1) == (True, [pytest.approx(3)])  # the refused spend took none
 
 
-def test_a_full_bucket_frees_its_slot_and_the_file_never_grows(tmp_path, monkeypatch):
+def test_a_full_bucket_frees_its_slot_and_the_file_never_grows(tmp_path, monkeypatch, clock):
     """Four slots: four buckets being spent fill them; once full again, others take them."""
     monkeypatch.setattr(buckets, "SLOTS", 4)
     monkeypatch.setattr(buckets, "PROBES", 4)
@@ -75,7 +74,7 @@ def test_a_full_bucket_frees_its_slot_and_the_file_never_grows(tmp_path, monkeyp
     with pytest.raises(BucketFileFull):
         file.take([quick[4]], 1)
     assert file.take([quick[0]], 1)[0] is False  # its slot still holds it: empty
-    time.sleep(2.1)  # full again (a tenth of a second, rounded up) and past the second of grace
+    clock.advance(2.1)  # full again (a tenth of a second, rounded up) and past the second of grace
     assert file.take([quick[4]], 1)[0]
     assert file.take([quick[0]], 1)[0]  # a full bucket, in a freed slot
     assert path.stat().st_size == 4 * buckets.SLOT.size

@@ -107,7 +107,7 @@ def shared_cache(lock_seconds: int = 5) -> SharedCache:
     )
 
 
-def test_a_late_refresh_does_not_overwrite_a_newer_value():
+def test_a_late_refresh_does_not_overwrite_a_newer_value(clock):
     cache = shared_cache()
     cache.replace("jwks", lambda: ("old", 2))  # refreshed ahead from 0.8 s
     release = threading.Event()
@@ -116,7 +116,7 @@ def test_a_late_refresh_does_not_overwrite_a_newer_value():
         release.wait(10)
         return "stale", 60
 
-    time.sleep(0.9)
+    clock.advance(0.9)
     assert cache.get_or_create("jwks", slow_fetch, refresh_ahead=True) == "old"
     cache.replace("jwks", lambda: ("new", 60))  # keys fetched for a new kid meanwhile
     release.set()
@@ -182,7 +182,7 @@ def test_a_failed_fetch_is_remembered_for_the_cooldown():
             cache.get_or_create("key", failing)
     assert calls == [1]
     assert raised.value.headers["Retry-After"] == "1"
-    time.sleep(1.1)
+    time.sleep(1.1)  # the failure's memory lapses with its entry in the store (real time)
     with pytest.raises(UpstreamUnavailable):
         cache.get_or_create("key", failing)
     assert calls == [1, 1]
@@ -203,7 +203,7 @@ def test_a_fresh_read_moments_after_a_failure_is_answered_from_its_memory():
     assert calls == [1]
 
 
-def test_a_refresh_that_outlasts_its_entry_is_still_stored():
+def test_a_refresh_that_outlasts_its_entry_is_still_stored(clock):
     """A slow refresh is what refreshing early is for: the entry expiring meanwhile does not
     make its successor go to waste."""
     cache = shared_cache()
@@ -213,7 +213,7 @@ def test_a_refresh_that_outlasts_its_entry_is_still_stored():
         time.sleep(2.5)
         return "new", 60
 
-    time.sleep(0.9)
+    clock.advance(0.9)
     assert cache.get_or_create("list", slow_fetch, refresh_ahead=True) == "old"
     join_refreshes()
     assert cache.store.get("list").value == "new"
@@ -409,11 +409,11 @@ def test_a_listing_read_slower_than_its_lock_does_not_replace_a_newer_one():
     assert list(pages) == ['"y"'] and stored == ["y"]
 
 
-def test_a_listing_is_as_old_as_its_first_page():
+def test_a_listing_is_as_old_as_its_first_page(clock):
     cache, stored = shared_cache(), []
-    started = time.time()
+    started = clock.now()
     _, pages = cache.listing("list", lambda _: pages_of(["x"], stored), ttl=60)
-    time.sleep(0.5)
+    clock.advance(0.5)
     list(pages)
     assert cache.store.get("list").stored_at < started + 0.5
 
@@ -426,7 +426,7 @@ def test_the_page_count_outlives_the_listing_for_the_next_ones_budget():
         return pages_of(["a", "b", "c"], [])
 
     list(cache.listing("list", fetch, ttl=1)[1])
-    time.sleep(1.1)  # expired
+    time.sleep(1.1)  # expired from the store: the page count's own store TTL outlives it
     list(cache.listing("list", fetch, ttl=1)[1])
     assert asked == [1, 3]
 

@@ -43,17 +43,17 @@ def test_member_list_is_read_once_per_ttl_by_all_workers(start_proxy, call, make
 
 
 def test_member_list_near_its_ttl_is_refreshed_while_it_is_served(
-    make_app, call, make_token, tenant
+    make_app, call, make_token, tenant, clock
 ):
     """In the last fifth of its TTL a list is served as it is while one background fetch
     replaces it: while clients keep syncing, none of them waits for Auth0."""
     proxy = make_app(cache_ttl_seconds=6)  # refreshed from 0.8 * (6 - 1) = 4 s
     token = make_token("edge-acme")
-    started = time.monotonic()
+    started = clock.monotonic()
     assert call("/users", token, via=proxy).status_code == 200
     tenant.add_member("org_acme", "auth0|frank-globex")
     try:
-        time.sleep(started + 4.3 - time.monotonic())
+        clock.advance(started + 4.3 - clock.monotonic())
         answers = []
 
         def listed() -> set[str]:
@@ -61,9 +61,9 @@ def test_member_list_near_its_ttl_is_refreshed_while_it_is_served(
             return ids(answers[-1])
 
         while "auth0|frank-globex" not in listed():
-            assert time.monotonic() < started + 6, "the list was not refreshed ahead of its TTL"
-            time.sleep(0.1)
-        time.sleep(started + 6.5 - time.monotonic())  # past the first listing's TTL
+            assert clock.monotonic() < started + 6, "the list was not refreshed ahead of its TTL"
+            time.sleep(0.1)  # the background refresh (a thread) lands meanwhile
+        clock.advance(started + 6.5 - clock.monotonic())  # past the first listing's TTL
         assert "auth0|frank-globex" in listed()
     finally:
         tenant.remove_member("org_acme", "auth0|frank-globex")
@@ -84,7 +84,7 @@ def test_no_cache_reads_fresh_once_per_interval_per_client(make_app, call, make_
 
 
 def test_removed_member_is_refused_once_the_refresh_after_one_ttl_lands(
-    make_app, call, make_token, tenant
+    make_app, call, make_token, tenant, clock
 ):
     """Past its TTL a stale answer is served once more while it is refreshed: with budget to
     spare, the request after that refresh sees the removal."""
@@ -94,7 +94,7 @@ def test_removed_member_is_refused_once_the_refresh_after_one_ttl_lands(
     assert ids(call("/users", token, via=proxy)) >= {"auth0|bob-acme"}
     tenant.remove_member("org_acme", "auth0|bob-acme")
     try:
-        time.sleep(2.5)
+        clock.advance(2.5)
         stale = call(user_path("auth0|bob-acme"), token, via=proxy)
         assert stale.status_code == 200
         assert int(stale.headers["Age"]) >= 2 and "ttl=-" in stale.headers["Cache-Status"]

@@ -35,7 +35,7 @@ def test_a_cached_answer_has_a_strong_etag_and_if_none_match_gets_304_with_no_up
 
 
 def test_an_unchanged_list_keeps_its_etag_and_a_changed_one_gets_a_new_one(
-    make_app, call, make_token, tenant
+    make_app, call, make_token, tenant, clock
 ):
     proxy = make_app(cache_ttl_seconds=60, fresh_read_interval_seconds=1)
     token = make_token("edge-acme")
@@ -46,7 +46,7 @@ def test_an_unchanged_list_keeps_its_etag_and_a_changed_one_gets_a_new_one(
     assert call("/users", token, {"If-None-Match": etag}, via=proxy).status_code == 304
     tenant.add_member("org_acme", "auth0|frank-globex")
     try:
-        time.sleep(1.1)  # the client's next fresh read is allowed
+        clock.advance(1.1)  # the client's next fresh read is allowed
         call("/users", token, fresh, via=proxy)
         answer = call("/users", token, {"If-None-Match": etag}, via=proxy)
         assert answer.status_code == 200 and "auth0|frank-globex" in ids(answer)
@@ -84,7 +84,7 @@ def test_an_answer_fetched_for_the_request_says_so(make_app, call, make_token, p
 
 
 def test_a_removed_member_is_never_served_past_the_ttl_plus_the_maximum_staleness(
-    make_app, call, make_token, tenant
+    make_app, call, make_token, tenant, clock
 ):
     """Auth0 fails every refresh: the last good answer serves while it may (stale-if-error),
     and not a moment past ``cache_ttl_seconds + max_stale_seconds``."""
@@ -97,13 +97,13 @@ def test_a_removed_member_is_never_served_past_the_ttl_plus_the_maximum_stalenes
     tenant.remove_member("org_acme", "auth0|bob-acme")
     tenant.inject_fault(USER_ORGS, status=503, times=1000)
     try:
-        time.sleep(2.2)
+        clock.advance(2.2)
         assert call(bob, token, via=proxy).status_code == 200  # stale: the removal unseen
         join_refreshes()
-        time.sleep(4.2)  # past TTL + maximum staleness
+        clock.advance(4.2)  # past TTL + maximum staleness
         assert call(bob, token, via=proxy).status_code == 502  # Auth0 failing; never the profile
         tenant.clear_faults()
-        time.sleep(2.1)  # the remembered failure has passed
+        time.sleep(2.1)  # the remembered failure has passed (its store entry: real time)
         assert_refused(call(bob, token, via=proxy), 404, "inexistent_user", NOT_A_MEMBER)
     finally:
         tenant.clear_faults()

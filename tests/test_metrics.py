@@ -134,13 +134,13 @@ def test_no_metrics_where_metrics_bind_is_empty(start_proxy, make_token):
         requests.get(proxy.metrics_url, timeout=2)
 
 
-def test_stale_answers_are_counted_with_their_age(make_app, call, make_token, tenant):
+def test_stale_answers_are_counted_with_their_age(make_app, call, make_token, tenant, clock):
     """In one process the samples stay in memory, where ``render`` reads them."""
     proxy = make_app(cache_ttl_seconds=1, failure_cooldown_seconds=0, retry_budget_seconds=0)
     token = make_token()
     assert call("/users", token, via=proxy).status_code == 200
     before = parse(metrics.render()[0].decode())
-    time.sleep(2.2)
+    clock.advance(2.2)
     tenant.inject_fault(MEMBERS, status=503, times=PERSISTENT)
     stale = call("/users", token, via=proxy)
     assert stale.status_code == 200 and int(stale.headers["Age"]) >= 2

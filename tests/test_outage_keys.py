@@ -47,7 +47,7 @@ def test_known_kid_keeps_validating_through_a_jwks_outage_longer_than_the_cache_
 
 
 def test_unknown_kid_is_503_during_a_jwks_outage_and_valid_once_it_ends(
-    make_app, call, make_token, tenant
+    make_app, call, make_token, tenant, clock
 ):
     """A token signed with a key the proxy never saw may be fine: 503, not 401, as when the
     keys were never fetched; once Auth0 answers, the new keys are fetched and used."""
@@ -56,7 +56,7 @@ def test_unknown_kid_is_503_during_a_jwks_outage_and_valid_once_it_ends(
     assert call("/users", old_key_token, via=proxy).status_code == 200
     tenant.inject_fault(JWKS, status=503, times=PERSISTENT)
     tenant.rotate_key()
-    time.sleep(1.1)  # past the cache time
+    clock.advance(1.1)  # past the cache time
     new_key_token = make_token()
     answer = call("/users", new_key_token, via=proxy)
     assert_refused(answer, 503, "temporarily_unavailable", JWKS_FAILED)
@@ -66,21 +66,21 @@ def test_unknown_kid_is_503_during_a_jwks_outage_and_valid_once_it_ends(
 
 
 def test_readyz_stays_ready_through_an_outage_while_keys_and_token_are_cached(
-    make_app, call, make_token, tenant
+    make_app, call, make_token, tenant, clock
 ):
     """Stale keys serve for a day, the management token until it expires, not after."""
     proxy = make_app(jwks_cache_seconds=1, failure_cooldown_seconds=1, retry_budget_seconds=0)
     tenant.management_token_lifetime = 4  # renewed after 2 s, used until 3 s (iat is whole s)
     assert call("/readyz", via=proxy).status_code == 200
-    cached = time.time()
+    cached = clock.now()
     tenant.inject_fault(JWKS, status=503, times=PERSISTENT)
     tenant.inject_fault(TOKEN, status=503, times=PERSISTENT)
-    time.sleep(cached + 2.3 - time.time())  # past both cache times
+    clock.advance(cached + 2.3 - clock.now())  # past both cache times
     assert call("/readyz", via=proxy).status_code == 200
     assert call("/users", make_token(), via=proxy).status_code == 200
     # Both fetched again in the background meanwhile.
     assert wait_until(lambda: tenant.counts[JWKS] >= 2 and tenant.counts[TOKEN] >= 2)
-    time.sleep(cached + 3.2 - time.time())  # the token has expired
+    clock.advance(cached + 3.2 - clock.now())  # the token has expired
     assert_refused(call("/readyz", via=proxy), 503, "temporarily_unavailable", TOKEN_FAILED)
 
 
@@ -95,7 +95,7 @@ def test_readyz_is_503_when_nothing_was_ever_cached_and_auth0_fails(make_app, ca
 
 
 def test_a_remembered_token_is_not_recalled_once_its_key_is_withdrawn(
-    make_app, call, make_token, tenant
+    make_app, call, make_token, tenant, clock
 ):
     """Verified tokens are remembered against the key set that verified them: once the JWKS
     is fetched again after its cache time, without the key, the token is refused."""
@@ -103,6 +103,6 @@ def test_a_remembered_token_is_not_recalled_once_its_key_is_withdrawn(
     old_token = make_token()
     assert call("/users", old_token, via=proxy).status_code == 200  # verified, remembered
     withdraw_signing_key(tenant)
-    time.sleep(1.1)  # past the cache time: the next reads fetch the keys again
+    clock.advance(1.1)  # past the cache time: the next reads fetch the keys again
     assert wait_until(lambda: call("/users", old_token, via=proxy).status_code != 200)
     assert_invalid_token(call("/users", old_token, via=proxy), "unknown signing key")

@@ -24,7 +24,7 @@ from auth0_proxy.core.config import (
 from auth0_proxy.spending.policy import ClientPolicy
 from auth0_proxy.storage.buckets import Bucket
 from tests.conftest import REDIS_URL
-from tests.support import MEMBERS, proxy_config_for
+from tests.support import MEMBERS, join_refreshes, proxy_config_for
 
 SLOW = 0.001  # per minute: a bucket that refills nothing within a test
 
@@ -80,14 +80,14 @@ def test_a_client_over_its_request_limit_gets_auth0s_429_without_an_upstream_cal
     assert call("/users", make_token("edge-globex"), via=proxy).status_code == 200
 
 
-def test_the_limit_refills_at_its_rate_and_retry_after_says_when(make_app, call, make_token):
+def test_the_limit_refills_at_its_rate_and_retry_after_says_when(make_app, call, make_token, clock):
     once_a_second = {"client": {"requests": {"per_minute": 60, "burst": 1}}}
     proxy = make_app(cache_ttl_seconds=60, rate_limits=once_a_second)
     token = make_token()
     assert call("/users", token, via=proxy).status_code == 200
     refused = call("/users", token, via=proxy)
     assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
-    time.sleep(1.05)
+    clock.advance(1.05)
     assert call("/users", token, via=proxy).status_code == 200
 
 
@@ -141,7 +141,7 @@ def test_a_cold_read_pays_for_each_page_it_takes(make_app, call, make_token, ten
 
 
 def test_no_cache_over_the_upstream_allowance_is_answered_from_the_cache(
-    make_app, call, make_token, tenant
+    make_app, call, make_token, tenant, clock
 ):
     proxy = make_app(
         cache_ttl_seconds=60, fresh_read_interval_seconds=1, rate_limits=limits(upstream_burst=2)
@@ -149,10 +149,10 @@ def test_no_cache_over_the_upstream_allowance_is_answered_from_the_cache(
     token = make_token()
     no_cache = {"Cache-Control": "no-cache"}
     assert call("/users", token, via=proxy).status_code == 200  # cold: pays 1
-    time.sleep(1.05)
+    clock.advance(1.05)
     first = call("/users", token, no_cache, via=proxy)  # fresh: pays the last one
     assert first.status_code == 200 and first.log["upstream_calls"] > 0
-    time.sleep(1.05)  # a fresh read is due again, but the upstream allowance is spent
+    clock.advance(1.05)  # a fresh read is due again, but the upstream allowance is spent
     tenant.reset_counts()
     second = call("/users", token, no_cache, via=proxy)
     assert second.status_code == 200 and second.log["upstream_calls"] == 0
@@ -302,7 +302,7 @@ def test_a_client_without_a_request_limit_is_told_no_other_quota(make_app, call,
 
 
 def test_reading_stale_answers_cannot_reach_auth0_past_the_upstream_allowance(
-    make_app, call, make_token, tenant
+    make_app, call, make_token, tenant, clock
 ):
     """A read that starts a refresh in the background pays for it as for a call of its own:
     once the allowance is spent, the stale answers serve on and nothing reaches Auth0."""
@@ -313,7 +313,7 @@ def test_reading_stale_answers_cannot_reach_auth0_past_the_upstream_allowance(
     members = sorted(tenant.member_ids("org_acme"))[:2]
     for member in members:  # two cold reads, two calls each (organizations, profile), then...
         assert call(f"/users/{quote(member)}", token, via=proxy).status_code == 200
-    time.sleep(2.2)  # ... both stale
+    clock.advance(2.2)  # ... both stale
     tenant.reset_counts()
     first = call(f"/users/{quote(members[0])}", token, via=proxy)  # pays the last two
     assert first.status_code == 200 and "ttl=-" in first.headers["Cache-Status"]
@@ -325,7 +325,7 @@ def test_reading_stale_answers_cannot_reach_auth0_past_the_upstream_allowance(
     refreshed = len(tenant.requests)
     second = call(f"/users/{quote(members[1])}", token, via=proxy)  # nothing left to pay
     assert second.status_code == 200 and "ttl=-" in second.headers["Cache-Status"]
-    time.sleep(1)  # time enough for a refresh that would have started
+    join_refreshes()  # a refresh that would have started has ended
     assert tenant.wait_until_idle(timeout=10)
     assert len(tenant.requests) == refreshed, "no refresh went without paying"
 
