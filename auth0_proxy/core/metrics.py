@@ -36,6 +36,7 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 if TYPE_CHECKING:
     from .scope import Freshness
@@ -130,26 +131,47 @@ CREDENTIAL_FETCHES = Counter(
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+def labelled(metric: MetricWrapperBase) -> Callable[..., MetricWrapperBase]:
+    """``metric.labels``, each set of values looked up once: prometheus-client takes a lock
+    and checks the values on every call, for a child that never changes (label values are
+    bounded, so the children kept are too)."""
+    children: dict[tuple, MetricWrapperBase] = {}
+
+    def child(*values: str) -> MetricWrapperBase:
+        found = children.get(values)
+        if found is None:
+            found = children[values] = metric.labels(*values)
+        return found
+
+    return child
+
+
+# What every request observes, looked up once per set of values.
+_request_counter = labelled(REQUESTS)
+_request_seconds = labelled(REQUEST_SECONDS)
+_cache_answer = labelled(CACHE_ANSWERS)
+
+
 def observe_answer(route: str, method: str, status: int, client: str, seconds: float) -> None:
     method = method if method in METHODS else "other"
-    REQUESTS.labels(route, method, str(status), client).inc()
-    REQUEST_SECONDS.labels(route).observe(seconds)
+    _request_counter(route, method, str(status), client).inc()
+    _request_seconds(route).observe(seconds)
 
 
 def observe_cache(freshness: Freshness | None, status: int) -> None:
     """Count an answer by its freshness (recorded by the views that answer from the cache):
     fetched for the request (no ``ttl``), stale (a negative one), or a hit."""
     if status == 304:
-        CACHE_ANSWERS.labels("not_modified").inc()
+        _cache_answer("not_modified").inc()
     elif freshness is None:
         return
     elif freshness.ttl is None:
-        CACHE_ANSWERS.labels("miss").inc()
+        _cache_answer("miss").inc()
     elif freshness.ttl < 0:
-        CACHE_ANSWERS.labels("stale").inc()
+        _cache_answer("stale").inc()
         STALE_AGE.observe(freshness.age)
     else:
-        CACHE_ANSWERS.labels("hit").inc()
+        _cache_answer("hit").inc()
 
 
 def observe_upstream(method: str, template: str, status: int, seconds: float) -> None:
