@@ -88,7 +88,10 @@ class ClientPolicy:
 
         :raise ClientRateLimited: either is spent (429, with Retry-After).
         """
-        own = Allowance(f"requests:{client_id}", self.limits.of(client_id).requests, "requests")
+        own_limit = self.limits.of(client_id).requests
+        if own_limit is None and self.limits.total is None:
+            return None  # no request limit (the default): nothing to count
+        own = Allowance(f"requests:{client_id}", own_limit, "requests")
         total = Allowance("requests", self.limits.total, "global")
         if own.limit is None:
             self._take(total)
