@@ -12,8 +12,7 @@ import logging
 import threading
 
 from authlib.integrations.flask_oauth2 import ResourceProtector
-from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import MissingAuthorizationError, UnsupportedTokenTypeError
+from authlib.oauth2.rfc6749 import UnsupportedTokenTypeError
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from flask import Flask, current_app, g
 from flask import request as flask_request
@@ -30,7 +29,6 @@ from joserfc.errors import (
 from auth0_proxy.auth0.keys import KeyStore
 from auth0_proxy.core import clock
 from auth0_proxy.core.errors import (
-    REALM,
     APIError,
     InsufficientScope,
     TokenInQueryString,
@@ -254,8 +252,8 @@ class VerifiedTokens:
 class Auth0ResourceProtector(ResourceProtector):
     """Authlib's protector, bound per app like any Flask extension.
 
-    Our validator raises the proxy's errors directly; only Authlib's header parsing errors
-    (no header, a scheme other than Bearer) arrive in ``raise_error_response``.
+    Our validator raises the proxy's errors directly, and the header is read here
+    (``bearer_token``), so no Authlib error reaches the caller.
     """
 
     def init_app(self, app: Flask, validator: Auth0TokenValidator) -> None:
@@ -265,8 +263,9 @@ class Auth0ResourceProtector(ResourceProtector):
         """The request's validated token; views get their caller from
         ``access.require_organization``, so Authlib's ``current_token`` is not set.
 
-        Authlib's version first wraps the request in an OAuth request object, computing its
-        full URL; only the Authorization header is needed here.
+        Authlib's ``validate_request`` wraps the request in an OAuth request object (computing
+        its full URL) and passes it through four layers; only the Authorization header is needed
+        here, read as Authlib reads it.
 
         :raise TokenMissing, TokenRejected: no usable bearer token (401).
         :raise TokenInQueryString: the token came in the URL (400).
@@ -274,30 +273,32 @@ class Auth0ResourceProtector(ResourceProtector):
         :raise UpstreamUnavailable: the signing keys cannot be had (503).
         """
         scopes = [scopes] if isinstance(scopes, str) else scopes
-        try:
-            return self.validate_request(scopes, flask_request._get_current_object())
-        except OAuth2Error as error:
-            self.raise_error_response(error)
+        request = flask_request._get_current_object()
+        token_string = bearer_token(request)
+        validator: Auth0TokenValidator = current_app.extensions["token_validator"]
+        token = validator.authenticate_token(token_string)
+        validator.validate_token(token, scopes, request)
+        return token
 
-    def parse_request_authorization(self, request):
-        """The bearer token from the Authorization header, and only from there.
 
-        :raise TokenInQueryString: an ``access_token`` in the URL (400): RFC 6750 section 2.3
-            allows it, but URLs end up in logs and caches (RFC 6750 section 5.3).
-        """
-        if request.query_string and "access_token" in request.args:
-            raise TokenInQueryString(reason="access_token in the query string")
-        return super().parse_request_authorization(request)
+def bearer_token(request) -> str:
+    """The bearer token from the Authorization header, and only from there.
 
-    def get_token_validator(self, token_type: str) -> Auth0TokenValidator:
-        if token_type.lower() != "bearer":
-            raise UnsupportedTokenTypeError("bearer", REALM)
-        return current_app.extensions["token_validator"]
-
-    def raise_error_response(self, error: OAuth2Error):
-        if isinstance(error, MissingAuthorizationError):
-            raise TokenMissing(reason="no Authorization header")
-        raise TokenRejected(NOT_BEARER, reason=error.error)
+    :raise TokenInQueryString: an ``access_token`` in the URL (400): RFC 6750 section 2.3
+        allows it, but URLs end up in logs and caches (RFC 6750 section 5.3).
+    :raise TokenMissing: no Authorization header, or an empty one (401).
+    :raise TokenRejected: a scheme other than Bearer, or no credential after it (401).
+    """
+    if request.query_string and "access_token" in request.args:
+        raise TokenInQueryString(reason="access_token in the query string")
+    header = request.environ.get("HTTP_AUTHORIZATION")
+    if not header:
+        raise TokenMissing(reason="no Authorization header")
+    # RFC 6749 section 7.1: the token type, then the credential (split as Authlib splits it).
+    parts = header.split(None, 1)
+    if len(parts) != 2 or parts[0].lower() != "bearer":
+        raise TokenRejected(NOT_BEARER, reason=UnsupportedTokenTypeError.error)
+    return parts[1]
 
 
 # Unbound here, bound to the app (with its validator) in the factory.
