@@ -15,7 +15,7 @@ import random
 import re
 import time
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, g, request
 
 from auth0_proxy.core import metrics
 from auth0_proxy.core.scope import RequestScope, request_scope
@@ -45,13 +45,14 @@ def start() -> None:
 def end(error: BaseException | None) -> None:
     """The request is over, its streamed body included (the context outlives the stream):
     its line is written now, with every upstream call it made."""
-    scope = g.get("scope")
+    request_globals = g._get_current_object()  # the context-local proxy resolved once
+    scope = request_globals.get("scope")
     if scope is None:
         return
     scope.teardowns_left -= 1
     if scope.teardowns_left > 0:
         return  # a streamed answer, still to be sent
-    g.pop("scope")
+    del request_globals.scope
     metrics.IN_FLIGHT.dec()
     if scope.line is not None:
         level, fields = scope.line
@@ -79,28 +80,28 @@ def finish(response: Response) -> Response:
     ``end``): refusals (401, 403, and the 404 that hides another organization's user) as
     warnings, failures as errors."""
     scope: RequestScope = g.scope
+    req = request._get_current_object()  # the context-local proxies resolved once each
     response.headers["X-Request-ID"] = scope.request_id
     status = response.status_code
     level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
     if log.isEnabledFor(level):
-        scope.line = (level, _fields(scope, status))
-    if response.is_streamed and request.method != "HEAD":  # WSGI sends no body for HEAD
+        scope.line = (level, _fields(scope, req, status))
+    if response.is_streamed and req.method != "HEAD":  # WSGI sends no body for HEAD
         scope.teardowns_left = 2
-    _measure(scope, response)
+    _measure(scope, req, status)
     return response
 
 
-def _measure(scope: RequestScope, response: Response) -> None:
+def _measure(scope: RequestScope, req: Request, status: int) -> None:
     """The answer in the metrics: by route (an /api/v2 operation by its rule), status and
     client; from the cache or not, by its freshness."""
-    req = request._get_current_object()
     route = scope.route or (req.url_rule.rule if req.url_rule else "unmatched")
     client_id = scope.client_id
     if client_id is not None and client_id not in current_app.config["SETTINGS"].clients:
         client_id = "other"  # bounded: only the config's clients are labels of their own
     seconds = time.perf_counter() - scope.started
-    metrics.observe_answer(route, req.method, response.status_code, client_id or "", seconds)
-    metrics.observe_cache(scope.freshness, response.status_code)
+    metrics.observe_answer(route, req.method, status, client_id or "", seconds)
+    metrics.observe_cache(scope.freshness, status)
 
 
 class AccessRecord(logging.LogRecord):
@@ -138,9 +139,8 @@ class AccessRecord(logging.LogRecord):
         self.fields = fields
 
 
-def _fields(scope: RequestScope, status: int) -> dict:
+def _fields(scope: RequestScope, req: Request, status: int) -> dict:
     caller = scope.caller
-    req = request._get_current_object()
     fields = {
         "request_id": scope.request_id,
         "caller_request_id": scope.caller_request_id,
@@ -149,8 +149,8 @@ def _fields(scope: RequestScope, status: int) -> dict:
         "method": req.method,
         "path": req.path[:512],
         "status": status,
-        "duration_ms": round((time.perf_counter() - scope.started) * 1000, 1),
-        "upstream_calls": scope.upstream_calls,
+        "duration_ms": None,  # both set by ``end``, once the answer is sent
+        "upstream_calls": None,
     }
     if status >= 400:
         fields["reason"] = scope.denial_reason
