@@ -67,18 +67,28 @@ class JsonFormatter(logging.Formatter):
         self._second: tuple[int, str] = (-1, "")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": self._time(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "pid": os.getpid(),
-            "message": record.getMessage(),
-        }
+        line = self.line(
+            record.created, record.levelname, record.name, record.getMessage(), record.process
+        )
         fields = getattr(record, "fields", None)
         if fields:
             line.update(fields)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
+        return self.encode(line)
+
+    def line(self, created: float, level: str, logger: str, message: str, pid: int | None) -> dict:
+        """The fields every line starts with."""
+        return {
+            "time": self._time(created),
+            "level": level,
+            "logger": logger,
+            "pid": pid or os.getpid(),
+            "message": message,
+        }
+
+    def encode(self, line: dict) -> str:
+        """The line as JSON, ASCII, every text in it redacted."""
         encoded = _orjson_or_none(line)
         if encoded is not None and encoded.isascii() and not _any_marker(encoded.lower()):
             return encoded.decode()  # plain ASCII, nothing secret-shaped: most lines
@@ -177,15 +187,46 @@ class LineHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
-            written = os.write(self.fd, data) if len(data) <= select.PIPE_BUF else 0
-            if written < len(data):
-                with self.lock:
-                    data = data[written:]
-                    while data:
-                        data = data[os.write(self.fd, data) :]
+            self.write(self.format(record))
         except Exception:
             self.handleError(record)
+
+    def write(self, line: str) -> None:
+        data = (line + "\n").encode("utf-8", "backslashreplace")
+        written = os.write(self.fd, data) if len(data) <= select.PIPE_BUF else 0
+        if written < len(data):
+            with self.lock:
+                data = data[written:]
+                while data:
+                    data = data[os.write(self.fd, data) :]
+
+
+def json_line_handler(logger: logging.Logger, level: int) -> LineHandler | None:
+    """The handler that alone writes ``logger``'s lines of ``level``, if it is the proxy's JSON
+    one as ``configure_logging`` sets it up, with no filter on the way: such a line can be
+    given to it directly, as it would format it. None in any other setup (a handler added, text
+    lines): lines then go through logging."""
+    parent = logger.parent
+    if (
+        logger.handlers
+        or logger.filters
+        or logger.disabled
+        or not logger.propagate
+        or parent is None
+        or parent.filters
+        or parent.propagate
+        or len(parent.handlers) != 1
+    ):
+        return None
+    handler = parent.handlers[0]
+    if (
+        type(handler) is not LineHandler
+        or handler.filters
+        or level < handler.level
+        or type(handler.formatter) is not JsonFormatter
+    ):
+        return None
+    return handler
 
 
 def log_format() -> str:

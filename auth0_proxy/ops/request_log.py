@@ -19,6 +19,7 @@ from flask import Flask, Request, Response, current_app, g, request
 
 from auth0_proxy.core import metrics
 from auth0_proxy.core.scope import RequestScope, request_scope
+from auth0_proxy.ops import logs
 
 log = logging.getLogger("auth0_proxy.request")
 STARTED = time.time()  # for records' relativeCreated, about when logging started
@@ -58,7 +59,23 @@ def end(error: BaseException | None) -> None:
         level, fields = scope.line
         fields["duration_ms"] = round((time.perf_counter() - scope.started) * 1000, 1)
         fields["upstream_calls"] = scope.upstream_calls
+        write_line(level, fields)
+
+
+def write_line(level: int, fields: dict) -> None:
+    """The request's line: given straight to the proxy's JSON handler when it alone writes it
+    (the same line, without a record and the walk through the loggers), else through logging."""
+    handler = logs.json_line_handler(log, level)
+    if handler is None:
         log.handle(AccessRecord(level, fields))
+        return
+    formatter: logs.JsonFormatter = handler.formatter
+    try:
+        line = formatter.line(time.time(), logging.getLevelName(level), log.name, "request", None)
+        line.update(fields)
+        handler.write(formatter.encode(line))
+    except Exception:
+        handler.handleError(AccessRecord(level, fields))
 
 
 def new_request_id() -> str:
@@ -105,10 +122,10 @@ def _measure(scope: RequestScope, req: Request, status: int) -> None:
 
 
 class AccessRecord(logging.LogRecord):
-    """The record of a request's line, made for every request. What ``LogRecord`` works out for
-    each record and no formatter of the proxy reads (the caller's file and line, the thread, the
-    process name) is set to constants instead, all of it, as a formatter reads any attribute
-    from ``__dict__``."""
+    """The record of a request's line, when it goes through logging. What ``LogRecord`` works
+    out for each record and no formatter of the proxy reads (the caller's file and line, the
+    thread, the process name) is set to constants instead, all of it, as a formatter reads any
+    attribute from ``__dict__``."""
 
     CONSTANT = {  # noqa: RUF012 - copied into each record, never changed
         "name": log.name,
