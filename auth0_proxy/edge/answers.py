@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterator
 
 from flask import Response, current_app, g, request, stream_with_context
+from werkzeug.http import quote_etag
 
 from auth0_proxy.core.errors import APIError
 from auth0_proxy.members.directory import Answer, Directory
@@ -34,20 +35,21 @@ def not_modified(answer: Answer) -> Response | None:
 
 
 def described(response: Response, answer: Answer) -> Response:
-    """The answer's ``Age``, ``Cache-Status`` and ``ETag``; its freshness also in the request's
-    scope, for the metrics. A member list from the cache whose digest is its ``ETag`` is sent
-    whole if it is small."""
+    """The answer's ``Age``, ``Cache-Status`` and ``ETag`` added to ``response``, a new one
+    that has none of them yet; its freshness also in the request's scope, for the metrics. A
+    member list from the cache whose digest is its ``ETag`` is sent whole if it is small."""
     freshness = g.scope.freshness = answer.freshness
     headers = response.headers
-    headers["Age"] = str(freshness.age)
+    # Added, not set: setting one looks for others of its name first, in every header.
+    headers.add("Age", str(freshness.age))
     if freshness.ttl is None:
-        headers["Cache-Status"] = f"{CACHE_NAME}; fwd=miss"
+        headers.add("Cache-Status", f"{CACHE_NAME}; fwd=miss")
     else:
-        headers["Cache-Status"] = f"{CACHE_NAME}; hit; ttl={freshness.ttl}"
+        headers.add("Cache-Status", f"{CACHE_NAME}; hit; ttl={freshness.ttl}")
         if answer.etag is not None and isinstance(response, JSONArrayResponse):
             response.send_whole_if_small()
     if answer.etag is not None:
-        response.set_etag(answer.etag)
+        headers.add("ETag", quote_etag(answer.etag))
     return response
 
 
