@@ -16,14 +16,9 @@ from cachelib import FileSystemCache, SimpleCache
 
 from auth0_proxy.auth0.management import ManagementClient
 from auth0_proxy.auth0.upstream import Upstream
-from auth0_proxy.caching.cache import (
-    MAX_REFRESHES,
-    Entry,
-    Fetch,
-    PageMemo,
-    SharedCache,
-    refresh_time,
-)
+from auth0_proxy.caching.cache import MAX_REFRESHES, SharedCache
+from auth0_proxy.caching.entries import Entry, Fetch, PageMemo, refresh_time
+from auth0_proxy.caching.listings import Listings
 from auth0_proxy.core.config import load_settings
 from auth0_proxy.core.errors import UpstreamUnavailable, UserNotFound
 from auth0_proxy.members.changes import ChangeFeed
@@ -131,7 +126,7 @@ def test_a_refresh_never_replaces_a_value_stored_meanwhile_whatever_its_clock():
     cache.replace("members", lambda: ("old", 60))
     current = cache.store.get("members")
     with held_refreshes() as release:
-        cache._refresh_in_background("members", current, blocked_refresh(release))
+        cache.refresh_in_background("members", current, blocked_refresh(release))
         cache.store.set(
             "members",
             type(current)("newer", current.refresh_at, current.stored_at - 5, current.fresh_until),
@@ -282,7 +277,7 @@ def test_background_refreshes_are_bounded_per_process():
     cache = shared_cache()
     with held_refreshes() as release:
         for n in range(MAX_REFRESHES + 3):
-            cache._refresh_in_background(
+            cache.refresh_in_background(
                 f"list-{n}", stale(cache, f"list-{n}"), blocked_refresh(release)
             )
         assert running_refreshes("refresh list-") == MAX_REFRESHES
@@ -294,9 +289,9 @@ def test_a_long_refresh_is_not_started_twice():
     cache = shared_cache(lock_seconds=1)
     entry = stale(cache, "list")
     with held_refreshes() as release:
-        cache._refresh_in_background("list", entry, blocked_refresh(release))
+        cache.refresh_in_background("list", entry, blocked_refresh(release))
         time.sleep(1.5)  # past lock_seconds
-        cache._refresh_in_background("list", entry, blocked_refresh(release))
+        cache.refresh_in_background("list", entry, blocked_refresh(release))
         assert running_refreshes("refresh list") == 1
 
 
@@ -305,7 +300,7 @@ def test_a_worker_with_an_old_memory_does_not_refresh_what_another_already_did()
     old = stale(cache, "token")
     cache.replace("token", lambda: ("new", 60))  # another worker's refresh
     calls = []
-    cache._refresh_in_background("token", old, lambda: calls.append(1) or ("mine", 60))
+    cache.refresh_in_background("token", old, lambda: calls.append(1) or ("mine", 60))
     join_refreshes()
     assert calls == [] and cache.store.get("token").value == "new"
 
@@ -320,12 +315,12 @@ def test_a_refresh_without_a_thread_gives_back_its_slot_and_marker(monkeypatch):
     with monkeypatch.context() as patched:
         patched.setattr(threading.Thread, "start", no_thread)
         for _ in range(MAX_REFRESHES + 1):
-            cache._refresh_in_background("list", entry, lambda: ("new", 60))  # does not raise
+            cache.refresh_in_background("list", entry, lambda: ("new", 60))  # does not raise
     assert cache.store.add("list:refreshing", 1, 5), "the refresh marker was left behind"
     with held_refreshes() as release:
         for n in range(MAX_REFRESHES):
             other = stale(cache, f"other-{n}")
-            cache._refresh_in_background(f"other-{n}", other, blocked_refresh(release))
+            cache.refresh_in_background(f"other-{n}", other, blocked_refresh(release))
         assert running_refreshes("refresh other-") == MAX_REFRESHES
 
 
@@ -397,7 +392,7 @@ def pages_of(members: list[str], stored: list[str], stall: threading.Event | Non
 def test_a_listing_read_slower_than_its_lock_does_not_replace_a_newer_one():
     """A client stalls mid-list; the lock expires and another caller stores the list after a
     member's removal: the stalled listing, older, is not stored over it, nor recorded."""
-    cache, stored, stall = shared_cache(lock_seconds=1), [], threading.Event()
+    cache, stored, stall = Listings(shared_cache(lock_seconds=1)), [], threading.Event()
     entry, slow = cache.listing("list", lambda _: pages_of(["x", "y"], stored, stall), ttl=60)
     assert entry is None and next(slow) == '"x"'
     time.sleep(1.2)  # past lock_seconds
@@ -410,7 +405,7 @@ def test_a_listing_read_slower_than_its_lock_does_not_replace_a_newer_one():
 
 
 def test_a_listing_is_as_old_as_its_first_page(clock):
-    cache, stored = shared_cache(), []
+    cache, stored = Listings(shared_cache()), []
     started = clock.now()
     _, pages = cache.listing("list", lambda _: pages_of(["x"], stored), ttl=60)
     clock.advance(0.5)
@@ -419,7 +414,7 @@ def test_a_listing_is_as_old_as_its_first_page(clock):
 
 
 def test_the_page_count_outlives_the_listing_for_the_next_ones_budget():
-    cache, asked = shared_cache(), []
+    cache, asked = Listings(shared_cache()), []
 
     def fetch(expected: int) -> Fetch:
         asked.append(expected)

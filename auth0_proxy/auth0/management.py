@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import requests
 from marshmallow import ValidationError
 
-from auth0_proxy.caching.cache import Entry, SharedCache
+from auth0_proxy.caching.cache import SharedCache
+from auth0_proxy.caching.entries import Entry
 from auth0_proxy.core import clock, metrics
 from auth0_proxy.core.auth0_api import MEMBERS, USER, USER_ORGANIZATIONS, USERS, api_path
 from auth0_proxy.core.config import Auth0Settings

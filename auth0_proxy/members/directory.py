@@ -25,7 +25,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from auth0_proxy.auth0.management import ManagementClient
-from auth0_proxy.caching.cache import Entry, Fetch, SharedCache
+from auth0_proxy.caching.cache import SharedCache
+from auth0_proxy.caching.entries import Entry, Fetch
+from auth0_proxy.caching.listings import Listings
 from auth0_proxy.core import clock
 from auth0_proxy.core.errors import UpstreamUnavailable, UserNotFound
 from auth0_proxy.core.json_codec import dumps, json_fragment, loads
@@ -66,6 +68,7 @@ class Directory:
         self.management = management
         self.writable_orgs = writable_orgs
         self.cache = cache
+        self.listings = Listings(cache)
         self.changes = changes
         self.ttl = ttl
         self.max_stale = max_stale
@@ -152,7 +155,7 @@ class Directory:
         if not self.ttl:
             return Answer(fetch(1).pages_then_stored(), FETCHED_NOW)
         key = MEMBER_LIST_KEY.format(org_id=org_id) + self._generation(org_id)
-        entry, pages = self.cache.listing(
+        entry, pages = self.listings.listing(
             key, fetch, ttl=self.ttl, stale_seconds=self.max_stale, fresh=fresh
         )
         if entry is None:

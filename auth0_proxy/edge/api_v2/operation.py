@@ -13,7 +13,7 @@ from urllib.parse import unquote
 from flask import Response
 from marshmallow import Schema
 
-from auth0_proxy.caching.cache import Entry
+from auth0_proxy.caching.entries import Entry
 from auth0_proxy.core.auth0_api import api_path
 from auth0_proxy.core.config import WriteGrant
 from auth0_proxy.core.errors import APIError

@@ -1,0 +1,154 @@
+"""Sequences too long to hold (a member list), stored and served page by page: fetched once
+while the others wait, stored as they are read, so a worker holds one page at a time; served
+from the store (and this process's ``PageMemo``) once stored, refreshed ahead of expiry like
+any entry, the last listing stored winning whole."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
+
+from auth0_proxy.core import clock
+from auth0_proxy.core.errors import APIError, CachedPageMissing
+
+from .cache import SharedCache
+from .entries import Entry, Fetch, ListDigest, Listing, PageMemo
+
+# Pages outlive their listing's entry by this long, so that a reader that found the entry finds
+# every page (unless fetching the list took longer, or the cache dropped pages for room).
+PAGE_GRACE_SECONDS = 60
+# How long a sequence's page count is remembered after its listing is gone: what the budget
+# must hold to list it again.
+PAGE_COUNT_SECONDS = 86400
+
+
+class Listings:
+    """Listings kept in ``cache``: each an entry whose value names its pages."""
+
+    def __init__(self, cache: SharedCache):
+        self.cache = cache
+        self.store = cache.store
+        self.pages = PageMemo()
+
+    def listing(
+        self,
+        key: str,
+        fetch_pages: Callable[[int], Fetch],
+        *,
+        ttl: float,
+        stale_seconds: float = 0,
+        fresh: bool = False,
+    ) -> tuple[Entry | None, Iterator[str]]:
+        """The pages of a long sequence, and the entry they come from (None: fetched now).
+
+        From the cache, or fetched once while the others wait; stored page by page as they are
+        yielded, so a worker holds one page at a time. ``fetch_pages`` is told how many pages
+        the last listing had (what the budget must hold). ``fresh`` fetches anew while others
+        keep reading the current listing, which also answers should the first page fail.
+
+        :raise CachedPageMissing: a page of the cached listing was gone before it was read.
+        """
+        # A listing is read from the store, not this process's memo: its pages are only there
+        # (or in ``self.pages``, once read from there).
+        now = clock.now()
+        current = self.store.get(key)
+        if current is not None and not current.usable(now, stale_seconds):
+            current = None
+        if current is not None and not fresh:
+            if now >= current.refresh_at:
+                self._refresh_listing(key, current, fetch_pages, ttl, stale_seconds)
+            return current, self._cached_pages(key, current.value)
+        expected = current.value.pages if current else self.store.get(f"{key}:pages") or 1
+        fetched = self._locked_listing(key, fetch_pages, expected, ttl, stale_seconds, fresh)
+        try:
+            first = next(fetched, None)
+        except APIError as error:
+            if error.status_code < 429 or current is None:
+                raise
+            return current, self._cached_pages(key, current.value)  # stale if error
+        if isinstance(first, Entry):  # another caller stored it while this one waited
+            return first, self._cached_pages(key, first.value)
+        return None, itertools.chain([] if first is None else [first], fetched)
+
+    def _locked_listing(
+        self,
+        key: str,
+        fetch_pages: Callable[[int], Fetch],
+        expected: int,
+        ttl: float,
+        stale_seconds: float,
+        fresh: bool,
+    ) -> Iterator[str | Entry]:
+        """Under the key's lock: the entry another caller stored meanwhile, or each page as it
+        is fetched and stored, the listing stored after the last: unless another listing was
+        stored meanwhile (this one was read slower than the lock lasts), which is newer."""
+        settled = lambda: not fresh and self.store.get(key) is not None  # noqa: E731
+        with self.cache.locks.hold(key, done=settled):
+            seen = self.store.get(key)
+            if not fresh and seen is not None and seen.usable(clock.now(), stale_seconds):
+                yield seen
+                return
+            fetched_at, fetch = clock.now(), fetch_pages(expected)
+            listing = yield from self._store_listing(key, fetch.pages, ttl + stale_seconds)
+            if self.store.get(key) == seen:
+                self.cache.write(key, listing, ttl, stale_seconds, fetched_at)
+                fetch.stored()
+
+    def _refresh_listing(
+        self,
+        key: str,
+        current: Entry,
+        fetch_pages: Callable[[int], Fetch],
+        ttl: float,
+        stale_seconds: float,
+    ) -> None:
+        """Refresh a listing in the background; once stored, what follows it runs."""
+        fetches: list[Fetch] = []
+
+        def refetch() -> tuple[Listing, float]:
+            fetches.append(fetch_pages(current.value.pages))
+            listing = _run_to_end(self._store_listing(key, fetches[0].pages, ttl + stale_seconds))
+            return listing, ttl
+
+        written = lambda: fetches[0].stored()  # noqa: E731
+        self.cache.refresh_in_background(
+            key, current, refetch, stale_seconds=stale_seconds, written=written
+        )
+
+    def _store_listing(
+        self, key: str, pages: Iterator[str], ttl: float
+    ) -> Generator[str, None, Listing]:
+        """Store and yield each page under a new generation; return the listing naming them."""
+        generation, digest = uuid.uuid4().hex, ListDigest()
+        for number, page in enumerate(pages, start=1):
+            self.store.set(_page_key(key, generation, number), page, ttl + PAGE_GRACE_SECONDS)
+            digest.add(page)
+            yield page
+        self.store.set(f"{key}:pages", digest.pages, PAGE_COUNT_SECONDS)
+        return Listing(generation, digest.pages, digest.hexdigest())
+
+    def _cached_pages(self, key: str, listing: Listing) -> Iterator[str]:
+        for number in range(1, listing.pages + 1):
+            page_key = _page_key(key, listing.generation, number)
+            page = self.pages.recall(page_key)
+            if page is None:
+                page = self.store.get(page_key)
+                if page is None:  # evicted, or the cache failed: it cannot be completed
+                    raise CachedPageMissing(reason=f"{key}: page {number} missing")
+                self.pages.remember(page_key, page)
+            yield page
+
+
+def _run_to_end(steps: Iterator[Any]) -> Any:
+    """Run a generator to its end; what it returned."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
+
+
+def _page_key(key: str, generation: str, number: int) -> str:
+    return f"{key}:{generation}:{number}"
