@@ -164,7 +164,7 @@ def test_concurrent_callers_share_one_fetch():
     assert fetches == [1]
 
 
-def test_a_failed_fetch_is_remembered_for_the_cooldown():
+def test_a_failed_fetch_is_remembered_for_the_cooldown(clock):
     cache = shared_cache()
     calls = []
 
@@ -177,7 +177,7 @@ def test_a_failed_fetch_is_remembered_for_the_cooldown():
             cache.get_or_create("key", failing)
     assert calls == [1]
     assert raised.value.headers["Retry-After"] == "1"
-    time.sleep(1.1)  # the failure's memory lapses with its entry in the store (real time)
+    clock.advance(1.1)  # the failure's memory lapses
     with pytest.raises(UpstreamUnavailable):
         cache.get_or_create("key", failing)
     assert calls == [1, 1]

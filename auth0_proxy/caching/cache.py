@@ -268,7 +268,7 @@ class SharedCache:
 
     def _raise_recent_failure(self, key: str, failed: str) -> None:
         failure = self.store.get(failed)
-        if failure is not None:
+        if failure is not None and failure[1] > clock.now():  # until then (the store's TTL rounds)
             message, until = failure
             raise UpstreamUnavailable(
                 message,
