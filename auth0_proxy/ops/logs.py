@@ -30,7 +30,6 @@ SECRET_PATTERN = re.compile(
 # text without any (most log lines) needs no regular expression. The pattern's case-insensitive
 # parts also match a few non-ASCII letters (U+017F for "s"), so other text always goes through it.
 SECRET_MARKERS = ("eyj", "bearer", "basic", "token", "secret")
-SECRET_MARKERS_BYTES = tuple(marker.encode() for marker in SECRET_MARKERS)
 # Every character that ends a line somewhere (str.splitlines, a terminal, a log viewer) or
 # controls a terminal: C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
 CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -90,8 +89,11 @@ class JsonFormatter(logging.Formatter):
     def encode(self, line: dict) -> str:
         """The line as JSON, ASCII, every text in it redacted."""
         encoded = _orjson_or_none(line)
-        if encoded is not None and encoded.isascii() and not _any_marker(encoded.lower()):
-            return encoded.decode()  # plain ASCII, nothing secret-shaped: most lines
+        # Encoding copies letters as they are, so a text holding a marker shows it in the JSON
+        # too: the JSON is checked whole, as text (faster to search than bytes).
+        text = encoded.decode() if encoded is not None else None
+        if text is not None and _plainly_safe(text):
+            return text  # plain ASCII, nothing secret-shaped: most lines
         # Every text is redacted (the path and the reason are caller input too) before it is
         # encoded: redacting encoded JSON could cut an escape in two, or miss a credential
         # whose separator the encoding escaped.
@@ -114,12 +116,6 @@ def _orjson_or_none(line: dict) -> bytes | None:
         return orjson.dumps(line, default=str)
     except orjson.JSONEncodeError:
         return None
-
-
-def _any_marker(lowered_json: bytes) -> bool:
-    """Whether encoded JSON holds a marker: encoding copies letters as they are, so a field
-    whose text holds one shows it in the JSON too."""
-    return any(marker in lowered_json for marker in SECRET_MARKERS_BYTES)
 
 
 def _redacted(value):
