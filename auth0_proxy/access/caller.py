@@ -11,10 +11,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 
-from flask import current_app, g
+from flask import current_app
 
 from auth0_proxy.core.errors import OrganizationDenied
-from auth0_proxy.core.scope import Caller, RequestScope
+from auth0_proxy.core.scope import Caller, current_scope
 from auth0_proxy.spending.policy import admit_request
 
 from .tokens import AccessToken, require_oauth
@@ -45,10 +45,10 @@ def require_organization(*scopes: str) -> Callable[[Callable], Callable]:
 def identify_caller(scopes: list[str]) -> Caller:
     """The request's caller, also kept in its scope for the log and audit lines."""
     token = require_oauth.acquire_token(scopes)
-    scope: RequestScope = g.scope
+    scope = current_scope()
     scope.client_id = token.client_id  # logged even when its organization is refused
     admit_request(token.client_id)
-    org_id = org_for_token(token, current_app.config["SETTINGS"].clients)
+    org_id = org_for_token(token, current_app._get_current_object().config["SETTINGS"].clients)
     scope.caller = caller = Caller(token.client_id, org_id, token.scopes)
     return caller
 

@@ -275,7 +275,9 @@ class Auth0ResourceProtector(ResourceProtector):
         scopes = [scopes] if isinstance(scopes, str) else scopes
         request = flask_request._get_current_object()
         token_string = bearer_token(request)
-        validator: Auth0TokenValidator = current_app.extensions["token_validator"]
+        validator: Auth0TokenValidator = current_app._get_current_object().extensions[
+            "token_validator"
+        ]
         token = validator.authenticate_token(token_string)
         validator.validate_token(token, scopes, request)
         return token

@@ -89,6 +89,12 @@ class RequestScope:
     teardowns_left: int = 1
 
 
+def current_scope() -> RequestScope:
+    """The scope of the request being answered. (Flask's ``g`` resolved once: each attribute
+    read through a context-local proxy costs about half a microsecond, on every request.)"""
+    return g._get_current_object().scope
+
+
 def request_scope() -> RequestScope | None:
     """The current request's scope; None outside a request (a background refresh)."""
-    return g.get("scope") if has_app_context() else None
+    return g._get_current_object().get("scope") if has_app_context() else None

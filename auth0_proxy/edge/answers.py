@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from flask import Response, current_app, g, request, stream_with_context
+from flask import Response, current_app, request, stream_with_context
 from werkzeug.http import quote_etag
 
 from auth0_proxy.core.errors import APIError
+from auth0_proxy.core.scope import current_scope
 from auth0_proxy.members.directory import Answer, Directory
 
 log = logging.getLogger("auth0_proxy.users")
@@ -25,7 +26,7 @@ WHOLE_LIST_BYTES = 256 * 1024
 
 def not_modified(answer: Answer) -> Response | None:
     """304, with no body, when the client's ``If-None-Match`` holds the answer's entity tag."""
-    if answer.etag is None or "HTTP_IF_NONE_MATCH" not in request.environ:
+    if answer.etag is None or "HTTP_IF_NONE_MATCH" not in request._get_current_object().environ:
         return None  # (no header: nothing to parse)
     if not request.if_none_match.contains_weak(answer.etag):
         return None
@@ -38,7 +39,7 @@ def described(response: Response, answer: Answer) -> Response:
     """The answer's ``Age``, ``Cache-Status`` and ``ETag`` added to ``response``, a new one
     that has none of them yet; its freshness also in the request's scope, for the metrics. A
     member list from the cache whose digest is its ``ETag`` is sent whole if it is small."""
-    freshness = g.scope.freshness = answer.freshness
+    freshness = current_scope().freshness = answer.freshness
     headers = response.headers
     # Added, not set: setting one looks for others of its name first, in every header.
     headers.add("Age", str(freshness.age))
@@ -119,4 +120,4 @@ def json_array(first_page: str, pages: Iterator[str]) -> Iterator[str]:
 
 
 def directory() -> Directory:
-    return current_app.extensions["directory"]
+    return current_app._get_current_object().extensions["directory"]

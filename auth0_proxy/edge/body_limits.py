@@ -19,7 +19,7 @@ def refuse_unwanted_body() -> None:
     :raise 411: a chunked body: its size is unknown until read, and reading it would let a
         client that never finishes hold a thread.
     """
-    environ = request.environ
+    environ = request._get_current_object().environ
     if environ.get("HTTP_TRANSFER_ENCODING"):
         raise LengthRequired("Send the request body with Content-Length.")
     if environ.get("CONTENT_LENGTH") and (request.content_length or 0) > MAX_BODY_BYTES:

@@ -18,7 +18,7 @@ import time
 from flask import Flask, Request, Response, current_app, g, request
 
 from auth0_proxy.core import metrics
-from auth0_proxy.core.scope import RequestScope, request_scope
+from auth0_proxy.core.scope import RequestScope, current_scope, request_scope
 from auth0_proxy.ops import logs
 
 log = logging.getLogger("auth0_proxy.request")
@@ -35,11 +35,11 @@ def init_app(app: Flask) -> None:
 
 def start() -> None:
     """The request's scope, with its id."""
-    supplied = request.environ.get("HTTP_X_REQUEST_ID")
+    supplied = request._get_current_object().environ.get("HTTP_X_REQUEST_ID")
     # The caller's id is logged beside the proxy's own, if it is harmless in a log line; it
     # never stands for the proxy's (a caller could give two requests the same).
     caller_id = supplied if supplied and REQUEST_ID.match(supplied) else None
-    g.scope = RequestScope(new_request_id(), caller_id)
+    g._get_current_object().scope = RequestScope(new_request_id(), caller_id)
     metrics.IN_FLIGHT.inc()
 
 
@@ -96,7 +96,7 @@ def finish(response: Response) -> Response:
     """Tell the request id, and make the line (written once the answer is finished, by
     ``end``): refusals (401, 403, and the 404 that hides another organization's user) as
     warnings, failures as errors."""
-    scope: RequestScope = g.scope
+    scope = current_scope()
     req = request._get_current_object()  # the context-local proxies resolved once each
     response.headers["X-Request-ID"] = scope.request_id
     status = response.status_code
@@ -114,7 +114,8 @@ def _measure(scope: RequestScope, req: Request, status: int) -> None:
     client; from the cache or not, by its freshness."""
     route = scope.route or (req.url_rule.rule if req.url_rule else "unmatched")
     client_id = scope.client_id
-    if client_id is not None and client_id not in current_app.config["SETTINGS"].clients:
+    clients = current_app._get_current_object().config["SETTINGS"].clients
+    if client_id is not None and client_id not in clients:
         client_id = "other"  # bounded: only the config's clients are labels of their own
     seconds = time.perf_counter() - scope.started
     metrics.observe_answer(route, req.method, status, client_id or "", seconds)

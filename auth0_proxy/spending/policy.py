@@ -25,13 +25,13 @@ import threading
 import time
 from dataclasses import dataclass
 
-from flask import Flask, Response, current_app, g
+from flask import Flask, Response, current_app
 
 from auth0_proxy.core import clock
 from auth0_proxy.core.auth0_api import Limit
 from auth0_proxy.core.config import RateLimits
 from auth0_proxy.core.errors import TooManyRequests
-from auth0_proxy.core.scope import Quota, RequestScope, request_scope
+from auth0_proxy.core.scope import Quota, current_scope, request_scope
 from auth0_proxy.storage.buckets import Bucket
 from auth0_proxy.storage.store import Store
 
@@ -233,7 +233,7 @@ def admit_request(client_id: str) -> None:
 
     :raise ClientRateLimited: over a limit (429).
     """
-    g.scope.quota = policy().admit(client_id)
+    current_scope().quota = policy().admit(client_id)
 
 
 def may_read_fresh(client_id: str) -> bool:
@@ -241,7 +241,7 @@ def may_read_fresh(client_id: str) -> bool:
     a request so honoured has paid its first upstream call."""
     if not policy().take_fresh_read(client_id):
         return False
-    scope: RequestScope = g.scope
+    scope = current_scope()
     scope.upstream_credit, scope.upstream_paid = 1, True
     return True
 
@@ -302,4 +302,4 @@ def _quota_headers(response: Response) -> Response:
 
 
 def policy() -> ClientPolicy:
-    return current_app.extensions["policy"]
+    return current_app._get_current_object().extensions["policy"]
