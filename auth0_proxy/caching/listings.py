@@ -14,7 +14,7 @@ from auth0_proxy.core import clock
 from auth0_proxy.core.errors import APIError, CachedPageMissing
 
 from .cache import SharedCache
-from .entries import Entry, Fetch, ListDigest, Listing, PageMemo
+from .entries import Entry, Fetch, ListDigest, Listing, Memo, PageMemo
 
 # Pages outlive their listing's entry by this long, so that a reader that found the entry finds
 # every page (unless fetching the list took longer, or the cache dropped pages for room).
@@ -30,6 +30,9 @@ class Listings:
     def __init__(self, cache: SharedCache):
         self.cache = cache
         self.store = cache.store
+        # Listings this process read from the store within the last second (never ones it only
+        # wrote: their pages may not have reached a failing store); pages outlive them.
+        self.memo = Memo()
         self.pages = PageMemo()
 
     def listing(
@@ -50,10 +53,12 @@ class Listings:
 
         :raise CachedPageMissing: a page of the cached listing was gone before it was read.
         """
-        # A listing is read from the store, not this process's memo: its pages are only there
-        # (or in ``self.pages``, once read from there).
         now = clock.now()
-        current = self.store.get(key)
+        current = None if fresh else self.memo.recall(key)
+        if current is None:
+            current = self.store.get(key)
+            if current is not None:
+                self.memo.remember(key, current)
         if current is not None and not current.usable(now, stale_seconds):
             current = None
         if current is not None and not fresh:
@@ -94,6 +99,7 @@ class Listings:
             listing = yield from self._store_listing(key, fetch.pages, ttl + stale_seconds)
             if self.store.get(key) == seen:
                 self.cache.write(key, listing, ttl, stale_seconds, fetched_at)
+                self.memo.forget(key)  # this process reads its own listing next
                 fetch.stored()
 
     def _refresh_listing(
@@ -112,7 +118,10 @@ class Listings:
             listing = _run_to_end(self._store_listing(key, fetches[0].pages, ttl + stale_seconds))
             return listing, ttl
 
-        written = lambda: fetches[0].stored()  # noqa: E731
+        def written() -> None:
+            self.memo.forget(key)
+            fetches[0].stored()
+
         self.cache.refresh_in_background(
             key, current, refetch, stale_seconds=stale_seconds, written=written
         )

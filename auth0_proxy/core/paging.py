@@ -149,6 +149,8 @@ def member_query(args: MultiDict) -> MemberQuery:
         unknown field, ``include_fields=false``, or profile fields with paging (400).
     :raise InvalidPaging: a page past the first 1,000 records (400).
     """
+    if not args:  # the whole list, every member field: most requests
+        return MemberQuery()
     loaded = checked(MEMBER_QUERY_SCHEMA, args)
     if loaded.get("include_fields", True) is False:
         raise InvalidQuery("Query validation error: include_fields=false is not supported.")

@@ -215,8 +215,11 @@ def audit(response: Response) -> Response:
     (a refused token, a body too large, a method no rule names): ``outcome`` is ``done``, or
     ``refused: <status> <errorCode>`` when nothing was sent to Auth0, or ``failed: ...`` when
     something was (Auth0 refused it, failed, or did not answer in time: it may be done)."""
-    path = request.path
-    if request.method in READ_METHODS or not (path == PREFIX or path.startswith(PREFIX + "/")):
+    req = request._get_current_object()  # resolved once: this runs after every request
+    if req.method in READ_METHODS:
+        return response
+    path = req.path
+    if not (path == PREFIX or path.startswith(PREFIX + "/")):
         return response
     scope: RequestScope = g.scope
     facts, caller = scope.write, scope.caller
@@ -236,7 +239,7 @@ def audit(response: Response) -> Response:
                 "caller_request_id": scope.caller_request_id,
                 "client_id": scope.client_id,
                 "org_id": caller.org_id if caller else None,
-                "action": facts.action if facts else f"{request.method} {path[:200]}",
+                "action": facts.action if facts else f"{req.method} {path[:200]}",
                 "permission": facts.permission if facts else None,
                 "target": facts.target if facts else None,
                 "outcome": outcome,
