@@ -108,11 +108,11 @@ class PageMemo:
 
     def __init__(self, max_bytes: int = PAGE_MEMO_BYTES):
         self.max_bytes = max_bytes
-        self._pages: OrderedDict[str, str] = OrderedDict()
+        self._pages: OrderedDict[str, str | bytes] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def recall(self, key: str) -> str | None:
+    def recall(self, key: str) -> str | bytes | None:
         page = self._pages.get(key)
         if page is not None:
             with self._lock:
@@ -120,7 +120,7 @@ class PageMemo:
                     self._pages.move_to_end(key)
         return page
 
-    def remember(self, key: str, page: str) -> None:
+    def remember(self, key: str, page: str | bytes) -> None:
         if len(page) > self.max_bytes:
             return
         with self._lock:

@@ -28,7 +28,13 @@ from auth0_proxy.core.scope import Caller
 from auth0_proxy.members.directory import Answer
 from auth0_proxy.spending.policy import may_read_fresh
 
-from .answers import described, directory, json_array_response, not_modified
+from .answers import (
+    described,
+    directory,
+    json_array_response,
+    member_list_response,
+    not_modified,
+)
 
 log = logging.getLogger("auth0_proxy.users")
 
@@ -57,7 +63,7 @@ def list_users(caller: Caller):
         return member_page(caller, query, fresh)
     if query.fields is None:
         answer = directory().member_list(caller.org_id, fresh=fresh)
-        return not_modified(answer) or described(json_array_response(answer.body), answer)
+        return not_modified(answer) or described(member_list_response(answer), answer)
     answer = directory().member_profiles(caller.org_id, query.fields, fresh=fresh)
     fields = query.fields
     pages = (

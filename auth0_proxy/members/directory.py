@@ -46,12 +46,14 @@ GENERATION_GRACE_SECONDS = 60
 @dataclass(frozen=True)
 class Answer:
     """What a view sends: the body (JSON bytes, or pages of a JSON array), how fresh it is,
-    and its strong entity tag where the body's digest is known before it is sent."""
+    and its strong entity tag where the body's digest is known before it is sent; for a small
+    member list from the cache, also the whole array (``whole``)."""
 
     body: Any
     freshness: Freshness
     etag: str | None = None
     listing: str | None = None  # the stored member list it comes from (its generation), if any
+    whole: bytes | None = None
 
 
 class Directory:
@@ -160,8 +162,8 @@ class Directory:
         )
         if entry is None:
             return Answer(pages, FETCHED_NOW)
-        digest = _entity_tag(entry.value.digest)
-        return Answer(pages, freshness_of(entry), digest, entry.value.generation)
+        digest, whole = _entity_tag(entry.value.digest), self.listings.whole(key, entry.value)
+        return Answer(pages, freshness_of(entry), digest, entry.value.generation, whole)
 
     def member_profiles(
         self, org_id: str, fields: tuple[str, ...], *, fresh: bool = False
@@ -229,6 +231,9 @@ class Directory:
         Auth0 now), and the listing they come from (read: only its freshness and generation
         are left). The one source of a page of members, on both surfaces."""
         listing = self.member_list(org_id, fresh=fresh)
+        if listing.whole is not None:
+            listing.body.close()  # its pages, never read
+            return loads(listing.whole), listing
         return [member for page in listing.body for member in loads(f"[{page}]")], listing
 
     def _fetch_member_pages(self, org_id: str, expected_pages: int) -> Fetch:
