@@ -1,7 +1,8 @@
 """The ``auth0-m2m-proxy`` console script: ``check-config [PATH] [--online]``.
 
-Offline it validates the config file exactly as the proxy does at start (``load_configuration``)
-and summarizes it. ``--online`` then checks the tenant with the proxy's own parts, built from
+Offline it validates the configuration (the file, the environment over it) exactly as the proxy
+does at start (``load_configuration``), summarizes it and prints each key's effective value and
+where it came from. ``--online`` then checks the tenant with the proxy's own parts, built from
 those settings by ``create_app``: the signing keys (KeyStore), the management token and the
 organizations (ManagementClient). The check uses a cache of its own
 (``simple``, in this process), so it fetches a token with the configured secret rather than
@@ -20,9 +21,10 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -31,9 +33,16 @@ from flask import Flask
 
 from auth0_proxy.auth0.keys import JWKS_PATH, KeyStore
 from auth0_proxy.auth0.management import ManagementClient
-from auth0_proxy.core import clock
+from auth0_proxy.core import clock, config_env
 from auth0_proxy.core.auth0_api import ORGANIZATION, api_path
-from auth0_proxy.core.config import ConfigError, Settings, config_path
+from auth0_proxy.core.config import (
+    CONFIG_SCHEMA,
+    ConfigError,
+    Settings,
+    config_path,
+    read_config_file,
+    with_environment,
+)
 from auth0_proxy.core.errors import APIError, OrganizationNotFound, TooManyRequests
 from auth0_proxy.edge.api_v2.pipeline import RULES
 from auth0_proxy.ops.logs import redact
@@ -128,6 +137,9 @@ def check_config(args: argparse.Namespace) -> int:
     print(f"{path}: OK")
     for line in summary(settings):
         show(line)
+    print("effective configuration (environment over file; secrets hidden):")
+    for line in effective_configuration(path, os.environ):
+        show(line)
     if not args.online:
         return EXIT_OK
     print(f"online checks of {settings.auth0.domain}:")
@@ -160,6 +172,33 @@ def summary(settings: Settings) -> list[str]:
     for client_id, grant in sorted(writers.items()):
         lines.append(f"writes: {client_id}: {', '.join(sorted(grant.permissions))}")
     return lines
+
+
+def effective_configuration(path: str, environ: Mapping[str, str]) -> list[str]:
+    """Each key that is set or has a default: its value and where it came from (the variable
+    that set it, the file, or the default); secrets hidden."""
+    data, origins = with_environment(read_config_file(path, environ) or {}, environ)
+    lines = []
+    for variable in config_env.variables(CONFIG_SCHEMA):
+        value = data
+        for key in variable.path:
+            value = value.get(key) if isinstance(value, dict) else None
+        source = origins.get(variable.key, "file")
+        if value is None:
+            value, source = variable.default, "default"
+        if value is None:
+            continue
+        lines.append(f"{variable.key} = {_shown(variable.path, value)}  ({source})")
+    return lines
+
+
+def _shown(path: tuple[str, ...], value: object) -> str:
+    if path in config_env.SECRETS:
+        return "[hidden]"
+    if path == ("proxy", "cache_redis_url") and isinstance(value, str):
+        return _without_credentials(value)
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= 200 else text[:200] + "…"
 
 
 def online_checks(settings: Settings) -> list[Check]:

@@ -30,6 +30,7 @@ from marshmallow import (
     validates_schema,
 )
 
+from . import config_env
 from .auth0_api import DEFAULT_PLAN, GROUPS, PLANS, Limit
 
 DEFAULT_CONFIG_PATH = "config.json"
@@ -404,6 +405,9 @@ class ConfigSchema(Schema):
             raise ValidationError(errors)
 
 
+CONFIG_SCHEMA = ConfigSchema()
+
+
 def _not_clients(named: Mapping, clients: Mapping) -> dict[str, list[str]]:
     return {name: ["not a client of the clients map"] for name in named if name not in clients}
 
@@ -413,22 +417,24 @@ def load_settings(data: object, environ: Mapping[str, str] | None = None) -> Set
 
     :raise ConfigError: naming each placeholder of the examples left in it, else each bad key.
     """
-    environ = os.environ if environ is None else environ
     if not isinstance(data, Mapping):
         raise ConfigError("must be a JSON object with the keys 'clients' and 'auth0'")
-    if placeholders := list(example_placeholders(data)):
+    # The file's placeholders are refused even where the environment sets the key: a file that
+    # holds one was copied from an example and not filled in.
+    file_placeholders = list(example_placeholders(data))
+    data, origins = with_environment(data, environ)
+    if placeholders := file_placeholders or list(example_placeholders(data)):
         raise ConfigError(_describe_placeholders(placeholders))
     try:
-        loaded = ConfigSchema().load(data)
+        loaded = CONFIG_SCHEMA.load(data)
     except ValidationError as error:
-        raise ConfigError(_describe(error.messages)) from None
+        raise ConfigError(_describe(error.messages, origins=origins)) from None
     auth0 = loaded["auth0"]
-    auth0["mgmt_client_secret"] = (
-        environ.get("AUTH0_MGMT_CLIENT_SECRET") or auth0["mgmt_client_secret"]
-    )
     if not auth0["mgmt_client_secret"]:
         raise ConfigError(
             "auth0.mgmt_client_secret: missing; set it in the file or in AUTH0_MGMT_CLIENT_SECRET"
+            " (or AUTH0_PROXY_AUTH0_MGMT_CLIENT_SECRET, or a file named by"
+            " AUTH0_PROXY_AUTH0_MGMT_CLIENT_SECRET_FILE)"
         )
     proxy = loaded["proxy"] or ProxySchema().load({})
     if not proxy.cache_dir:
@@ -442,6 +448,21 @@ def load_settings(data: object, environ: Mapping[str, str] | None = None) -> Set
         writes=loaded["writes"],
         rate_limits=loaded["rate_limits"] or RateLimits(),
     )
+
+
+def with_environment(
+    data: Mapping, environ: Mapping[str, str] | None = None
+) -> tuple[dict, dict[str, str]]:
+    """The file's data with what the environment sets over it, and where each of those keys
+    came from (see ``config_env``).
+
+    :raise ConfigError: a variable's file cannot be read, or it is set twice.
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        return config_env.overlay(data, environ, CONFIG_SCHEMA)
+    except config_env.VariableError as error:
+        raise ConfigError(str(error)) from None
 
 
 def example_placeholders(data: object, key: str = "") -> Iterator[tuple[str, str]]:
@@ -471,22 +492,43 @@ def _describe_placeholders(placeholders: list[tuple[str, str]]) -> str:
 
 
 def load_config_file(path: str | os.PathLike, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate a config.json.
+    """Read and validate a config.json, with the environment over it (or, with no file, the
+    environment alone).
 
     :raise ConfigError: the file is missing, not JSON, has duplicate keys, or is invalid.
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {error.strerror}") from None
-    try:
-        data = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
-    except ValueError as error:
-        raise ConfigError(f"config file {str(path)!r} is not valid JSON: {error}") from None
+    environ = os.environ if environ is None else environ
+    data = read_config_file(path, environ)
+    if data is None:  # the whole configuration from the environment
+        return load_settings({}, environ)
     try:
         return load_settings(data, environ)
     except ConfigError as error:
         raise ConfigError(f"config file {str(path)!r}: {error}") from None
+
+
+def read_config_file(path: str | os.PathLike, environ: Mapping[str, str]) -> dict | None:
+    """The file's data, unchecked; None where there is no file and the environment configures
+    the proxy instead.
+
+    :raise ConfigError: the file is missing (and no variable sets the configuration), not
+        JSON, or has duplicate keys.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if config_env.configured(environ, CONFIG_SCHEMA):
+            return None
+        raise ConfigError(
+            f"cannot read config file {str(path)!r}: No such file or directory (and no "
+            "AUTH0_PROXY_ variable sets the configuration instead)"
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {error.strerror}") from None
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+    except ValueError as error:
+        raise ConfigError(f"config file {str(path)!r} is not valid JSON: {error}") from None
 
 
 def config_path(environ: Mapping[str, str] | None = None) -> str:
@@ -523,8 +565,9 @@ def ensure_private_directory(path: str) -> None:
         )
 
 
-def _describe(messages: object, prefix: str = "") -> str:
-    """Flatten marshmallow's nested messages into 'a.b: problem' lines."""
+def _describe(messages: object, prefix: str = "", origins: Mapping[str, str] | None = None) -> str:
+    """Flatten marshmallow's nested messages into 'a.b: problem' lines, naming the variable a
+    key came from if the environment set it."""
     if isinstance(messages, Mapping):
         lines = []
         for key, value in messages.items():
@@ -537,12 +580,24 @@ def _describe(messages: object, prefix: str = "") -> str:
                     value = nested
                 else:
                     value = [message for part in value.values() for message in part]
-            lines.append(_describe(value, name))
+            lines.append(_describe(value, name, origins))
         return "; ".join(lines)
     if isinstance(messages, list):
-        text = " ".join(str(m).rstrip(".") for m in messages)
-        return f"{prefix}: {_friendly(text)}" if prefix else _friendly(text)
-    return f"{prefix}: {messages}"
+        text = _friendly(" ".join(str(m).rstrip(".") for m in messages))
+    else:
+        text = str(messages)
+    source = _origin(prefix, origins or {})
+    text += f" (from {source})" if source else ""
+    return f"{prefix}: {text}" if prefix else text
+
+
+def _origin(key: str, origins: Mapping[str, str]) -> str | None:
+    """The variable that set ``key``, or the map holding it."""
+    while key:
+        if key in origins:
+            return origins[key]
+        key = key.rpartition(".")[0]
+    return None
 
 
 def _friendly(text: str) -> str:
