@@ -77,7 +77,7 @@ class Nginx:
     """nginx serving the site file in front of ``upstream``, in a directory of its own. Run as
     root (CI), it runs as ``nobody``: nothing in the test needs nginx to be privileged."""
 
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, edit_site=lambda site: site):
         self.binary = nginx_binary()
         self.dir = Path(tempfile.mkdtemp(prefix="auth0-proxy-nginx-"))
         self.port = free_port()
@@ -98,7 +98,7 @@ class Nginx:
                 "AUTH0_PROXY_ACCESS_LOG": str(self.access_log),
             }
         )
-        (self.dir / "conf" / "auth0-m2m-proxy.conf").write_text(site)
+        (self.dir / "conf" / "auth0-m2m-proxy.conf").write_text(edit_site(site))
         self.conf.write_text(MAIN_CONF.format(dir=self.dir, workers=NGINX_WORKERS))
         self.user = self._unprivileged_user()
         self.process: subprocess.Popen | None = None
@@ -181,8 +181,9 @@ class Nginx:
 
 
 @contextmanager
-def behind_nginx(tenant_server, workdir: Path, workers: int, **proxy_settings):
-    """The proxy under gunicorn, with nginx in front of it."""
+def behind_nginx(tenant_server, workdir: Path, workers: int, edit_site=None, **proxy_settings):
+    """The proxy under gunicorn, with nginx in front of it (its site file as shipped, or as
+    ``edit_site`` changes it)."""
     nginx_binary()
     proxy_settings.setdefault("cache_ttl_seconds", 0)
     proxy = ProxyServer(
@@ -194,7 +195,7 @@ def behind_nginx(tenant_server, workdir: Path, workers: int, **proxy_settings):
     ).start()
     nginx = None
     try:
-        nginx = Nginx(upstream=proxy.domain)
+        nginx = Nginx(upstream=proxy.domain, **({"edit_site": edit_site} if edit_site else {}))
         nginx.start()
         yield proxy, nginx
     finally:
@@ -446,3 +447,28 @@ def test_requests_spread_over_workers_behind_nginx_with_upstream_keepalive(
         closed_by_gunicorn, closed_by_nginx = tcp_connections(proxy.port, TIME_WAIT)
         assert closed_by_gunicorn - gunicorn_closed_before == set()
         assert closed_by_nginx - nginx_closed_before
+
+
+def test_a_flood_from_one_address_is_a_json_429_that_never_reaches_gunicorn(
+    tenant_server, tmp_path
+):
+    """The shipped limit (100 a second, bursts of 1,000) tightened to a burst of 5 in a copy of
+    the site file, so that a test can reach it: past the burst, nginx answers 429 in the
+    proxy's shape with a Retry-After, and gunicorn logs no line for what it never saw."""
+    shipped = "limit_req zone=auth0_m2m_proxy_per_address burst=1000 nodelay;"
+    assert shipped in SITE.read_text()
+    tightened = lambda site: site.replace(shipped, shipped.replace("1000", "5"))  # noqa: E731
+    with behind_nginx(tenant_server, tmp_path / "flood", 1, edit_site=tightened) as (proxy, nginx):
+        with requests.Session() as session:
+            answers = [
+                session.get(f"{nginx.url}/users", verify=str(nginx.tls.ca_bundle), timeout=30)
+                for _ in range(40)
+            ]
+        refused = [answer for answer in answers if answer.status_code == 429]
+        assert refused, "a flood past the burst is refused"
+        assert {answer.status_code for answer in answers} == {401, 429}  # no token: 401 upstream
+        body = refused[0].json()
+        assert body["errorCode"] == "too_many_requests" and body["statusCode"] == 429
+        assert refused[0].headers["Retry-After"] == "1"
+        reached = [r for r in proxy.log_records() if r.get("path") == "/users"]
+        assert len(reached) == len(answers) - len(refused)
