@@ -42,7 +42,7 @@ CACHE_TYPES = {
 }
 # Part of every cache key: changed whenever what is stored changes shape, so that a proxy never
 # reads entries another version left in a shared or persistent cache.
-STORAGE_FORMAT = "v4"
+STORAGE_FORMAT = "v5"  # v5: the classes stored (Entry, Listing, the feed's) moved to new modules
 
 
 class ProxyApp(Flask):
@@ -214,9 +214,12 @@ def bind_cache(app: Flask, settings: Settings) -> Store:
             "CACHE_THRESHOLD": 20_000,
         },
     )
-    prefix = f"{proxy.cache_key_prefix}{settings.auth0.domain}:{STORAGE_FORMAT}:"
+    tenant = f"{proxy.cache_key_prefix}{settings.auth0.domain}:"
     with app.app_context():  # the backend is the app's; the Store keeps it for every thread
-        return store_for(flask_cache.cache, prefix, proxy.cache_dir)
+        # The budget's buckets carry no storage format: old and new versions share them.
+        return store_for(
+            flask_cache.cache, f"{tenant}{STORAGE_FORMAT}:", proxy.cache_dir, bucket_prefix=tenant
+        )
 
 
 def register_blueprints(app: Flask) -> None:

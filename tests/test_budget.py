@@ -221,3 +221,27 @@ def test_a_list_longer_than_a_refresh_may_spend_is_prepaid_what_it_may_and_paced
         prepaid = budget.prepay(GROUP, 10)
     assert prepaid.calls == 2
     assert not spends(budget, Rank.STALE, urgency=0.0)  # its next pages wait their turn
+
+
+@pytest.mark.parametrize("backend", ["filesystem", "redis"])
+def test_two_storage_formats_spend_one_budget(backend, tmp_path, request):
+    """A rolling upgrade that changes the storage format runs old and new processes side by
+    side: their cached values are apart, their budget is one."""
+    if backend == "redis":
+        tenant = request.getfixturevalue("redis_prefix")
+        old, new = (redis_store(f"{tenant}{version}:") for version in ("v4", "v5"))
+        old.bucket_prefix = new.bucket_prefix = tenant  # as create_app makes them
+    else:
+        tenant, files = "proxy:tenant:", FileSystemCache(str(tmp_path))
+        old, new = (
+            store_for(files, f"{tenant}{version}:", str(tmp_path), bucket_prefix=tenant)
+            for version in ("v4", "v5")
+        )
+    limits = {"users": Limit(burst=10, per_minute=60)}
+    old_governor, new_governor = (Governor(s, limits, share=1.0) for s in (old, new))
+    for _ in range(10):
+        old_governor.spend("users")
+    with pytest.raises(BudgetExhausted):
+        new_governor.spend("users")
+    old.set("key", "old value", 60)
+    assert new.get("key") is None  # the cached values stay apart

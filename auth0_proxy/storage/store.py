@@ -12,7 +12,8 @@ Redis shared by hosts, or the memory of one process. This module adds what cache
   in one Redis script on Redis's clock, in the file cache from a file of their own mapped into
   memory (buckets.py), in memory under a lock; while the backend fails, each process spends
   from buckets of its own, so the budget still bounds it;
-- every key carries one prefix (tenant and storage format), applied here for every backend.
+- every key carries one prefix (tenant and storage format; token buckets the tenant only, so a
+  format change never splits the budget), applied here for every backend.
 """
 
 from __future__ import annotations
@@ -83,9 +84,12 @@ class Store:
     them atomic for whoever shares their backend.
     """
 
-    def __init__(self, backend: BaseCache, prefix: str):
+    def __init__(self, backend: BaseCache, prefix: str, bucket_prefix: str | None = None):
         self.backend = backend
         self.prefix = prefix
+        # Token buckets keep their own prefix: without the storage format, so a rolling upgrade
+        # that changes the format (old and new processes at once) still spends one budget.
+        self.bucket_prefix = prefix if bucket_prefix is None else bucket_prefix
         self._last_outage_log = -float(OUTAGE_LOG_INTERVAL_SECONDS)
         self._mutex = threading.Lock()
         self._own_buckets: dict[str, tuple[float, float]] = {}  # while the backend fails
@@ -112,7 +116,7 @@ class Store:
         """Spend ``calls`` tokens from every bucket, if each keeps its floor; else from none.
         Whether they were spent, and each bucket's level after. While the backend fails, this
         process spends from buckets of its own."""
-        keyed = [dataclasses.replace(bucket, key=self.prefix + bucket.key) for bucket in buckets]
+        keyed = [dataclasses.replace(b, key=self.bucket_prefix + b.key) for b in buckets]
         taken = self._safely(self._take_tokens, None, keyed, calls)
         if taken is None:
             with self._mutex:
@@ -171,8 +175,10 @@ class FileStore(Store):
     Buckets are in a file of their own, mapped into memory (cachelib would prune them first:
     a bucket pruned is a full one)."""
 
-    def __init__(self, backend: BaseCache, prefix: str, directory: str):
-        super().__init__(backend, prefix)
+    def __init__(
+        self, backend: BaseCache, prefix: str, directory: str, bucket_prefix: str | None = None
+    ):
+        super().__init__(backend, prefix, bucket_prefix)
         # Named as cachelib names its temporary files, which its pruning leaves alone (it would
         # read any other file as an entry, and may delete it).
         suffix = getattr(backend, "_fs_transaction_suffix", ".__wz_cache")
@@ -195,8 +201,8 @@ class RedisStore(Store):
     Keys written by ``add`` hold plain strings or integers, read back only by ``delete_if``.
     """
 
-    def __init__(self, backend: RedisBackend, prefix: str):
-        super().__init__(backend, prefix)
+    def __init__(self, backend: RedisBackend, prefix: str, bucket_prefix: str | None = None):
+        super().__init__(backend, prefix, bucket_prefix)
         self.client = backend.client
         self._delete_if_script = self.client.register_script(DELETE_IF_SCRIPT)
         self._take_tokens_script = self.client.register_script(TAKE_TOKENS_SCRIPT)
@@ -237,13 +243,15 @@ class RedisBackend(RedisCache):
         return backend
 
 
-def store_for(backend: BaseCache, prefix: str, directory: str) -> Store:
+def store_for(
+    backend: BaseCache, prefix: str, directory: str, bucket_prefix: str | None = None
+) -> Store:
     """The Store that makes ``backend``'s atomic steps hold for everyone who shares it."""
     if isinstance(backend, RedisBackend):
-        return RedisStore(backend, prefix)
+        return RedisStore(backend, prefix, bucket_prefix)
     if isinstance(backend, FileSystemCache):
-        return FileStore(backend, prefix, directory)
-    return Store(backend, prefix)
+        return FileStore(backend, prefix, directory, bucket_prefix)
+    return Store(backend, prefix, bucket_prefix)
 
 
 def _seconds(ttl: float) -> int:
