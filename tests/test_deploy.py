@@ -520,3 +520,14 @@ def test_lock_holds_every_package_the_app_imports():
         assert module in distributions, f"{module} is imported but not installed"
         names = {normalized(name) for name in distributions[module]}
         assert names & set(locked), f"{module} ({names}) is missing from requirements.lock"
+
+
+def test_the_example_redis_never_evicts_a_budget_bucket(compose, manifests):
+    """Every entry the proxy stores expires on its own; an evicted budget bucket would refill at
+    once and let the proxy spend more than its share, so the example Redis never evicts."""
+    command = compose["services"]["redis"]["command"]
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    redis = yaml.safe_load_all(REDIS_EXAMPLE[0].read_text())
+    deployment = next(doc for doc in redis if doc and doc["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
