@@ -90,12 +90,15 @@ def when_ready(server):
 
 
 def on_reload(server):
-    """SIGHUP: the workers about to be forked take the new config, if it is valid."""
+    """SIGHUP: the workers about to be forked take the new config, if it is valid. Counted
+    here, in the master, whose samples are served with the workers'."""
     try:
         accept_configuration()
     except ConfigError as error:
+        metrics.observe_reload(accepted=False)
         server.log.error("configuration not reloaded, the running one stays: %s", error)
     else:
+        metrics.observe_reload(accepted=True)
         server.log.info("configuration reloaded")
 
 

@@ -7,11 +7,13 @@ tenant's own count of the calls it answered.
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import version
 from urllib.parse import quote
 
 import pytest
@@ -23,6 +25,8 @@ from tests.support import MEMBERS
 
 PERSISTENT = 1000  # times: a fault that lasts the whole test
 REQUESTS_TOTAL = "auth0_proxy_requests_total"
+BUILD_INFO = "auth0_proxy_build_info"
+STORE_UP = "auth0_proxy_store_up"
 
 
 def scrape(url: str, show: bool = False) -> dict[tuple[str, frozenset], float]:
@@ -125,6 +129,25 @@ def test_a_workers_counts_outlive_it_and_its_live_gauge_goes(metered, make_token
     assert total(after, REQUESTS_TOTAL, route="/users") == counted
     live = [name for name in os.listdir(metered.metrics_dir) if name.startswith("gauge_livesum")]
     assert f"gauge_livesum_{victim}.db" not in live and len(live) == 3
+
+
+def test_the_build_and_the_stores_state_are_served(metered, make_token):
+    assert get(metered, "/users", make_token()).status_code == 200  # a worker uses the store
+    samples = scrape(metered.metrics_url, show=True)
+    build = {labels: value for (name, labels), value in samples.items() if name == BUILD_INFO}
+    python = platform.python_version()  # the tests' interpreter runs gunicorn too
+    assert build == {frozenset({("version", version("auth0-m2m-proxy")), ("python", python)}): 1}
+    assert samples[(STORE_UP, frozenset({("backend", "filesystem")}))] == 1
+
+
+def test_a_store_outage_shows_in_the_gauge_and_in_readyz(start_proxy, make_token):
+    """Redis down: the answers still come (from Auth0 directly), the gauge and /readyz say why."""
+    proxy = start_proxy(workers=2, cache_type="redis", cache_redis_url="redis://127.0.0.1:1/0")
+    assert get(proxy, "/users", make_token()).status_code == 200
+    ready = get(proxy, "/readyz")
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "store": "unavailable"}
+    samples = scrape(proxy.metrics_url)
+    assert samples[(STORE_UP, frozenset({("backend", "redis")}))] == 0
 
 
 def test_no_metrics_where_metrics_bind_is_empty(start_proxy, make_token):

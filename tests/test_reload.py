@@ -16,7 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from tests.test_metrics import scrape, total
+
 WORKERS = 3
+RELOADS = "auth0_proxy_config_reload_total"
+LAST_RELOAD = "auth0_proxy_config_last_reload_timestamp_seconds"
 
 
 def status_of(proxy, token: str) -> int:
@@ -124,6 +128,31 @@ def test_a_good_edit_and_sighup_reach_every_worker(start_proxy, make_token):
     assert statuses(proxy, globex) == [403] * 30
     assert serving_pids(proxy, since) == set(new_workers), "every new worker has the new map"
     assert statuses(proxy, make_token("edge-acme")) == [200] * 30
+
+
+def test_reloads_are_counted_by_the_master_and_served_with_the_workers_metrics(start_proxy):
+    """gunicorn's master reloads, and serves its own samples beside the workers'."""
+    proxy = start_proxy(workers=WORKERS, threads=4)
+    samples = scrape(proxy.metrics_url)
+    assert total(samples, RELOADS, outcome="ok") == total(samples, RELOADS, outcome="failed") == 0
+    assert total(samples, LAST_RELOAD) == 0
+    before = time.time()
+
+    def longer_ttl(config):
+        config["proxy"]["cache_ttl_seconds"] = 30
+
+    reload(proxy, longer_ttl)
+    samples = scrape(proxy.metrics_url)
+    assert total(samples, RELOADS, outcome="ok") == 1
+    assert total(samples, RELOADS, outcome="failed") == 0
+    reloaded_at = total(samples, LAST_RELOAD)
+    assert before <= reloaded_at <= time.time()
+
+    reload(proxy, not_an_org_id)
+    samples = scrape(proxy.metrics_url)
+    assert total(samples, RELOADS, outcome="ok") == 1
+    assert total(samples, RELOADS, outcome="failed") == 1
+    assert total(samples, LAST_RELOAD) == reloaded_at, "a refused config is no reload"
 
 
 def test_a_worker_replaced_after_a_bad_edit_serves_the_accepted_configuration(

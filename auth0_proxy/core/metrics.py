@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import shutil
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -37,6 +38,8 @@ from prometheus_client import (
     start_http_server,
 )
 from prometheus_client.metrics import MetricWrapperBase
+
+from .version import __version__
 
 if TYPE_CHECKING:
     from .scope import Freshness
@@ -125,6 +128,38 @@ CREDENTIAL_FETCHES = Counter(
     ["credential", "outcome"],
 )
 
+# A gauge's multiprocess mode says how the processes' files are joined. A worker's file holds, at
+# 0, every value the master had made before forking it (prometheus-client starts them afresh):
+# a gauge the master alone sets is read by its maximum, so no worker's 0 lowers it; the store's
+# is set by each worker that uses the store, never by the master, and read by the lowest of the
+# live processes' (a worker that has exited no longer counts), so one failing worker shows.
+BUILD_INFO = Gauge(
+    "auth0_proxy_build_info",
+    "Always 1: the proxy's version and the Python it runs on.",
+    ["version", "python"],
+    multiprocess_mode="max",
+)
+STORE_UP = Gauge(
+    "auth0_proxy_store_up",
+    "1 while the shared store (the cache's backend) answers, 0 while it fails: the lowest of "
+    "the workers that have used it.",
+    ["backend"],
+    multiprocess_mode="livemin",
+)
+CONFIG_RELOADS = Counter(
+    "auth0_proxy_config_reload_total",
+    "Reloads of the configuration (SIGHUP), by outcome: ok, or failed (the running one stays).",
+    ["outcome"],
+)
+CONFIG_LAST_RELOAD = Gauge(
+    "auth0_proxy_config_last_reload_timestamp_seconds",
+    "When the configuration was last reloaded (Unix time; 0: not since the proxy started).",
+    multiprocess_mode="max",
+)
+BUILD_INFO.labels(__version__, platform.python_version()).set(1)
+for _outcome in ("ok", "failed"):
+    CONFIG_RELOADS.labels(_outcome)  # both at 0 from the start, so increase() sees the first
+
 
 # Methods that are labels of their own; any other (gunicorn accepts made-up ones) is "other",
 # so a caller cannot add series at will.
@@ -197,6 +232,21 @@ def fetch_of(credential: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
         return counted
 
     return decorate
+
+
+def observe_store(backend: str, up: bool) -> None:
+    """The shared store (``backend``: its cache type) answers again, or fails; set by each
+    process on its first use of the store and at each change, never before (a worker that has
+    not used it says nothing, rather than a 0 or a 1 it has not seen)."""
+    STORE_UP.labels(backend).set(1 if up else 0)
+
+
+def observe_reload(accepted: bool) -> None:
+    """A SIGHUP's reload of the configuration, in gunicorn's master (whose samples the master
+    serves with the workers')."""
+    CONFIG_RELOADS.labels("ok" if accepted else "failed").inc()
+    if accepted:
+        CONFIG_LAST_RELOAD.set_to_current_time()
 
 
 def render() -> tuple[bytes, str]:

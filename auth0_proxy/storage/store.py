@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from cachelib import BaseCache, FileSystemCache
 from flask_caching.backends.rediscache import RedisCache
 
-from auth0_proxy.core import clock
+from auth0_proxy.core import clock, metrics
 
 from .buckets import FILE_NAME, Bucket, BucketFile, spend_from
 
@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("auth0_proxy.store")
 
 OUTAGE_LOG_INTERVAL_SECONDS = 10
+# The probe does not ask a backend that failed this recently again: one that hangs would hold
+# each probe for its timeout (a Kubernetes probe's default timeout is one second); longer than a
+# probe's period, so a hanging backend holds one probe in three at most.
+PROBE_AFTER_FAILURE_SECONDS = 30
+PROBE_KEY = "probe"  # read, never written
 REDIS_TIMEOUT_SECONDS = 1.0
 # KEYS[1] still holds ARGV[1]: delete it; else leave it (it is someone else's now).
 DELETE_IF_SCRIPT = """
@@ -84,14 +89,19 @@ class Store:
     them atomic for whoever shares their backend.
     """
 
+    cache_type = "simple"  # as config.json names the backend: the gauge's label
+
     def __init__(self, backend: BaseCache, prefix: str, bucket_prefix: str | None = None):
         self.backend = backend
         self.prefix = prefix
         # Token buckets keep their own prefix: without the storage format, so a rolling upgrade
         # that changes the format (old and new processes at once) still spends one budget.
         self.bucket_prefix = prefix if bucket_prefix is None else bucket_prefix
+        self.up: bool | None = None  # did the last operation succeed (None: none made yet)
+        self._failed_at = -float(PROBE_AFTER_FAILURE_SECONDS)
         self._last_outage_log = -float(OUTAGE_LOG_INTERVAL_SECONDS)
         self._mutex = threading.Lock()
+        self._state_mutex = threading.Lock()
         self._own_buckets: dict[str, tuple[float, float]] = {}  # while the backend fails
 
     def get(self, key: str) -> Any:
@@ -111,6 +121,18 @@ class Store:
     def delete_if(self, key: str, value: str | int) -> bool:
         """Delete ``key`` only if it still holds ``value`` (a lock released by its owner)."""
         return self._safely(self._delete_if, False, self.prefix + key, value)
+
+    def answers(self) -> bool:
+        """Whether the backend answers now: a read of a key no one writes (a failure is one as
+        any other: logged, and the gauge set); no read while it failed lately."""
+        failing = self.up is False
+        if failing and clock.monotonic() - self._failed_at < PROBE_AFTER_FAILURE_SECONDS:
+            return False
+        return self._safely(self._probe, False)
+
+    def _probe(self) -> bool:
+        self.backend.get(self.prefix + PROBE_KEY)
+        return True
 
     def take_tokens(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
         """Spend ``calls`` tokens from every bucket, if each keeps its floor; else from none.
@@ -158,15 +180,29 @@ class Store:
 
     def _safely(self, operation, fallback: Any, *args, **kwargs) -> Any:
         try:
-            return operation(*args, **kwargs)
+            result = operation(*args, **kwargs)
         except Exception as error:  # any backend failure: Redis down, disk full, ...
             now = clock.monotonic()
+            self._failed_at = now
+            if self.up is not False:
+                self._record(up=False)
             if now - self._last_outage_log > OUTAGE_LOG_INTERVAL_SECONDS:
                 self._last_outage_log = now
                 log.warning(
                     "cache unavailable (%s); serving from Auth0 directly", type(error).__name__
                 )
             return fallback
+        if not self.up:  # the first operation, or the first since a failure
+            self._record(up=True)
+        return result
+
+    def _record(self, up: bool) -> None:
+        """The backend's state changed: into ``up`` and the gauge (once per change, not per
+        operation: a gauge's write is a write to a file under gunicorn)."""
+        with self._state_mutex:
+            if self.up is not up:
+                self.up = up
+                metrics.observe_store(self.cache_type, up)
 
 
 class FileStore(Store):
@@ -174,6 +210,8 @@ class FileStore(Store):
     which excludes every thread of every worker (cachelib's own ``add`` tests, then writes).
     Buckets are in a file of their own, mapped into memory (cachelib would prune them first:
     a bucket pruned is a full one)."""
+
+    cache_type = "filesystem"
 
     def __init__(
         self, backend: BaseCache, prefix: str, directory: str, bucket_prefix: str | None = None
@@ -200,6 +238,8 @@ class RedisStore(Store):
 
     Keys written by ``add`` hold plain strings or integers, read back only by ``delete_if``.
     """
+
+    cache_type = "redis"
 
     def __init__(self, backend: RedisBackend, prefix: str, bucket_prefix: str | None = None):
         super().__init__(backend, prefix, bucket_prefix)
