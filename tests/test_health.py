@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
+from tests.conftest import REDIS_URL
 from tests.support import TOKEN, assert_refused
 
 
@@ -16,7 +17,28 @@ def test_healthz_names_the_packages_version_and_makes_no_upstream_call(call, ten
 
 def test_readyz_is_ready_with_keys_and_management_token(call):
     response = call("/readyz")
-    assert response.status_code == 200 and response.json() == {"status": "ready"}
+    assert response.status_code == 200 and response.json() == {"status": "ready", "store": "ok"}
+
+
+def test_readyz_says_the_store_is_ok_when_redis_answers(make_app, call, redis_prefix):
+    proxy = make_app(cache_type="redis", cache_redis_url=REDIS_URL, cache_key_prefix=redis_prefix)
+    response = call("/readyz", via=proxy)
+    assert response.status_code == 200 and response.json() == {"status": "ready", "store": "ok"}
+
+
+def test_readyz_stays_ready_and_says_the_store_is_unavailable_while_redis_is_down(
+    make_app, call, make_token, app_log
+):
+    """Each process serves through the outage (its own buckets, Auth0 directly): the probe
+    tells the operator, and keeps the instance in the load balancer."""
+    proxy = make_app(cache_type="redis", cache_redis_url="redis://127.0.0.1:1/0")
+    for _ in range(2):
+        response = call("/readyz", via=proxy)
+        assert response.status_code == 200
+        assert response.json() == {"status": "ready", "store": "unavailable"}
+    assert call("/users", make_token(), via=proxy).status_code == 200
+    warnings = [r["message"] for r in app_log.records if r["logger"] == "auth0_proxy.store"]
+    assert warnings == ["cache unavailable (ConnectionError); serving from Auth0 directly"]
 
 
 def test_readyz_is_503_while_auth0_refuses_the_management_token(make_app, call, tenant):

@@ -141,12 +141,14 @@ class HealthSchema(Schema):
 
 
 class ReadinessSchema(Schema):
-    """GET /readyz: the signing keys and a management token are at hand."""
+    """GET /readyz: the signing keys and a management token are at hand; whether the shared
+    store answers (``unavailable``: the proxy serves without it, from Auth0 directly)."""
 
     class Meta:
         unknown = RAISE
 
     status = fields.String(required=True, validate=validate.OneOf(["ready"]))
+    store = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
 
 
 # The bodies the /api/v2 writes take, as /openapi.json describes them (the writes check them,

@@ -7,6 +7,9 @@ from flask import Blueprint, current_app, jsonify
 from auth0_proxy.core.version import __version__
 
 bp = Blueprint("health", __name__)
+# The probes' endpoints: a probe that succeeds is logged at DEBUG (request_log), not one INFO
+# line per probe every few seconds.
+PROBES = frozenset({f"{bp.name}.healthz", f"{bp.name}.readyz"})
 
 
 @bp.get("/healthz")
@@ -20,8 +23,13 @@ def readyz():
     """Ready: config loaded, signing keys and a management token at hand, from the cache if
     there, even stale: through an Auth0 outage the proxy still serves requests with them.
 
-    :raise 503: either is neither cached nor to be had from Auth0.
+    The shared store is reported (``store``: ``ok`` or ``unavailable``), never a reason to be
+    unready: through its outage each process spends from buckets of its own and fetches from
+    Auth0 directly, and every instance of a fleet sharing one Redis would go unready at once.
+
+    :raise 503: the keys or the token are neither cached nor to be had from Auth0.
     """
     current_app.extensions["keys"].key_set()
     current_app.extensions["management"].token()
-    return jsonify(status="ready")
+    store = current_app.extensions["governor"].store
+    return jsonify(status="ready", store="ok" if store.answers() else "unavailable")
