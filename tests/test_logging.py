@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auth0_proxy.ops.logs import SECRET_PATTERN, JsonFormatter, formatter, redact
-from tests.support import assert_refused, user_path
+from tests.support import TOKEN, assert_refused, user_path
 
 MGMT_SECRET = "proxy-mgmt-secret"
 
@@ -54,6 +54,26 @@ def test_denial_is_logged_at_warning_with_its_reason(call, make_token):
     answer = call("/users", make_token(claims={"aud": "https://other.example.com"}))
     assert_refused(answer, 401, "invalid_token", "invalid claim aud")
     assert answer.log["level"] == "WARNING" and answer.log["status"] == 401
+
+
+@pytest.mark.parametrize("probe", ["/healthz", "/readyz"])
+def test_a_probes_success_is_logged_at_debug_not_info(call, caplog, probe):
+    """A probe every few seconds from each load balancer would crowd out the requests' lines."""
+    quiet = call(probe)
+    assert quiet.status_code == 200 and quiet.read_log() is None
+    caplog.set_level(logging.DEBUG, logger="auth0_proxy.request")
+    answer = call(probe)
+    assert answer.status_code == 200
+    assert answer.log["level"] == "DEBUG" and answer.log["path"] == probe
+    assert answer.log["status"] == 200
+
+
+def test_a_failing_probe_is_still_logged_at_error(make_app, call, tenant):
+    proxy = make_app(failure_cooldown_seconds=0, retry_budget_seconds=0)
+    tenant.inject_fault(TOKEN, status=500, times=1000)
+    answer = call("/readyz", via=proxy)
+    assert answer.status_code == 503
+    assert answer.log["level"] == "ERROR" and answer.log["path"] == "/readyz"
 
 
 def test_no_log_line_contains_a_token_or_secret(proxy, call, make_token, tenant):

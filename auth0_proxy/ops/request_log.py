@@ -20,6 +20,7 @@ from flask import Flask, Request, Response, current_app, g, request
 from auth0_proxy.core import metrics
 from auth0_proxy.core.scope import RequestScope, current_scope, request_scope
 from auth0_proxy.ops import logs
+from auth0_proxy.ops.health import PROBES
 
 log = logging.getLogger("auth0_proxy.request")
 STARTED = time.time()  # for records' relativeCreated, about when logging started
@@ -95,12 +96,19 @@ def count_upstream_call() -> None:
 def finish(response: Response) -> Response:
     """Tell the request id, and make the line (written once the answer is finished, by
     ``end``): refusals (401, 403, and the 404 that hides another organization's user) as
-    warnings, failures as errors."""
+    warnings, failures as errors, a probe's success (``/healthz``, ``/readyz``) as debug."""
     scope = current_scope()
     req = request._get_current_object()  # the context-local proxies resolved once each
     response.headers["X-Request-ID"] = scope.request_id
     status = response.status_code
-    level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
+    if status >= 500:
+        level = logging.ERROR
+    elif status >= 400:
+        level = logging.WARNING
+    elif status < 300 and req.endpoint in PROBES:
+        level = logging.DEBUG
+    else:
+        level = logging.INFO
     if log.isEnabledFor(level):
         scope.line = (level, _fields(scope, req, status))
     if response.is_streamed and req.method != "HEAD":  # WSGI sends no body for HEAD
