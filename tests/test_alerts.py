@@ -169,7 +169,7 @@ def test_undefined_metrics_are_caught():
     """The check above fails for a made-up metric, a histogram's series of a counter, and a
     counter without ``_total``."""
     assert undefined_metrics(["up == 0", "rate(auth0_proxy_requests_total[5m])"]) == set()
-    assert undefined_metrics(["auth0_proxy_store_up == 0"]) == {"auth0_proxy_store_up"}
+    assert undefined_metrics(["auth0_proxy_made_up == 0"]) == {"auth0_proxy_made_up"}
     assert undefined_metrics(["auth0_proxy_requests_total_bucket"]) == {
         "auth0_proxy_requests_total_bucket"
     }
