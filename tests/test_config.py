@@ -364,7 +364,7 @@ def test_the_configuration_reference_names_every_other_block_setting_with_its_de
     declared = {f"budget.{key}" for key in BudgetSchema().fields}
     declared |= {f"writes.<client>.{key}" for key in WriteGrantSchema().fields}
     declared |= {f"rate_limits.client.{key}" for key in ClientLimitsSchema().fields}
-    declared |= {"rate_limits.global", "rate_limits.clients.<client>"}
+    declared |= {"rate_limits.global", "rate_limits.failed_auth", "rate_limits.clients.<client>"}
     assert set(rows) == declared
     budget = BudgetSettings()
     assert f"`{budget.plan}` (default)" in rows["budget.plan"]

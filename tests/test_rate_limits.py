@@ -356,3 +356,39 @@ def test_under_a_global_limit_a_worker_takes_one_call_at_a_time(store):
         policy.admit(client)
     assert shared_level(store, "limit:requests", 20) == pytest.approx(17, abs=0.01)
     assert shared_level(store, "limit:requests:edge-acme", 800) == pytest.approx(799, abs=0.01)
+
+
+def failing_addresses(burst: int) -> dict:
+    return {**limits(), "failed_auth": {"per_minute": SLOW, "burst": burst}}
+
+
+def test_an_address_that_keeps_failing_to_authenticate_is_refused_unread(
+    make_app, call, make_token, tenant
+):
+    proxy = make_app(trust_forwarded_for=True, rate_limits=failing_addresses(3))
+    attacker, neighbour = {"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "198.51.100.9"}
+    for _ in range(3):
+        assert call("/users", "not-a-token", attacker, via=proxy).status_code == 401
+    refused = call("/users", make_token(), attacker, via=proxy)  # even a good token, now
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert refused.json()["errorCode"] == "too_many_requests"
+    assert refused.log["reason"] == "rate limit: failed_auth"
+    assert call("/users", make_token(), neighbour, via=proxy).status_code == 200
+
+
+def test_the_forwarded_address_is_believed_only_when_trusted(make_app, call, make_token):
+    """Untrusted, X-Forwarded-For is the client's to choose: failures count against the
+    connection's address, whatever address the header names."""
+    proxy = make_app(rate_limits=failing_addresses(2))
+    for n in range(2):
+        header = {"X-Forwarded-For": f"192.0.2.{n}"}
+        assert call("/users", "not-a-token", header, via=proxy).status_code == 401
+    fresh_header = {"X-Forwarded-For": "192.0.2.99"}
+    assert call("/users", make_token(), fresh_header, via=proxy).status_code == 429
+
+
+def test_by_default_failed_authentications_are_not_counted(make_app, call, make_token):
+    proxy = make_app(rate_limits=limits())
+    for _ in range(50):
+        assert call("/users", "not-a-token", via=proxy).status_code == 401
+    assert call("/users", make_token(), via=proxy).status_code == 200

@@ -122,10 +122,13 @@ class RateLimits:
     """The per-client limits (``client``, with overrides per client id in ``clients``) and the
     one limit on all clients' requests together (``total``, the config's ``global``; none by
     default: the budget already holds them all within the tenant's limits, and one bucket for
-    a whole fleet would cap what more instances could serve)."""
+    a whole fleet would cap what more instances could serve); and the failed authentications
+    one client address may make (``failed_auth``; none by default) before its requests are
+    refused unread."""
 
     client: ClientLimits = ClientLimits()
     total: Limit | None = None
+    failed_auth: Limit | None = None
     clients: Mapping[str, ClientLimits] = dataclasses.field(default_factory=dict)
 
     def of(self, client_id: str) -> ClientLimits:
@@ -238,6 +241,7 @@ class ProxySchema(Schema):
     fresh_read_interval_seconds = _integer(10, 1, 3600)
     failure_cooldown_seconds = _integer(2, 0, 60)
     accept_user_tokens = fields.Boolean(load_default=False, truthy={True}, falsy={False})
+    trust_forwarded_for = fields.Boolean(load_default=False, truthy={True}, falsy={False})
     cache_type = fields.String(
         load_default="filesystem", validate=validate.OneOf(["filesystem", "redis", "simple"])
     )
@@ -336,6 +340,7 @@ class RateLimitsSchema(Schema):
 
     client = fields.Nested(ClientLimitsSchema, load_default=dict)
     total = fields.Nested(RateSchema, data_key="global")
+    failed_auth = fields.Nested(RateSchema)
     clients = fields.Dict(
         keys=fields.String(validate=NON_EMPTY),
         values=fields.Nested(ClientLimitsSchema),
@@ -350,7 +355,7 @@ class RateLimitsSchema(Schema):
         clients = {
             name: dataclasses.replace(client, **over) for name, over in data["clients"].items()
         }
-        extra = {"total": data["total"]} if "total" in data else {}
+        extra = {name: data[name] for name in ("total", "failed_auth") if name in data}
         return RateLimits(client=client, clients=clients, **extra)
 
 

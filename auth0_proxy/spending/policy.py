@@ -20,12 +20,14 @@ limit it gets Auth0's 429 with ``Retry-After``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import threading
 import time
 from dataclasses import dataclass
 
-from flask import Flask, Response, current_app
+from flask import Flask, Response, current_app, request
 
 from auth0_proxy.core import clock
 from auth0_proxy.core.auth0_api import Limit
@@ -150,6 +152,22 @@ class ClientPolicy:
                 continue
             return None if level is None else upstream.quota(level, clock.now())
 
+    def admit_address(self, address: str) -> None:
+        """:raise ClientRateLimited: the address spent its failed authentications (429)."""
+        failures = self._failed_auth(address)
+        level = self._take(failures, calls=0)
+        if level is not None and level < 1:
+            wait = (1 - level) / failures.bucket().rate
+            raise ClientRateLimited("failed_auth", headers={"Retry-After": str(math.ceil(wait))})
+
+    def count_failed_auth(self, address: str) -> None:
+        """One more failed authentication of the address (none counted once it is spent)."""
+        with contextlib.suppress(ClientRateLimited):
+            self._take(self._failed_auth(address))
+
+    def _failed_auth(self, address: str) -> Allowance:
+        return Allowance(f"failed-auth:{address}", self.limits.failed_auth, "failed_auth")
+
     def take_fresh_read(self, client_id: str) -> bool:
         """Whether this client's ``no-cache`` is honoured now: once per interval, and only
         while its upstream allowance holds one, which it then pays."""
@@ -226,6 +244,25 @@ class Allowance:
 
 def init_app(app: Flask) -> None:
     app.after_request(_quota_headers)
+    settings = app.config["SETTINGS"]
+    if settings.rate_limits.failed_auth is not None:  # off by default: then no cost at all
+        trusted = settings.proxy.trust_forwarded_for
+        app.before_request(lambda: policy().admit_address(client_address(trusted)))
+        app.after_request(functools.partial(_count_failed_auth, trusted))
+
+
+def client_address(trust_forwarded_for: bool) -> str:
+    """The client's address: the connection's, or (behind nginx, which sets it) the last
+    address in ``X-Forwarded-For``, which a client cannot choose past nginx."""
+    req = request._get_current_object()
+    forwarded = req.environ.get("HTTP_X_FORWARDED_FOR") if trust_forwarded_for else None
+    return forwarded.rsplit(",", 1)[-1].strip() if forwarded else req.remote_addr or "unknown"
+
+
+def _count_failed_auth(trusted: bool, response: Response) -> Response:
+    if response.status_code == 401:
+        policy().count_failed_auth(client_address(trusted))
+    return response
 
 
 def admit_request(client_id: str) -> None:
