@@ -219,6 +219,7 @@ def proxy_config(tenant: Tenant) -> dict[str, Any]:
             "management_audience": tenant.management_audience,
             "api_audience": API_AUDIENCE,
         },
+        "proxy": {"metrics_per_client": True},  # the demo shows a client's series
     }
 
 

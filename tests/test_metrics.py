@@ -58,7 +58,7 @@ def total(samples: dict, name: str, **labels) -> float:
 @pytest.fixture
 def metered(start_proxy):
     """A proxy of 3 workers, answers cached for a minute, metrics on their own port."""
-    return start_proxy(workers=3, threads=4, cache_ttl_seconds=60)
+    return start_proxy(workers=3, threads=4, cache_ttl_seconds=60, metrics_per_client=True)
 
 
 def get(proxy, path: str, token: str | None = None) -> requests.Response:
@@ -248,3 +248,22 @@ def test_a_missing_multiprocess_directory_leaves_the_samples_in_the_process(tmp_
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
     assert result.returncode == 0, result.stderr.decode()
     assert not (tmp_path / "gone").exists()
+
+
+def test_requests_carry_no_client_label_unless_asked(make_app, call, make_token):
+    """By default a fleet of any size adds no series: the client label is empty."""
+    from prometheus_client import REGISTRY
+
+    def counted(client: str) -> float:
+        labels = {"route": "/users", "method": "GET", "status": "200", "client": client}
+        return REGISTRY.get_sample_value(REQUESTS_TOTAL, labels) or 0.0
+
+    for per_client, labelled in ((False, ""), (True, "edge-acme")):
+        proxy = make_app(metrics_per_client=per_client)
+        before = {client: counted(client) for client in ("", "edge-acme")}
+        assert call("/users", make_token("edge-acme"), via=proxy).status_code == 200
+        after = {client: counted(client) for client in ("", "edge-acme")}
+        assert {c: after[c] - before[c] for c in after} == {
+            "": 1.0 if labelled == "" else 0.0,
+            "edge-acme": 1.0 if labelled == "edge-acme" else 0.0,
+        }

@@ -242,6 +242,7 @@ class ProxySchema(Schema):
     failure_cooldown_seconds = _integer(2, 0, 60)
     accept_user_tokens = fields.Boolean(load_default=False, truthy={True}, falsy={False})
     trust_forwarded_for = fields.Boolean(load_default=False, truthy={True}, falsy={False})
+    metrics_per_client = fields.Boolean(load_default=False, truthy={True}, falsy={False})
     cache_type = fields.String(
         load_default="filesystem", validate=validate.OneOf(["filesystem", "redis", "simple"])
     )
