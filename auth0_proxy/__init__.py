@@ -217,9 +217,11 @@ def bind_cache(app: Flask, settings: Settings) -> Store:
     tenant = f"{proxy.cache_key_prefix}{settings.auth0.domain}:"
     with app.app_context():  # the backend is the app's; the Store keeps it for every thread
         # The budget's buckets carry no storage format: old and new versions share them.
-        return store_for(
+        store = store_for(
             flask_cache.cache, f"{tenant}{STORAGE_FORMAT}:", proxy.cache_dir, bucket_prefix=tenant
         )
+    store.start_heartbeat()  # counts the processes that share the budget, for an outage
+    return store
 
 
 def register_blueprints(app: Flask) -> None:

@@ -18,11 +18,16 @@ Redis shared by hosts, or the memory of one process. This module adds what cache
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import logging
 import os
+import socket
 import threading
+import time
+import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -40,6 +45,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("auth0_proxy.store")
 
 OUTAGE_LOG_INTERVAL_SECONDS = 10
+# Every process sharing a Redis says it is alive this often, and is counted as alive for
+# PROCESS_TTL_SECONDS after; while the store fails, each spends its share of the budget only
+# (the budget divided by the processes last counted).
+HEARTBEAT_SECONDS = 10
+PROCESS_TTL_SECONDS = 60
 # The probe does not ask a backend that failed this recently again: one that hangs would hold
 # each probe for its timeout (a Kubernetes probe's default timeout is one second); longer than a
 # probe's period, so a hanging backend holds one probe in three at most.
@@ -90,6 +100,7 @@ class Store:
     """
 
     cache_type = "simple"  # as config.json names the backend: the gauge's label
+    shared_by_hosts = False
 
     def __init__(self, backend: BaseCache, prefix: str, bucket_prefix: str | None = None):
         self.backend = backend
@@ -103,6 +114,8 @@ class Store:
         self._mutex = threading.Lock()
         self._state_mutex = threading.Lock()
         self._own_buckets: dict[str, tuple[float, float]] = {}  # while the backend fails
+        # The processes sharing the backend, as last counted: remembered through an outage.
+        self.processes = 1
 
     def get(self, key: str) -> Any:
         return self._safely(self.backend.get, None, self.prefix + key)
@@ -141,9 +154,39 @@ class Store:
         keyed = [dataclasses.replace(b, key=self.bucket_prefix + b.key) for b in buckets]
         taken = self._safely(self._take_tokens, None, keyed, calls)
         if taken is None:
+            own = [share_of(bucket, self.processes) for bucket in keyed]
             with self._mutex:
-                return self._take_from(self._own_buckets, keyed, calls)
+                return self._take_from(self._own_buckets, own, calls)
         return taken
+
+    def beat(self) -> None:
+        """Say this process is alive, and count those that are (kept through an outage). A
+        failure is left to the operations that need the store to say (and log)."""
+        with contextlib.suppress(Exception):  # its outage is reported where it matters
+            self.processes = self._count_processes()
+
+    def _count_processes(self) -> int:
+        return 1  # a store no other process shares
+
+    def start_heartbeat(self) -> None:
+        """Beat now and every HEARTBEAT_SECONDS, in a thread that ends with the store; for a
+        store other hosts share (a file cache's processes are one host's: a failing disk is
+        rarer than a Redis outage, and the budget is not divided there)."""
+        if not self.shared_by_hosts:
+            return
+        self.beat()
+        alive = weakref.ref(self)
+
+        def beat_on() -> None:
+            while True:
+                time.sleep(HEARTBEAT_SECONDS)
+                store = alive()
+                if store is None:
+                    return
+                store.beat()
+                del store
+
+        threading.Thread(target=beat_on, name="store heartbeat", daemon=True).start()
 
     def _take_tokens(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
         with self._exclusive():
@@ -193,6 +236,8 @@ class Store:
                 )
             return fallback
         if not self.up:  # the first operation, or the first since a failure
+            if self.up is False:
+                log.warning("cache available again; the budget is shared again")
             self._record(up=True)
         return result
 
@@ -240,10 +285,13 @@ class RedisStore(Store):
     """
 
     cache_type = "redis"
+    shared_by_hosts = True
 
     def __init__(self, backend: RedisBackend, prefix: str, bucket_prefix: str | None = None):
         super().__init__(backend, prefix, bucket_prefix)
         self.client = backend.client
+        self._process_pid: int | None = None
+        self._process_id = ""
         self._delete_if_script = self.client.register_script(DELETE_IF_SCRIPT)
         self._take_tokens_script = self.client.register_script(TAKE_TOKENS_SCRIPT)
 
@@ -252,6 +300,19 @@ class RedisStore(Store):
 
     def _delete_if(self, key: str, value: str | int) -> bool:
         return bool(self._delete_if_script(keys=[key], args=[value]))
+
+    def _count_processes(self) -> int:
+        """Live processes sharing this Redis: each one's last beat in a sorted set."""
+        if self._process_pid != os.getpid():  # a forked worker is a process of its own
+            self._process_pid = os.getpid()
+            self._process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        key, now = self.bucket_prefix + "processes", clock.now()
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zadd(key, {self._process_id: now})
+        pipe.zremrangebyscore(key, "-inf", now - PROCESS_TTL_SECONDS)
+        pipe.zcard(key)
+        pipe.expire(key, 2 * PROCESS_TTL_SECONDS)
+        return max(1, int(pipe.execute()[2]))
 
     def _take_tokens(self, buckets: Sequence[Bucket], calls: int) -> tuple[bool, list[float]]:
         args: list[str] = [str(calls)]
@@ -297,3 +358,19 @@ def store_for(
 def _seconds(ttl: float) -> int:
     """cachelib counts whole seconds, and 0 means forever: at least one."""
     return max(int(ttl), 1)
+
+
+def share_of(bucket: Bucket, processes: int) -> Bucket:
+    """This process's part of ``bucket`` while the store fails: a ``processes``-th of its rate,
+    capacity and reserves, so all of them together spend no more than the bucket would. A
+    capacity below one call is raised to one (a process must be able to call at all): the
+    worst case is then one call per process per refill."""
+    if processes <= 1:
+        return bucket
+    return dataclasses.replace(
+        bucket,
+        rate=bucket.rate / processes,
+        capacity=max(1.0, bucket.capacity / processes),
+        floor=bucket.floor / processes,
+        ceiling=bucket.ceiling / processes,
+    )

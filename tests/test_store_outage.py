@@ -1,0 +1,101 @@
+"""The budget through a Redis outage: every process sharing the Redis says it is alive
+(heartbeats in the store), and while the Redis is down each spends only its part of the budget,
+so all of them together spend no more than the share. A real ``redis-server`` of the test's own
+is stopped mid-run."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import pytest
+import redis
+
+from auth0_proxy.storage.buckets import Bucket
+from auth0_proxy.storage.store import RedisBackend, Store, share_of, store_for
+from scripts.proxy_server import free_port
+
+PROCESSES = 4
+BURST = 20
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server the test may stop: its URL and process."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    command = [binary, "--port", str(port), "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(
+        [*command, "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)  # redis-server starting
+    yield url, process
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def redis_stores(url: str, count: int) -> list[Store]:
+    """``count`` processes' stores on one Redis (as workers of several instances have)."""
+    config = {"CACHE_REDIS_URL": url, "CACHE_DEFAULT_TIMEOUT": 300}
+    stores = []
+    for n in range(count):
+        backend = RedisBackend.factory(None, config, [], {})
+        store = store_for(backend, "tenant:v5:", "", bucket_prefix="tenant:")
+        store._process_pid, store._process_id = -1, f"process-{n}"  # set anew by beat()
+        stores.append(store)
+    return stores
+
+
+def spend_all(stores: list[Store], bucket: Bucket) -> int:
+    """Calls granted to all processes, each spending until refused."""
+    granted = 0
+    for store in stores:
+        for _ in range(10 * BURST):
+            taken, _ = store.take_tokens([bucket], 1)
+            if not taken:
+                break
+            granted += 1
+    return granted
+
+
+def test_processes_count_each_other_and_spend_only_their_part_while_redis_is_down(own_redis):
+    url, server = own_redis
+    stores = redis_stores(url, PROCESSES)
+    for store in stores:
+        store.beat()
+    for store in stores:
+        store.beat()  # each sees all of them once all have said they are alive
+    assert [store.processes for store in stores] == [PROCESSES] * PROCESSES
+
+    budget = Bucket("budget:users", rate=1e-6, capacity=BURST)  # no refill during the test
+    server.terminate()
+    server.wait(timeout=10)
+    granted = spend_all(stores, budget)
+    assert granted == BURST  # all together: the share, not PROCESSES times it
+    assert all(store.processes == PROCESSES for store in stores)  # remembered through it
+
+
+def test_without_the_count_each_process_would_spend_the_whole_share(own_redis):
+    """What the heartbeats prevent: a process that counted no others spends the whole share."""
+    url, server = own_redis
+    stores = redis_stores(url, 2)  # no beat: each believes it is alone
+    server.terminate()
+    server.wait(timeout=10)
+    assert spend_all(stores, Bucket("budget:users", rate=1e-6, capacity=BURST)) == 2 * BURST
+
+
+def test_a_share_keeps_at_least_one_call_and_scales_the_reserves():
+    bucket = Bucket("b", rate=2.0, capacity=4, floor=2, ceiling=8)
+    part = share_of(bucket, 8)
+    assert (part.rate, part.capacity, part.floor, part.ceiling) == (0.25, 1.0, 0.25, 1.0)
+    assert share_of(bucket, 1) is bucket
