@@ -57,8 +57,9 @@ def test_the_whole_configuration_can_come_from_the_environment(tmp_path):
 
 
 def test_no_file_and_no_variable_is_still_an_error(tmp_path):
-    with pytest.raises(ConfigError, match="No such file or directory"):
-        load_config_file(tmp_path / "absent.json", {"HOME": "/root"})
+    for environ in ({"HOME": "/root"}, {"AUTH0_MGMT_CLIENT_SECRET": SECRET}):
+        with pytest.raises(ConfigError, match="No such file or directory"):
+            load_config_file(tmp_path / "absent.json", environ)
 
 
 def test_a_secret_comes_from_the_file_its_variable_names(tmp_path):

@@ -86,8 +86,9 @@ def overlay(
 
 
 def configured(environ: Mapping[str, str], schema: Schema) -> bool:
-    """Whether the environment sets any key (so no config file is needed)."""
-    names = [variable.name for variable in variables(schema)] + list(ALIASES)
+    """Whether the environment sets any key by its own variable (so no config file is
+    needed; the older secret variable alone is not a configuration)."""
+    names = [variable.name for variable in variables(schema)]
     return any(name in environ or name + FILE_SUFFIX in environ for name in names)
 
 
