@@ -168,6 +168,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     app.extensions["keys"] = keys
     app.extensions["management"] = management
     app.extensions["governor"] = governor
+    app.extensions["store"] = store  # for /readyz
     app.extensions["directory"] = Directory(
         management,
         shared_cache,

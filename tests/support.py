@@ -6,16 +6,22 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import shutil
+import subprocess
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import pytest
+import redis
 import requests
 
 from emulated_tenant import TenantServer
 from emulated_tenant.demo import UNBOUNDED_BUDGET, UNLIMITED_RATES, proxy_config
+from scripts.proxy_server import free_port
 
 # Endpoints of the emulated tenant, as it counts them.
 MEMBERS = "GET /api/v2/organizations/{id}/members"
@@ -178,3 +184,34 @@ def join_refreshes() -> None:
     for thread in threading.enumerate():
         if thread.name.startswith("refresh "):
             thread.join(10)
+
+
+@contextmanager
+def redis_server(
+    workdir, url: Callable[[int], str], *options: str
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A ``redis-server`` of the test's own (which it may stop), on a free port (``{port}`` in
+    ``options``), answering at ``url(port)`` before the block runs: that URL and the process.
+    Skips where there is none."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    command = [binary, *[option.format(port=port) for option in options]]
+    command += ["--save", "", "--appendonly", "no", "--dir", str(workdir)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        address = url(port)
+        client = redis.Redis.from_url(address)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)  # redis-server starting
+        else:
+            pytest.fail("redis-server did not start")
+        yield address, process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

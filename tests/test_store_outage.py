@@ -5,16 +5,11 @@ is stopped mid-run."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
-
 import pytest
-import redis
 
 from auth0_proxy.storage.buckets import Bucket
 from auth0_proxy.storage.store import RedisBackend, Store, share_of, store_for
-from scripts.proxy_server import free_port
+from tests.support import redis_server
 
 PROCESSES = 4
 BURST = 20
@@ -23,36 +18,17 @@ BURST = 20
 @pytest.fixture
 def own_redis(tmp_path):
     """A redis-server the test may stop: its URL and process."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    command = [binary, "--port", str(port), "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen(
-        [*command, "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)  # redis-server starting
-    yield url, process
-    process.terminate()
-    process.wait(timeout=10)
+    with redis_server(tmp_path, "redis://127.0.0.1:{}/0".format, "--port", "{port}") as running:
+        yield running
 
 
 def redis_stores(url: str, count: int) -> list[Store]:
     """``count`` processes' stores on one Redis (as workers of several instances have)."""
     config = {"CACHE_REDIS_URL": url, "CACHE_DEFAULT_TIMEOUT": 300}
     stores = []
-    for n in range(count):
+    for _ in range(count):
         backend = RedisBackend.factory(None, config, [], {})
-        store = store_for(backend, "tenant:v5:", "", bucket_prefix="tenant:")
-        store._process_pid, store._process_id = -1, f"process-{n}"  # set anew by beat()
-        stores.append(store)
+        stores.append(store_for(backend, "tenant:v5:", "", bucket_prefix="tenant:"))
     return stores
 
 

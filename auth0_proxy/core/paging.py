@@ -266,6 +266,19 @@ def checkpoint_page(
     return answer
 
 
+def members_page(
+    members: Sequence[dict],
+    paging: OffsetPaging | CheckpointPaging,
+    *,
+    shown: Callable[[list], list] = list,
+):
+    """The page of members ``paging`` asks for, by checkpoint or by number, as Auth0 answers
+    it: the one answer to a page of members on both surfaces."""
+    if isinstance(paging, CheckpointPaging):
+        return checkpoint_page(members, paging, shown=shown)
+    return offset_page("members", members, paging, shown=shown)
+
+
 def _decode_checkpoint(checkpoint: str) -> str:
     try:
         return base64.b64decode(checkpoint.encode("ascii"), altchars=b"-_", validate=True).decode()

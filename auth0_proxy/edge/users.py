@@ -16,12 +16,10 @@ from werkzeug.routing import BaseConverter
 from auth0_proxy.access.caller import require_organization
 from auth0_proxy.core.json_codec import json_fragment
 from auth0_proxy.core.paging import (
-    CheckpointPaging,
     MemberQuery,
     changes_cursor,
-    checkpoint_page,
     member_query,
-    offset_page,
+    members_page,
     only_fields,
 )
 from auth0_proxy.core.scope import Caller
@@ -76,10 +74,7 @@ def member_page(caller: Caller, query: MemberQuery, fresh: bool) -> Response:
     """The page the client asked for, from the organization's cached member list."""
     everyone, listing = directory().member_records(caller.org_id, fresh=fresh)
     shown = lambda window: [only_fields(m, query.fields) for m in window]  # noqa: E731
-    if isinstance(query.paging, CheckpointPaging):
-        page = checkpoint_page(everyone, query.paging, shown=shown)
-    else:
-        page = offset_page("members", everyone, query.paging, shown=shown)
+    page = members_page(everyone, query.paging, shown=shown)
     return described(jsonify(page), Answer(None, listing.freshness))
 
 

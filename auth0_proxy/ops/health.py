@@ -31,5 +31,5 @@ def readyz():
     """
     current_app.extensions["keys"].key_set()
     current_app.extensions["management"].token()
-    store = current_app.extensions["governor"].store
+    store = current_app.extensions["store"]
     return jsonify(status="ready", store="ok" if store.answers() else "unavailable")

@@ -37,6 +37,7 @@ from auth0_proxy.core.auth0_api import (
 )
 from auth0_proxy.core.config import ConfigError, WriteGrant
 from auth0_proxy.core.errors import OperationNotAllowed, OrganizationNotFound, SharedUser
+from auth0_proxy.core.paging import OFFSET
 from auth0_proxy.core.schemas import (
     InvitationRequestSchema,
     MemberRolesRequestSchema,
@@ -49,7 +50,7 @@ from auth0_proxy.edge.answers import directory
 
 from . import reads, writes
 from .operation import Call, Org, Rule
-from .query import CHECKPOINT, EMAIL, FIELDS, OFFSET, SEARCH, SORT, Query, checked_query
+from .query import CHECKPOINT, EMAIL, FIELDS, SEARCH, SORT, Query, checked_query
 
 audit_log = logging.getLogger("auth0_proxy.audit")
 

@@ -24,8 +24,7 @@ from auth0_proxy.core.paging import (
     only_fields,
 )
 
-# What each operation accepts, by group (Management API spec).
-OFFSET = ("page", "per_page", "include_totals")
+# What each operation accepts, by group (Management API spec); OFFSET is in core.paging.
 CHECKPOINT = ("from", "take")
 FIELDS = ("fields", "include_fields")
 SEARCH = ("q", "search_engine")

@@ -19,9 +19,8 @@ from auth0_proxy.core.errors import UserNotFound
 from auth0_proxy.core.json_codec import loads
 from auth0_proxy.core.paging import (
     MEMBER_FIELDS,
-    CheckpointPaging,
     InvalidQuery,
-    checkpoint_page,
+    members_page,
     offset_page,
 )
 from auth0_proxy.core.scope import Freshness
@@ -52,10 +51,7 @@ def members(call: Call) -> Response:
         return relayed(call)
     everyone, listing = directory().member_records(call.caller.org_id)
     shown = lambda window: [selected(m, query, MEMBER_FIELDS) for m in window]  # noqa: E731
-    paging = query.paging()
-    if isinstance(paging, CheckpointPaging):
-        return _answer(checkpoint_page(everyone, paging, shown=shown), listing.freshness)
-    return _answer(offset_page("members", everyone, paging, shown=shown), listing.freshness)
+    return _answer(members_page(everyone, query.paging(), shown=shown), listing.freshness)
 
 
 def user(call: Call) -> Response:
