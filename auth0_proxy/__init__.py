@@ -208,6 +208,10 @@ def bind_cache(app: Flask, settings: Settings) -> Store:
             "CACHE_TYPE": CACHE_TYPES[proxy.cache_type],
             "CACHE_DIR": proxy.cache_dir,
             "CACHE_REDIS_URL": proxy.cache_redis_url,
+            "CACHE_REDIS_MODE": proxy.cache_redis_mode,
+            "CACHE_REDIS_SENTINELS": proxy.cache_redis_sentinels,
+            "CACHE_REDIS_SENTINEL_SERVICE": proxy.cache_redis_sentinel_service,
+            "CACHE_REDIS_SENTINEL_PASSWORD": proxy.cache_redis_sentinel_password,
             "CACHE_KEY_PREFIX": "",  # the Store prefixes every key, for every backend
             "CACHE_DEFAULT_TIMEOUT": 300,
             # Files a filesystem cache keeps before pruning the expired ones: member lists are

@@ -29,7 +29,14 @@ from auth0_proxy.storage.store import RedisBackend, Store, store_for
 from emulated_tenant import TenantServer, demo_tenant
 from emulated_tenant.demo import API_AUDIENCE as PROXY_API
 from scripts.proxy_server import ProxyServer
-from tests.support import BIG_ORG, BIG_ORG_SIZE, CLIENT_ORGS, Answer, proxy_config_for
+from tests.support import (
+    BIG_ORG,
+    BIG_ORG_SIZE,
+    CLIENT_ORGS,
+    Answer,
+    proxy_config_for,
+    redis_cluster,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -256,24 +263,37 @@ def redis_prefix() -> Iterator[str]:
     prefix = f"auth0-m2m-proxy-test-{uuid.uuid4().hex}:"
     yield prefix
     client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(match=f"{prefix}*"):
+    for key in client.scan_iter(match=f"*{prefix}*"):
         client.delete(key)
 
 
-def redis_store(prefix: str) -> Store:
-    """A Store on the local Redis, under ``prefix``."""
-    backend = RedisBackend.factory(
-        None, {"CACHE_REDIS_URL": REDIS_URL, "CACHE_DEFAULT_TIMEOUT": 300}, [], {}
-    )
-    return store_for(backend, prefix, "")
+def redis_store(prefix: str, url: str = REDIS_URL, mode: str = "standalone") -> Store:
+    """A Store on the local Redis (or the one at ``url``, in ``mode``), under ``prefix``."""
+    config = {"CACHE_REDIS_URL": url, "CACHE_REDIS_MODE": mode, "CACHE_DEFAULT_TIMEOUT": 300}
+    return store_for(RedisBackend.factory(None, config, [], {}), prefix, "")
 
 
-@pytest.fixture(params=["memory", "filesystem", "redis"])
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory) -> Iterator[str]:
+    """A 3-primary Redis Cluster of this test process's own, for every test that asks."""
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as url:
+        yield url
+
+
+@pytest.fixture(params=["memory", "filesystem", "redis", "redis-cluster"])
 def store(request, tmp_path) -> Iterator[Store]:
-    """A Store on each backend; the Redis one under a prefix of its own, deleted afterwards."""
+    """A Store on each backend; the Redis one under a prefix of its own, deleted afterwards;
+    the Cluster one on a cluster of the tests' own."""
     if request.param == "memory":
         yield store_for(SimpleCache(), "test:", "")
     elif request.param == "filesystem":
         yield store_for(FileSystemCache(str(tmp_path)), "test:", str(tmp_path))
     else:
-        yield redis_store(request.getfixturevalue("redis_prefix"))
+        if request.param == "redis":
+            shared = redis_store(request.getfixturevalue("redis_prefix"))
+        else:
+            url = request.getfixturevalue("redis_cluster_url")
+            shared = redis_store(f"test-{uuid.uuid4().hex}:", url, mode="cluster")
+        yield shared
+        # Else the test ran on the fallback (each process's own buckets), not on Redis.
+        assert shared.up is not False, "the Redis store failed during the test"

@@ -4,15 +4,19 @@ type for both ways of calling the proxy, token forgery, and the assertions every
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
+import random
 import shutil
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -186,32 +190,119 @@ def join_refreshes() -> None:
             thread.join(10)
 
 
+def redis_binary(name: str = "redis-server") -> str:
+    """The path of one of Redis's programs; skips where it is not installed."""
+    binary = shutil.which(name)
+    if binary is None:
+        pytest.skip(f"{name} is not installed (apt-get install redis-server)")
+    return binary
+
+
 @contextmanager
 def redis_server(
-    workdir, url: Callable[[int], str], *options: str
+    workdir, url: Callable[[int], str], *options: str, port: int | None = None
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """A ``redis-server`` of the test's own (which it may stop), on a free port (``{port}`` in
     ``options``), answering at ``url(port)`` before the block runs: that URL and the process.
     Skips where there is none."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    command = [binary, *[option.format(port=port) for option in options]]
+    port = port or free_port()
+    command = [redis_binary(), *[option.format(port=port) for option in options]]
     command += ["--save", "", "--appendonly", "no", "--dir", str(workdir)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         address = url(port)
-        client = redis.Redis.from_url(address)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)  # redis-server starting
-        else:
-            pytest.fail("redis-server did not start")
+        wait_for_redis(redis.Redis.from_url(address))
         yield address, process
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def wait_for_redis(client: redis.Redis, ready: Callable[[], bool] = lambda: True) -> None:
+    """Until ``client`` answers a PING and ``ready()`` holds (a server starting, a cluster
+    joining, a failover): at most 30 s."""
+    for _ in range(600):
+        try:
+            if client.ping() and ready():
+                return
+        except redis.RedisError:
+            pass
+        time.sleep(0.05)
+    pytest.fail("redis-server did not become ready within 30 s")
+
+
+@contextmanager
+def redis_cluster(workdir, primaries: int = 3) -> Iterator[str]:
+    """A Redis Cluster of ``primaries`` redis-servers of the test's own, every slot assigned,
+    no replicas: the URL of one node."""
+    ports = cluster_ports(primaries)
+    with contextlib.ExitStack() as servers:
+        for port in ports:
+            servers.enter_context(
+                redis_server(
+                    workdir,
+                    "redis://127.0.0.1:{}/0".format,
+                    "--port",
+                    "{port}",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes-{port}.conf",
+                    port=port,
+                )
+            )
+        nodes = [f"127.0.0.1:{port}" for port in ports]
+        subprocess.run(
+            [redis_binary("redis-cli"), "--cluster", "create", *nodes, "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        for port in ports:
+            node = redis.Redis(port=port)
+            wait_for_redis(node, lambda node=node: node.cluster("info")["cluster_state"] == "ok")
+        yield f"redis://{nodes[0]}/0"
+
+
+@contextmanager
+def redis_sentinel(workdir, service: str, primary_port: int, password: str, own_password: str):
+    """A redis-server in sentinel mode (``own_password`` its own) watching the primary at
+    ``primary_port`` (``password`` its) as ``service``, quorum 1, saying a primary is down
+    after one second of silence; once it knows the primary's replicas: its address."""
+    port = free_port()
+    config = Path(workdir) / f"sentinel-{port}.conf"
+    config.write_text(
+        f"port {port}\nrequirepass {own_password}\n"
+        f"sentinel monitor {service} 127.0.0.1 {primary_port} 1\n"
+        f"sentinel auth-pass {service} {password}\n"
+        f"sentinel down-after-milliseconds {service} 1000\n"
+        f"sentinel failover-timeout {service} 10000\n"
+    )
+    command = [redis_binary(), str(config), "--sentinel"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        watcher = redis.Redis(port=port, password=own_password)
+        wait_for_redis(watcher, lambda: watcher.sentinel_slaves(service) != [])
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def cluster_ports(count: int) -> list[int]:
+    """Free ports whose cluster bus ports (each + 10000) are free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randrange(20_000, 30_000)
+        if port not in ports and all(_free(p) for p in (port, port + 10_000)):
+            ports.append(port)
+    return ports
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -157,8 +157,18 @@ def test_check_config_prints_each_value_with_its_source_and_hides_secrets(
     monkeypatch.setenv("AUTH0_PROXY_PROXY_CACHE_TTL_SECONDS", "60")
     monkeypatch.setenv("AUTH0_PROXY_PROXY_CACHE_REDIS_URL", "redis://:hunter2-pw@redis:6379/0")
     monkeypatch.setenv("AUTH0_PROXY_AUTH0_MGMT_CLIENT_SECRET", SECRET)
+    sentinel_password = tmp_path / "sentinel-password"
+    sentinel_password.write_text("sentinel-hunter3\n")
+    monkeypatch.setenv(
+        "AUTH0_PROXY_PROXY_CACHE_REDIS_SENTINEL_PASSWORD_FILE", str(sentinel_password)
+    )
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
+    assert (
+        "  proxy.cache_redis_sentinel_password = [hidden]"
+        "  (AUTH0_PROXY_PROXY_CACHE_REDIS_SENTINEL_PASSWORD_FILE)" in out
+    )
+    assert "sentinel-hunter3" not in out
     assert "  proxy.cache_ttl_seconds = 60  (AUTH0_PROXY_PROXY_CACHE_TTL_SECONDS)" in out
     assert "  proxy.page_size = 20  (file)" in out
     assert "  proxy.failure_cooldown_seconds = 2  (default)" in out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import fnmatch
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,12 +21,15 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import redis
 import yaml
 
 from auth0_proxy.core.config import ConfigError, load_settings
 from auth0_proxy.core.version import __version__
 from auth0_proxy.edge.body_limits import MAX_BODY_BYTES
 from auth0_proxy.ops.request_log import REQUEST_ID
+from scripts.proxy_server import free_port
+from tests.support import redis_binary, wait_for_redis
 from tests.test_defaults import filled_in
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -296,17 +300,31 @@ def test_service_autoscaler_and_budget_select_the_proxy(manifests):
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
+def secret_environment(manifests) -> dict[str, str]:
+    """The proxy container's variables that come from its Secret, with the Secret's values."""
+    pod = manifests[("Deployment", "auth0-m2m-proxy")]["spec"]["template"]["spec"]
+    secret = manifests[("Secret", "auth0-m2m-proxy-secret")]["stringData"]
+    return {
+        variable["name"]: secret[variable["valueFrom"]["secretKeyRef"]["key"]]
+        for variable in pod["containers"][0]["env"]
+        if "secretKeyRef" in variable.get("valueFrom", {})
+    }
+
+
 def test_configmaps_config_is_valid_once_filled_in_and_shares_redis(manifests):
     data = manifests[("ConfigMap", "auth0-m2m-proxy-config")]["data"]
-    secret = {"AUTH0_MGMT_CLIENT_SECRET": "from-the-secret"}
+    secret = secret_environment(manifests)
+    assert set(secret) == {"AUTH0_MGMT_CLIENT_SECRET", "AUTH0_PROXY_PROXY_CACHE_REDIS_URL"}
     # Applied as it is, the proxy would refuse to start: its tenant is the examples' placeholder.
     with pytest.raises(ConfigError, match=re.escape("auth0.domain 'your-tenant.eu.auth0.com'")):
         load_settings(json.loads(data["config.json"]), secret)
     settings = load_settings(json.loads(filled_in(data["config.json"])), secret)
     assert settings.proxy.cache_type == "redis"
-    assert "mgmt_client_secret" not in json.loads(data["config.json"])["auth0"]
-    # The Redis example is the one the ConfigMap names, and only the proxy's pods may reach it.
-    host = re.fullmatch(r"redis://([^:/]+):6379/0", settings.proxy.cache_redis_url).group(1)
+    config = json.loads(data["config.json"])
+    assert "mgmt_client_secret" not in config["auth0"] and "cache_redis_url" not in config["proxy"]
+    # The Redis example is the one the Secret's URL names, and only the proxy's pods may reach it.
+    url = settings.proxy.cache_redis_url
+    host = re.fullmatch(r"redis://:[^@]+@([^:/]+):6379/0", url).group(1)
     assert ("Service", host) in manifests
     policy = manifests[("NetworkPolicy", host)]
     [rule] = policy["spec"]["ingress"]
@@ -520,6 +538,36 @@ def test_lock_holds_every_package_the_app_imports():
         assert module in distributions, f"{module} is imported but not installed"
         names = {normalized(name) for name in distributions[module]}
         assert names & set(locked), f"{module} ({names}) is missing from requirements.lock"
+
+
+def test_the_example_redises_ask_for_the_password_the_proxy_sends(compose, manifests, tmp_path):
+    """Compose: the password comes from one variable, for the server and the proxy's URL; run
+    as the file says (a real redis-server), it refuses a client without it."""
+    redis_service, proxy = compose["services"]["redis"], compose["services"]["proxy"]
+    variable = "${AUTH0_PROXY_REDIS_PASSWORD:?set AUTH0_PROXY_REDIS_PASSWORD}"
+    assert redis_service["environment"]["REDISCLI_AUTH"] == variable
+    url = proxy["environment"]["AUTH0_PROXY_PROXY_CACHE_REDIS_URL"]
+    assert url == f"redis://:{variable}@redis:6379/0"
+    redis_binary()  # skips where there is none
+    password, port = "0123456789abcdef", free_port()
+    command = [part.replace("$$", "$") for part in redis_service["command"]]  # compose's escape
+    command += ["--port", str(port), "--dir", str(tmp_path)]
+    environ = {**os.environ, "REDISCLI_AUTH": password}
+    server = subprocess.Popen(command, env=environ, stdout=subprocess.DEVNULL)
+    try:
+        wait_for_redis(redis.Redis(port=port, password=password))
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).get("anything")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    # Kubernetes: the server's argument and the probes' variable are the Secret's password.
+    example = {doc["kind"]: doc for doc in yaml.safe_load_all(REDIS_EXAMPLE[0].read_text()) if doc}
+    [container] = example["Deployment"]["spec"]["template"]["spec"]["containers"]
+    [auth] = container["env"]
+    assert auth["name"] == "REDISCLI_AUTH"
+    assert auth["valueFrom"]["secretKeyRef"] == {"name": "auth0-m2m-proxy-redis", "key": "password"}
+    assert container["args"][:2] == ["--requirepass", "$(REDISCLI_AUTH)"]
 
 
 def test_the_example_redis_never_evicts_a_budget_bucket(compose, manifests):

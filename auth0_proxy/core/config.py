@@ -186,6 +186,12 @@ def _validate_redis_url(value: str) -> None:
         raise ValidationError(str(error).rstrip(".")) from None
 
 
+def _validate_address(value: str) -> None:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValidationError("must be host:port, e.g. 'sentinel-0.sentinel:26379'")
+
+
 def _validate_https_url(value: str) -> None:
     if not value.startswith("https://"):
         raise ValidationError("must be an https:// URL")
@@ -250,24 +256,59 @@ class ProxySchema(Schema):
     cache_redis_url = fields.String(
         load_default="redis://127.0.0.1:6379/0", validate=_validate_redis_url
     )
-    cache_key_prefix = fields.String(load_default="auth0-m2m-proxy:")
+    cache_redis_mode = fields.String(
+        load_default="standalone", validate=validate.OneOf(["standalone", "sentinel", "cluster"])
+    )
+    cache_redis_sentinels = fields.List(
+        fields.String(validate=_validate_address), load_default=tuple
+    )
+    cache_redis_sentinel_service = fields.String(load_default="mymaster", validate=NON_EMPTY)
+    cache_redis_sentinel_password = fields.String(load_default=None, validate=NON_EMPTY)
+    # In a Redis key's hash tag (storage/store.py), which a brace would end early.
+    cache_key_prefix = fields.String(
+        load_default="auth0-m2m-proxy:",
+        validate=validate.Regexp(r"^[^{}]*$", error="must not contain '{{' or '}}'"),
+    )
+
+    @validates_schema
+    def sentinels_for_sentinel(self, data, **kwargs):
+        if data.get("cache_redis_mode") == "sentinel" and not data.get("cache_redis_sentinels"):
+            raise ValidationError(
+                "give the sentinels' addresses (host:port) for cache_redis_mode sentinel",
+                "cache_redis_sentinels",
+            )
 
     @post_load
     def build(self, data, **kwargs):
-        return ProxySettings(**data)
+        return ProxySettings(
+            **{**data, "cache_redis_sentinels": tuple(data["cache_redis_sentinels"])}
+        )
 
 
 def settings_dataclass(name: str, schema: type[Schema]) -> type:
     """A frozen dataclass with a field for each of ``schema``'s, defaulting to its
     ``load_default``: the schema stays the one declaration of each setting."""
-    python_types = {fields.Integer: int, fields.Float: float, fields.Boolean: bool}
+    python_types = {
+        fields.Integer: int,
+        fields.Float: float,
+        fields.Boolean: bool,
+        fields.List: tuple,
+    }
     return dataclasses.make_dataclass(
         name,
         [
-            (key, python_types.get(type(field), str), dataclasses.field(default=field.load_default))
+            (key, python_types.get(type(field), str), _default(field.load_default))
             for key, field in schema().fields.items()
         ],
         frozen=True,
+    )
+
+
+def _default(value: object) -> dataclasses.Field:
+    return (
+        dataclasses.field(default_factory=value)
+        if callable(value)
+        else dataclasses.field(default=value)
     )
 
 

@@ -24,7 +24,8 @@ PREFIX = "AUTH0_PROXY_"
 FILE_SUFFIX = "_FILE"
 # Older names, weaker than the key's own variable.
 ALIASES = {"AUTH0_MGMT_CLIENT_SECRET": ("auth0", "mgmt_client_secret")}
-SECRETS = frozenset({("auth0", "mgmt_client_secret")})  # never shown, wherever they come from
+# Never shown, wherever they come from (the Redis URL is shown without its credentials).
+SECRETS = frozenset({("auth0", "mgmt_client_secret"), ("proxy", "cache_redis_sentinel_password")})
 
 
 class VariableError(ValueError):

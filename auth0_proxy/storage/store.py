@@ -13,7 +13,9 @@ Redis shared by hosts, or the memory of one process. This module adds what cache
   memory (buckets.py), in memory under a lock; while the backend fails, each process spends
   from buckets of its own, so the budget still bounds it;
 - every key carries one prefix (tenant and storage format; token buckets the tenant only, so a
-  format change never splits the budget), applied here for every backend.
+  format change never splits the budget), applied here for every backend. The buckets' prefix
+  is a Redis Cluster hash tag (``{auth0-m2m-proxy:tenant:}budget:...``): a cluster keeps them in
+  one slot, where one script may spend from several.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from flask_caching.backends.rediscache import RedisCache
 
 from auth0_proxy.core import clock, metrics
 
+from . import redis_client
 from .buckets import FILE_NAME, Bucket, BucketFile, spend_from
 
 if TYPE_CHECKING:
@@ -55,7 +58,6 @@ PROCESS_TTL_SECONDS = 60
 # probe's period, so a hanging backend holds one probe in three at most.
 PROBE_AFTER_FAILURE_SECONDS = 30
 PROBE_KEY = "probe"  # read, never written
-REDIS_TIMEOUT_SECONDS = 1.0
 # KEYS[1] still holds ARGV[1]: delete it; else leave it (it is someone else's now).
 DELETE_IF_SCRIPT = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -151,13 +153,17 @@ class Store:
         """Spend ``calls`` tokens from every bucket, if each keeps its floor; else from none.
         Whether they were spent, and each bucket's level after. While the backend fails, this
         process spends from buckets of its own."""
-        keyed = [dataclasses.replace(b, key=self.bucket_prefix + b.key) for b in buckets]
+        keyed = [dataclasses.replace(b, key=self.bucket_key(b.key)) for b in buckets]
         taken = self._safely(self._take_tokens, None, keyed, calls)
         if taken is None:
             own = [share_of(bucket, self.processes) for bucket in keyed]
             with self._mutex:
                 return self._take_from(self._own_buckets, own, calls)
         return taken
+
+    def bucket_key(self, key: str) -> str:
+        """``key`` with the buckets' prefix, as a hash tag (every bucket in one cluster slot)."""
+        return f"{{{self.bucket_prefix}}}{key}"
 
     def beat(self) -> None:
         """Say this process is alive, and count those that are (kept through an outage). A
@@ -292,8 +298,12 @@ class RedisStore(Store):
         self.client = backend.client
         self._process_pid: int | None = None
         self._process_id = ""
-        self._delete_if_script = self.client.register_script(DELETE_IF_SCRIPT)
-        self._take_tokens_script = self.client.register_script(TAKE_TOKENS_SCRIPT)
+        from redis.commands.core import Script  # redis is imported by the Redis store only
+
+        # As bytes, so that making them asks the client nothing (a Cluster client is made on
+        # first use: redis_client.py).
+        self._delete_if_script = Script(self.client, DELETE_IF_SCRIPT.encode())
+        self._take_tokens_script = Script(self.client, TAKE_TOKENS_SCRIPT.encode())
 
     def _add(self, key: str, value: str | int, ttl: int) -> bool:
         return bool(self.client.set(key, value, nx=True, ex=ttl))
@@ -306,7 +316,7 @@ class RedisStore(Store):
         if self._process_pid != os.getpid():  # a forked worker is a process of its own
             self._process_pid = os.getpid()
             self._process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        key, now = self.bucket_prefix + "processes", clock.now()
+        key, now = self.bucket_key("processes"), clock.now()
         pipe = self.client.pipeline(transaction=True)
         pipe.zadd(key, {self._process_id: now})
         pipe.zremrangebyscore(key, "-inf", now - PROCESS_TTL_SECONDS)
@@ -324,20 +334,20 @@ class RedisStore(Store):
 
 
 class RedisBackend(RedisCache):
-    """Flask-Caching's Redis backend on a client made here and kept as ``client``, so that
-    ``RedisStore`` runs its atomic steps on the same connections; with timeouts, so a Redis that
-    hangs is an outage (a miss), not a hung request."""
+    """Flask-Caching's Redis backend on a client made here (one server, Sentinel or Cluster:
+    redis_client.py) and kept as ``client``, so that ``RedisStore`` runs its atomic steps on
+    the same connections."""
 
     client: redis.Redis
 
     @classmethod
     def factory(cls, app, config, args, kwargs) -> RedisBackend:
-        import redis  # here, not above: it makes every worker larger, and most use no Redis
-
-        client = redis.Redis.from_url(
+        client = redis_client.connect(
             config["CACHE_REDIS_URL"],
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            config.get("CACHE_REDIS_MODE", "standalone"),
+            config.get("CACHE_REDIS_SENTINELS", ()),
+            config.get("CACHE_REDIS_SENTINEL_SERVICE", "mymaster"),
+            config.get("CACHE_REDIS_SENTINEL_PASSWORD"),
         )
         backend = cls(host=client, default_timeout=config["CACHE_DEFAULT_TIMEOUT"])
         backend.client = client
