@@ -29,6 +29,7 @@ from auth0_proxy.edge import body_limits, users
 from auth0_proxy.edge.api_v2 import openapi, pipeline
 from auth0_proxy.members.changes import ChangeFeed
 from auth0_proxy.members.directory import Directory
+from auth0_proxy.members.turns import Prewarm
 from auth0_proxy.ops import health, logs, request_log
 from auth0_proxy.spending import policy
 from auth0_proxy.spending.budget import Governor
@@ -83,16 +84,21 @@ def accept_configuration() -> Settings:
     global _accepted
     settings = load_configuration()
     try:
-        create_app(settings=settings)
+        create_app(settings=settings, serving=False)
     except Exception as error:  # any step of the build: a worker would fail to boot the same
         raise ConfigError(f"the app cannot be built from it: {error}") from None
     _accepted = settings
     return settings
 
 
-def create_app(test_config: Mapping | None = None, *, settings: Settings | None = None) -> Flask:
+def create_app(
+    test_config: Mapping | None = None, *, settings: Settings | None = None, serving: bool = True
+) -> Flask:
     """Build the app from ``settings`` (already loaded), or ``test_config`` (same shape as
     config.json), else from the configuration gunicorn's master accepted, else from the file.
+    An app built only to be checked (not ``serving``: in gunicorn's master, by the CLI) starts
+    no background work: the heartbeat, the prewarming (a thread of the master would also be
+    forked, with any lock it held, into every worker).
 
     :raise ConfigError: the configuration is missing or invalid.
     """
@@ -107,6 +113,8 @@ def create_app(test_config: Mapping | None = None, *, settings: Settings | None 
     app.json = FastJSONProvider(app)
     configure_logger()
     register_extensions(app, settings)
+    if serving:
+        start_background_work(app, settings)
     register_blueprints(app)
     register_errorhandlers(app)
     return app
@@ -178,6 +186,8 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         writable_orgs=frozenset(
             org_id for client_id in settings.writes for org_id in settings.clients[client_id]
         ),
+        governor=governor,
+        client_wait=proxy.retry_budget_seconds,
     )
     app.extensions["policy"] = ClientPolicy(
         store,
@@ -194,6 +204,18 @@ def register_extensions(app: Flask, settings: Settings) -> None:
             accept_user_tokens=proxy.accept_user_tokens,
         ),
     )
+
+
+def start_background_work(app: Flask, settings: Settings) -> None:
+    """The store's heartbeat (it counts the processes sharing the budget, for an outage), and
+    the prewarming of the clients map's organizations (members/turns.py) where lists are
+    cached at all; the app keeps them (their threads end with it)."""
+    app.extensions["store"].start_heartbeat()
+    directory: Directory = app.extensions["directory"]
+    if settings.proxy.prewarm and settings.proxy.cache_ttl_seconds and directory.turns:
+        orgs = [org_id for org_ids in settings.clients.values() for org_id in org_ids]
+        app.extensions["prewarm"] = Prewarm(directory.turns, orgs, directory.has_list)
+        app.extensions["prewarm"].start()
 
 
 def bind_cache(app: Flask, settings: Settings) -> Store:
@@ -225,7 +247,6 @@ def bind_cache(app: Flask, settings: Settings) -> Store:
         store = store_for(
             flask_cache.cache, f"{tenant}{STORAGE_FORMAT}:", proxy.cache_dir, bucket_prefix=tenant
         )
-    store.start_heartbeat()  # counts the processes that share the budget, for an outage
     return store
 
 

@@ -339,7 +339,7 @@ def _checking_app(settings: Settings) -> Flask:
     private = dataclasses.replace(
         settings, proxy=dataclasses.replace(settings.proxy, cache_type="simple")
     )
-    return create_app(settings=private)
+    return create_app(settings=private, serving=False)
 
 
 @contextlib.contextmanager

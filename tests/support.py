@@ -59,7 +59,8 @@ def proxy_config_for(
 ) -> dict:
     """The proxy's config.json for the tests' tenant, with ``proxy_settings`` as its proxy block
     and ``budget`` and ``rate_limits`` as those blocks (by default, ones tests of other rules
-    never reach)."""
+    never reach). Prewarming is off unless asked for: a test's upstream calls are its own."""
+    proxy_settings.setdefault("prewarm", False)
     config = copy.deepcopy(proxy_config(tenant_server.tenant))
     config["clients"] = {
         client: orgs[0] if len(orgs) == 1 else orgs

@@ -249,6 +249,7 @@ class ProxySchema(Schema):
     accept_user_tokens = fields.Boolean(load_default=False, truthy={True}, falsy={False})
     trust_forwarded_for = fields.Boolean(load_default=False, truthy={True}, falsy={False})
     metrics_per_client = fields.Boolean(load_default=False, truthy={True}, falsy={False})
+    prewarm = fields.Boolean(load_default=True, truthy={True}, falsy={False})
     cache_type = fields.String(
         load_default="filesystem", validate=validate.OneOf(["filesystem", "redis", "simple"])
     )

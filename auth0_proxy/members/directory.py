@@ -15,9 +15,11 @@ Each complete member list read from Auth0 also feeds the organization's change f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,13 +36,16 @@ from auth0_proxy.core.json_codec import dumps, json_fragment, loads
 from auth0_proxy.core.paging import needs_profiles
 from auth0_proxy.core.schemas import public_profile
 from auth0_proxy.core.scope import FETCHED_NOW, Freshness, request_scope
+from auth0_proxy.spending.budget import BudgetExhausted, Governor, reserved
 
 from .changes import Change, ChangeFeed, encode_cursor
+from .turns import Turns
 
 MEMBER_LIST_KEY = "member-list:{org_id}"
 # Changed by each write to the organization; part of the keys of what is cached for it.
 GENERATION_KEY = "generation:{org_id}"
 GENERATION_GRACE_SECONDS = 60
+TURN_POLL_SECONDS = 0.1  # a client at its turn's time, while its claimer starts the listing
 
 
 @dataclass(frozen=True)
@@ -66,8 +71,15 @@ class Directory:
         ttl: int,
         max_stale: int,
         writable_orgs: frozenset[str] = frozenset(),
+        governor: Governor | None = None,
+        client_wait: float = 0.0,
     ):
         self.management = management
+        # Cold lists' turns (turns.py), when there is a budget to take them in.
+        self.turns = (
+            Turns(cache, governor, self.list_in_turn, self.listed_pages) if governor else None
+        )
+        self.client_wait = client_wait  # how long a client may wait for its turn
         self.writable_orgs = writable_orgs
         self.cache = cache
         self.listings = Listings(cache)
@@ -156,14 +168,71 @@ class Directory:
         fetch = functools.partial(self._fetch_member_pages, org_id)
         if not self.ttl:
             return Answer(fetch(1).pages_then_stored(), FETCHED_NOW)
-        key = MEMBER_LIST_KEY.format(org_id=org_id) + self._generation(org_id)
-        entry, pages = self.listings.listing(
-            key, fetch, ttl=self.ttl, stale_seconds=self.max_stale, fresh=fresh
-        )
+        key = self._list_key(org_id)
+        try:
+            entry, pages = self.listings.listing(
+                key, fetch, ttl=self.ttl, stale_seconds=self.max_stale, fresh=fresh
+            )
+        except BudgetExhausted as refused:
+            if fresh or self.turns is None:
+                raise
+            entry, pages = self._listing_in_turn(org_id, key, fetch, refused)
         if entry is None:
             return Answer(pages, FETCHED_NOW)
         digest, whole = _entity_tag(entry.value.digest), self.listings.whole(key, entry.value)
         return Answer(pages, freshness_of(entry), digest, entry.value.generation, whole)
+
+    def _listing_in_turn(
+        self, org_id: str, key: str, fetch: Callable[[int], Fetch], refused: BudgetExhausted
+    ) -> tuple[Entry | None, Iterator[str]]:
+        """A cold list the budget refused: waited for if its turn (turns.py) comes within the
+        client's wait, else refused again with the turn's time in ``Retry-After``.
+
+        :raise BudgetExhausted: its turn is further off (429); as ``refused`` where no turn
+            could be taken (the store fails).
+        """
+        turn = self.turns.take(org_id)
+        if turn is None:
+            raise refused
+        deadline = clock.monotonic() + self.client_wait
+        if turn.due - clock.now() > self.client_wait:
+            raise BudgetExhausted(
+                reason=refused.reason, headers={"Retry-After": str(self.turns.retry_after(turn))}
+            )
+        while True:
+            time.sleep(max(0.0, turn.due - clock.now()))
+            claimed = self.turns.claim(org_id)
+            try:
+                with reserved(claimed.calls) if claimed else contextlib.nullcontext():
+                    return self.listings.listing(
+                        key, fetch, ttl=self.ttl, stale_seconds=self.max_stale
+                    )
+            except BudgetExhausted:  # the turn's claimer has not taken the listing's lock yet
+                if claimed or clock.monotonic() > deadline:
+                    raise
+                time.sleep(TURN_POLL_SECONDS)
+
+    def list_in_turn(self, org_id: str) -> None:
+        """List the organization with its turn's paid calls, unless someone claimed them
+        first, and store the list (read to its end)."""
+        turn = self.turns.claim(org_id)
+        if turn is None:
+            return
+        with reserved(turn.calls):
+            answer = self.member_list(org_id)
+        for _ in answer.body:  # stored as it is read
+            pass
+
+    def has_list(self, org_id: str) -> bool:
+        """Whether the organization's member list is cached (fresh or stale)."""
+        return self.cache.store.get(self._list_key(org_id)) is not None
+
+    def listed_pages(self, org_id: str) -> int | None:
+        """The page count of the organization's last listing, if it is remembered."""
+        return self.cache.store.get(self._list_key(org_id) + ":pages")
+
+    def _list_key(self, org_id: str) -> str:
+        return MEMBER_LIST_KEY.format(org_id=org_id) + self._generation(org_id)
 
     def member_profiles(
         self, org_id: str, fields: tuple[str, ...], *, fresh: bool = False

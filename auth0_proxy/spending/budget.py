@@ -66,6 +66,8 @@ class Errand:
 
 _current_errand: ContextVar[Errand | None] = ContextVar("upstream_errand", default=None)
 CLIENT_ERRAND = Errand()
+# Calls this thread reserved earlier (a turn, ``Governor.reserve``): its next listing's prepaid.
+_reserved: ContextVar[Prepaid | None] = ContextVar("reserved_calls", default=None)
 
 
 def current_errand() -> Errand:
@@ -102,6 +104,16 @@ class Prepaid:
             return False
         self.calls -= 1
         return True
+
+
+@contextmanager
+def reserved(calls: int) -> Iterator[None]:
+    """The block's next listing is paid with ``calls`` reserved earlier (its turn's)."""
+    token = _reserved.set(Prepaid(calls))
+    try:
+        yield
+    finally:
+        _reserved.reset(token)
 
 
 class Governor:
@@ -143,6 +155,10 @@ class Governor:
 
         :raise BudgetExhausted: the errand cannot afford them now (429, with Retry-After).
         """
+        paid = _reserved.get()
+        if paid is not None and paid.calls > 0:
+            _reserved.set(None)  # once: a second listing in the block pays its own way
+            return paid
         current = current_errand()
         affordable = [
             self._capacity(name) - max(self._floor(name, current, wait), 0.0)
@@ -151,6 +167,24 @@ class Governor:
         calls = max(1, min(calls, math.floor(min(affordable, default=calls))))
         self._take(group, calls, wait=wait)
         return Prepaid(calls)
+
+    def reserve(self, group: str, calls: int) -> float:
+        """Take ``calls`` now at the back of the queue, however far below zero that leaves the
+        buckets (a turn: see members/turns.py): the seconds until the budget reaches them."""
+        return self._queued(group, calls)
+
+    def queued_seconds(self, group: str) -> float:
+        """How long a call to ``group`` taken now would wait for its tokens: the queue."""
+        return self._queued(group, 0)
+
+    def _queued(self, group: str, calls: int) -> float:
+        buckets = [self._bucket(name, -math.inf) for name in self._names(group)]
+        if not buckets:
+            return 0.0
+        _, levels = self.store.take_tokens(buckets, calls)
+        if calls:
+            _count(buckets, levels, calls, True, current_errand())
+        return max(0.0, *(-level / b.rate for b, level in zip(buckets, levels, strict=True)))
 
     def observe(self, group: str, response: requests.Response, retry_after: float) -> None:
         """Follow Auth0's own account of the tenant's limit: after a 429 the bucket is empty
