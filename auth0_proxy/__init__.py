@@ -14,7 +14,7 @@ from auth0_proxy.auth0.keys import KeyStore
 from auth0_proxy.auth0.management import ManagementClient
 from auth0_proxy.auth0.upstream import Upstream
 from auth0_proxy.caching.cache import SharedCache
-from auth0_proxy.core import errors
+from auth0_proxy.core import errors, metrics
 from auth0_proxy.core.config import (
     ConfigError,
     ProxySettings,
@@ -207,10 +207,11 @@ def register_extensions(app: Flask, settings: Settings) -> None:
 
 
 def start_background_work(app: Flask, settings: Settings) -> None:
-    """The store's heartbeat (it counts the processes sharing the budget, for an outage), and
-    the prewarming of the clients map's organizations (members/turns.py) where lists are
-    cached at all; the app keeps them (their threads end with it)."""
+    """The store's heartbeat (it counts the processes sharing the budget, for an outage), the
+    process metrics' sampling, and the prewarming of the clients map's organizations
+    (members/turns.py) where lists are cached at all."""
     app.extensions["store"].start_heartbeat()
+    metrics.start_process_sampling()
     directory: Directory = app.extensions["directory"]
     if settings.proxy.prewarm and settings.proxy.cache_ttl_seconds and directory.turns:
         orgs = [org_id for org_ids in settings.clients.values() for org_id in org_ids]

@@ -12,10 +12,13 @@ config (any other is ``other``), refusals are Auth0 error codes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
 import shutil
+import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
@@ -156,6 +159,25 @@ CONFIG_LAST_RELOAD = Gauge(
     "When the configuration was last reloaded (Unix time; 0: not since the proxy started).",
     multiprocess_mode="max",
 )
+# prometheus-client's process collector reads the one process that serves the metrics (the
+# master); these are each worker's own, sampled by the worker, summed over those alive.
+PROCESS_CPU = Counter(
+    "auth0_proxy_process_cpu_seconds_total",
+    "CPU time (user and system) the workers have used, those that exited included.",
+)
+PROCESS_MEMORY = Gauge(
+    "auth0_proxy_process_resident_memory_bytes",
+    "Resident memory of the live workers, together.",
+    multiprocess_mode="livesum",
+)
+PROCESS_OPEN_FDS = Gauge(
+    "auth0_proxy_process_open_fds",
+    "Open file descriptors of the live workers, together (sockets to clients and upstream).",
+    multiprocess_mode="livesum",
+)
+PROCESS_SAMPLE_SECONDS = 10
+_sampled_pid: int | None = None  # the process whose sampling thread runs
+_sampling_mutex = threading.Lock()
 BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 for _outcome in ("ok", "failed"):
     CONFIG_RELOADS.labels(_outcome)  # both at 0 from the start, so increase() sees the first
@@ -290,3 +312,35 @@ def worker_exited(pid: int) -> None:
 
 def remove_directory(directory: str) -> None:
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def sample_process(cpu_before: float = 0.0) -> float:
+    """This process's CPU (added since ``cpu_before``), memory and open files into the process
+    metrics; the CPU seconds it has used now. Linux's /proc; elsewhere memory and files are
+    left out."""
+    times = os.times()
+    cpu = times.user + times.system
+    PROCESS_CPU.inc(max(0.0, cpu - cpu_before))
+    with contextlib.suppress(OSError):
+        with open("/proc/self/statm") as statm:
+            PROCESS_MEMORY.set(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+        PROCESS_OPEN_FDS.set(len(os.listdir("/proc/self/fd")))
+    return cpu
+
+
+def start_process_sampling() -> None:
+    """Sample this process now and every ``PROCESS_SAMPLE_SECONDS``, in a thread of its own:
+    one per process, however many apps it builds."""
+    global _sampled_pid
+    with _sampling_mutex:
+        if _sampled_pid == os.getpid():
+            return
+        _sampled_pid = os.getpid()
+
+    def sample_on() -> None:
+        cpu = 0.0
+        while True:
+            cpu = sample_process(cpu)
+            time.sleep(PROCESS_SAMPLE_SECONDS)
+
+    threading.Thread(target=sample_on, name="process metrics", daemon=True).start()
