@@ -23,7 +23,7 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from auth0_proxy.caching.cache import SharedCache
@@ -164,10 +164,18 @@ class Prewarm:
             self.turns.take(org_id)
         return PREWARM_IDLE_SECONDS
 
-    def _cold(self) -> list[str]:
-        """The organizations with no list cached and no turn, those never listed first."""
-        cold = [o for o in self.orgs if not self.cached(o) and not self.turns.pending(o)]
-        return sorted(cold, key=lambda org_id: self.turns.known_pages(org_id) is not None)
+    def _cold(self) -> Iterator[str]:
+        """The organizations with no list cached and no turn, those never listed first; found
+        as they are asked for (a step ends when the queue is full)."""
+        listed_before = []
+        for org_id in self.orgs:
+            if self.cached(org_id) or self.turns.pending(org_id):
+                continue
+            if self.turns.known_pages(org_id) is None:
+                yield org_id
+            else:
+                listed_before.append(org_id)
+        yield from listed_before
 
     def _hold_lease(self) -> bool:
         key = "prewarm:lease"
