@@ -266,14 +266,32 @@ def redis_cluster(workdir, primaries: int = 3) -> Iterator[str]:
 
 
 @contextmanager
-def redis_sentinel(workdir, service: str, primary_port: int, password: str, own_password: str):
+def redis_sentinel(
+    workdir,
+    service: str,
+    primary_port: int,
+    password: str,
+    own_password: str,
+    *,
+    tls=None,
+    replicas: bool = True,
+):
     """A redis-server in sentinel mode (``own_password`` its own) watching the primary at
     ``primary_port`` (``password`` its) as ``service``, quorum 1, saying a primary is down
-    after one second of silence; once it knows the primary's replicas: its address."""
+    after one second of silence; with ``tls`` (certificates), on TLS to its clients and the
+    servers. Once it knows the primary (and, with ``replicas``, a replica): its address."""
     port = free_port()
     config = Path(workdir) / f"sentinel-{port}.conf"
+    listen = f"port {port}\n"
+    connect: dict = {"port": port, "password": own_password}
+    if tls is not None:
+        listen = (
+            f"port 0\ntls-port {port}\ntls-auth-clients no\ntls-replication yes\n"
+            f"tls-cert-file {tls.cert}\ntls-key-file {tls.key}\ntls-ca-cert-file {tls.ca_bundle}\n"
+        )
+        connect |= {"ssl": True, "ssl_ca_certs": str(tls.ca_bundle)}
     config.write_text(
-        f"port {port}\nrequirepass {own_password}\n"
+        f"{listen}requirepass {own_password}\n"
         f"sentinel monitor {service} 127.0.0.1 {primary_port} 1\n"
         f"sentinel auth-pass {service} {password}\n"
         f"sentinel down-after-milliseconds {service} 1000\n"
@@ -282,8 +300,9 @@ def redis_sentinel(workdir, service: str, primary_port: int, password: str, own_
     command = [redis_binary(), str(config), "--sentinel"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        watcher = redis.Redis(port=port, password=own_password)
-        wait_for_redis(watcher, lambda: watcher.sentinel_slaves(service) != [])
+        watcher = redis.Redis(**connect)
+        known = (lambda: watcher.sentinel_slaves(service) != []) if replicas else lambda: True
+        wait_for_redis(watcher, lambda: watcher.sentinel_master(service) and known())
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()

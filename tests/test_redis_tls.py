@@ -9,15 +9,19 @@ import pytest
 import redis
 
 from emulated_tenant.certs import generate_certificates
-from tests.support import ids, redis_server
+from tests.support import ids, redis_sentinel, redis_server
 
 PASSWORD = "tls-test-password-0123"
 
 
 @pytest.fixture
-def tls_redis(tmp_path):
+def certs(tmp_path):
+    return generate_certificates(tmp_path / "tls")
+
+
+@pytest.fixture
+def tls_redis(tmp_path, certs):
     """A redis-server of the test's own, on TLS only, with a password: its URL and a client."""
-    certs = generate_certificates(tmp_path / "tls")
 
     def url(port: int) -> str:
         return f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={certs.ca_bundle}"
@@ -56,3 +60,28 @@ def test_a_wrong_password_is_an_outage_not_an_error(
     logged = json.dumps(app_log.records)
     assert "cache unavailable" in logged  # said, once
     assert "not-the-password" not in logged and PASSWORD not in logged
+
+
+def test_sentinel_over_tls_names_the_primary_the_proxy_reaches_over_tls(
+    tls_redis, certs, tmp_path, make_app, call, make_token, tenant
+):
+    """The sentinels speak TLS when the URL is ``rediss://``, trusting the URL's CA."""
+    url, client = tls_redis
+    port = client.connection_pool.connection_kwargs["port"]
+    with redis_sentinel(
+        tmp_path, "tls-primary", port, PASSWORD, "sentinel-pw", tls=certs, replicas=False
+    ) as sentinel:
+        proxy = make_app(
+            cache_type="redis",
+            cache_redis_url=url.replace(f"127.0.0.1:{port}", "unused"),
+            cache_redis_mode="sentinel",
+            cache_redis_sentinels=[sentinel],
+            cache_redis_sentinel_service="tls-primary",
+            cache_redis_sentinel_password="sentinel-pw",
+            cache_ttl_seconds=60,
+        )
+        token = make_token("edge-acme")
+        for _ in range(2):
+            assert ids(call("/users", token, via=proxy)) == set(tenant.member_ids("org_acme"))
+    assert tenant.counts["GET /api/v2/organizations/{id}/members"] == 1  # cached on the primary
+    assert any(":member-list:" in key.decode() for key in client.scan_iter())
