@@ -33,9 +33,10 @@ bench: install  ## throughput, overhead and upstream economy, side by side (need
 	$(PY) -m bench.json_encoders
 	$(PY) -m bench.breakdown
 
-simulate: install  ## fleets of edge clients polling two proxies under an Auth0 plan's limits (needs Redis)
+simulate: install  ## fleets of edge clients polling two proxies under an Auth0 plan's limits (needs Redis), then one through a 2-minute Redis outage (needs redis-server)
 	$(PY) -m bench.simulate --clients 1000 --orgs 200 --members 100 --poll 60 --minutes $(SIMULATE_MINUTES)
 	$(PY) -m bench.simulate --clients 10000 --orgs 1000 --members 100 --poll 60 --minutes $(SIMULATE_MINUTES)
+	$(PY) -m bench.simulate --clients 1000 --orgs 200 --members 100 --poll 60 --minutes $(SIMULATE_MINUTES) --redis-outage 120
 
 lint: install  ## ruff lint and format check, hadolint on the Dockerfile, kubernetes-validate on deploy/
 	$(VENV)/bin/ruff check .

@@ -14,6 +14,11 @@ by endpoint group against the proxy's share of the plan's limits, upstream 429s,
 answers by status, lists cut off mid-stream, latency (from each request's scheduled time to the
 end of its body) and the answers' ``Age``.
 
+``--redis-outage SECONDS`` stops the Redis for that long, ``--redis-outage-at`` seconds into the
+measured phase: the simulation then runs a ``redis-server`` of its own on a free port, without
+persistence, terminates it (a crash) and starts it again, empty, on the same port; the measured
+phase is then three: before the outage, the outage, and after it.
+
 Loopback only; it stops every server it started and deletes its Redis keys, whatever fails.
 """
 
@@ -26,7 +31,10 @@ import math
 import queue
 import random
 import secrets
+import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -43,7 +51,7 @@ from bench.bench import UPSTREAM_LATENCY_SECONDS, start_proxy
 from emulated_tenant import Tenant, TenantServer, demo_tenant, proxy_config
 from emulated_tenant.demo import API_AUDIENCE
 from emulated_tenant.ratelimit import GROUPS, MANAGEMENT, ORGANIZATION_MEMBERS, PLANS
-from scripts.proxy_server import ProxyServer
+from scripts.proxy_server import ProxyServer, free_port
 
 PROXIES = 2
 WORKERS = 2  # per proxy, gunicorn.conf.py's default
@@ -278,6 +286,77 @@ def header_seconds(value: str | None, default: float) -> float:
         return default
 
 
+class OwnRedis:
+    """A redis-server of the simulation's own on a free port, without persistence: stopped
+    (terminated, as in a crash) and started again, it answers on the same port, empty."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.workdir = tempfile.mkdtemp(prefix="simulate-redis-")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start it, and return once it answers (at most 30 s).
+
+        :raise redis.ConnectionError: it did not answer in time.
+        """
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", self.workdir]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        for _ in range(300):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        raise redis.ConnectionError(f"redis-server on port {self.port} did not answer")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def close(self) -> None:
+        """Stop it for good, and delete its directory."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@dataclass
+class RedisOutage:
+    """``redis`` stopped at ``at`` (UNIX time) for ``seconds``, then started again, in a thread
+    of its own; when it stopped and when it answered again."""
+
+    redis: OwnRedis
+    at: float
+    seconds: float
+    stopped: float = 0.0
+    restarted: float = 0.0
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="redis outage", daemon=True)
+        thread.start()
+        return thread
+
+    def _run(self) -> None:
+        time.sleep(max(0.0, self.at - time.time()))
+        self.redis.stop()
+        self.stopped = time.time()
+        print(f"redis-server stopped for {self.seconds:g} s", flush=True)
+        time.sleep(max(0.0, self.stopped + self.seconds - time.time()))
+        self.redis.start()
+        self.restarted = time.time()
+        print("redis-server started again, empty", flush=True)
+
+
 def build_tenant(args: argparse.Namespace) -> tuple[Tenant, list[EdgeClient]]:
     """The demo tenant with ``args.orgs`` organizations of ``args.members`` members and
     ``args.clients`` edge clients, each of one organization (round-robin) calling one proxy."""
@@ -415,6 +494,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--upstream-latency-ms", type=float, default=UPSTREAM_LATENCY_SECONDS * 1000
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--redis-outage",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="stop a Redis of the simulation's own for this long (not --redis-url's)",
+    )
+    parser.add_argument(
+        "--redis-outage-at",
+        type=float,
+        default=30,
+        metavar="SECONDS",
+        help="when the outage starts, in seconds into the measured phase (default 30)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     if args.ramp is None:
@@ -425,6 +518,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.threads = min(args.clients, MAX_THREADS)
     if min(args.clients, args.orgs, args.members) < 1 or args.poll <= 0 or args.minutes <= 0:
         parser.error("--clients, --orgs, --members must be >= 1; --poll, --minutes > 0")
+    if args.redis_outage and not 0 <= args.redis_outage_at < args.minutes * 60 - args.redis_outage:
+        parser.error("the Redis outage must start and end within the measured phase (--minutes)")
     return args
 
 
@@ -449,16 +544,28 @@ class Run:
 def simulate(args: argparse.Namespace) -> Run:
     """Seed the tenant, start it and the proxies, run the fleet, stop everything.
 
-    :raise redis.ConnectionError: no Redis at ``args.redis_url``.
+    :raise redis.ConnectionError: no Redis at ``args.redis_url`` (or the own one did not start).
+    :raise FileNotFoundError: ``--redis-outage`` without a redis-server to run.
     """
     prefix = f"simulate-{secrets.token_hex(4)}:"
-    store = redis.Redis.from_url(args.redis_url)
-    store.ping()
     print(f"seeding {args.orgs:,} organizations x {args.members} members, {args.clients:,} clients")
     tenant, clients = build_tenant(args)
     tenant.latency = args.upstream_latency_ms / 1000
     with ExitStack() as running:  # every server stops and the keys go, whatever fails
-        running.callback(delete_keys, store, prefix)
+        own_redis = None
+        if args.redis_outage:
+            binary = shutil.which("redis-server")
+            if binary is None:
+                raise FileNotFoundError("--redis-outage runs a redis-server: none is installed")
+            own_redis = OwnRedis(binary)
+            running.callback(own_redis.close)
+            own_redis.start()
+            redis_url = own_redis.url
+        else:
+            redis_url = args.redis_url
+            store = redis.Redis.from_url(redis_url)
+            store.ping()
+            running.callback(delete_keys, store, prefix)
         tenant_server = running.enter_context(TenantServer(tenant))
         print(f"signing {args.clients:,} edge tokens, starting {PROXIES} proxies")
         for client in clients:
@@ -467,7 +574,7 @@ def simulate(args: argparse.Namespace) -> Run:
         config["clients"] = {client.client_id: client.org for client in clients}
         config["proxy"] = {
             "cache_type": "redis",
-            "cache_redis_url": args.redis_url,
+            "cache_redis_url": redis_url,
             "cache_key_prefix": prefix,
         }
         config["budget"] = {"plan": args.plan, "share": args.share}  # the proxy's own defaults
@@ -483,14 +590,33 @@ def simulate(args: argparse.Namespace) -> Run:
             f"({WORKERS} workers x {THREADS} threads each, one Redis), plan {args.plan}: "
             f"joining over {args.ramp:g} s, {args.warmup:g} s warm-up, "
             f"then {args.minutes:g} min measured"
+            + (
+                f", Redis stopped {args.redis_outage_at:g} s into it for {args.redis_outage:g} s"
+                if own_redis
+                else ""
+            )
         )
+        outage = None
+        if own_redis is not None:  # the fleet starts now: the outage is timed from here
+            at = time.time() + args.warmup + args.redis_outage_at
+            outage = RedisOutage(own_redis, at, args.redis_outage)
+            outage_thread = outage.start()
         started = fleet.run(args.ramp, args.warmup + args.minutes * 60, args.seed)
+        if outage is not None:
+            outage_thread.join()
         requests = list(tenant.requests)
     ramp_end = started + args.warmup
-    phases = [
-        Phase("warm-up", started, ramp_end),
-        Phase("measured", ramp_end, ramp_end + args.minutes * 60),
-    ]
+    end = ramp_end + args.minutes * 60
+    phases = [Phase("warm-up", started, ramp_end)]
+    if outage is None:
+        phases.append(Phase("measured", ramp_end, end))
+    else:
+        phases += [
+            Phase("measured, before the outage", ramp_end, outage.stopped),
+            Phase("outage: Redis down", outage.stopped, outage.restarted or end),
+        ]
+        if outage.restarted:  # else it did not start again (its thread said why)
+            phases.append(Phase("after: Redis back, empty", outage.restarted, end))
     return Run(phases, fleet, requests, prefix)
 
 
@@ -499,7 +625,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = simulate(args)
     except redis.ConnectionError as error:
-        print(f"make simulate needs a Redis at {args.redis_url}: {error}", file=sys.stderr)
+        where = "of its own" if args.redis_outage else f"at {args.redis_url}"
+        print(f"make simulate needs a Redis {where}: {error}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as error:
+        print(f"make simulate: {error}", file=sys.stderr)
         return 2
     for phase in run.phases:
         print()

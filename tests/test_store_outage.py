@@ -1,14 +1,25 @@
 """The budget through a Redis outage: every process sharing the Redis says it is alive
 (heartbeats in the store), and while the Redis is down each spends only its part of the budget,
-so all of them together spend no more than the share. A real ``redis-server`` of the test's own
-is stopped mid-run."""
+so all of them together spend no more than the share; a Redis that hangs costs a process one
+timeout a second, not one per operation. A real ``redis-server`` of the test's own is stopped
+mid-run (cached answers through an outage: tests/test_outage_memory.py)."""
 
 from __future__ import annotations
+
+import signal
+import time
 
 import pytest
 
 from auth0_proxy.storage.buckets import Bucket
-from auth0_proxy.storage.store import RedisBackend, Store, share_of, store_for
+from auth0_proxy.storage.redis_client import TIMEOUT_SECONDS
+from auth0_proxy.storage.store import (
+    RETRY_AFTER_FAILURE_SECONDS,
+    RedisBackend,
+    Store,
+    share_of,
+    store_for,
+)
 from tests.support import redis_server
 
 PROCESSES = 4
@@ -75,3 +86,29 @@ def test_a_share_keeps_at_least_one_call_and_scales_the_reserves():
     part = share_of(bucket, 8)
     assert (part.rate, part.capacity, part.floor, part.ceiling) == (0.25, 1.0, 0.25, 1.0)
     assert share_of(bucket, 1) is bucket
+
+
+def seconds_to_miss(store: Store) -> float:
+    """How long a read of the store takes to miss (the store fails)."""
+    started = time.monotonic()
+    assert store.get("entry") is None
+    return time.monotonic() - started
+
+
+def test_a_hanging_redis_costs_one_timeout_a_second_not_one_per_operation(own_redis, clock):
+    url, server = own_redis
+    store = redis_stores(url, 1)[0]
+    store.set("entry", "value", 60)
+    server.send_signal(signal.SIGSTOP)  # silent, not refusing: a read waits for its timeout
+    try:
+        assert seconds_to_miss(store) >= TIMEOUT_SECONDS
+        for _ in range(20):  # the next second: at once, with no network
+            assert seconds_to_miss(store) < TIMEOUT_SECONDS / 4
+            assert store.add("lock", "me", 5)  # a failing store's answers, as ever
+        clock.advance(RETRY_AFTER_FAILURE_SECONDS)
+        assert seconds_to_miss(store) >= TIMEOUT_SECONDS  # one tries again, and waits
+    finally:
+        server.send_signal(signal.SIGCONT)
+    assert seconds_to_miss(store) < TIMEOUT_SECONDS / 4  # at once until the second has passed
+    clock.advance(RETRY_AFTER_FAILURE_SECONDS)
+    assert store.get("entry") == "value" and store.up

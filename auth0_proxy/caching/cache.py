@@ -16,6 +16,10 @@ On top of the Store (which turns a failing backend into misses), this layer give
   current one, so a late refresh never replaces a newer value (keys fetched for a new kid);
 - **remembered failures**: a failed fetch is answered from memory (503 with Retry-After) for
   ``failure_seconds``, so while Auth0 fails a flood of requests is no flood of upstream calls;
+- **the store's outage**: while the Store fails, what this process read or fetched answers from
+  its memory (``Memo``), however long ago, as far as ``stale_seconds`` allow (stale-if-error),
+  and no refresh starts in the background: its result could reach no other process, and this
+  one serves what it has; an entry it must fetch is remembered here, and answers next;
 - (``listings``: a sequence too long to hold, stored and served page by page; ``locks``: the
   locks all this takes.)
 """
@@ -117,7 +121,7 @@ class SharedCache:
             with self.locks.hold(key):
                 return self._fetch_and_write(key, create, stale_seconds)
         except APIError as error:
-            current = self._read_shared(key) if stale_seconds else None
+            current = self._read_shared_or_recall(key) if stale_seconds else None
             if error.status_code < 429 or current is None:
                 raise
             if not current.usable(clock.now(), stale_seconds):
@@ -143,7 +147,16 @@ class SharedCache:
             self.memo.forget(key)  # last: a read meanwhile may have remembered ``value`` again
 
     def _read(self, key: str) -> Entry | None:
-        return self.memo.recall(key) or self._read_shared(key)
+        return self.memo.recall(key) or self._read_shared_or_recall(key)
+
+    def _read_shared_or_recall(self, key: str) -> Entry | None:
+        """The shared store's entry; should the store fail, what this process remembers of it,
+        however old (the caller's ``stale_seconds`` bound it). The store is asked first, so
+        that its return is seen (a failing store answers at once: see Store)."""
+        entry = self._read_shared(key)
+        if entry is None and self.store.failing:
+            return self.memo.recall(key, however_old=True)
+        return entry
 
     def _read_shared(self, key: str) -> Entry | None:
         entry = self.store.get(key)
@@ -164,15 +177,14 @@ class SharedCache:
 
     def _write_if_current(
         self, key: str, expected: Entry, value: Any, ttl: float, stale: float, fetched_at: float
-    ) -> bool:
+    ) -> Entry | None:
         """Compare-and-set: write unless another entry replaced ``expected`` meanwhile (one that
         expired is replaced), and only holding the key's lock, which every writer holds: while
-        another has it, that writer's value is at least as new. Whether it wrote."""
+        another has it, that writer's value is at least as new. The entry written, if any."""
         with self.locks.hold_if_free(key) as held:
             if held and self.store.get(key) in (expected, None):
-                self.write(key, value, ttl, stale, fetched_at)
-                return True
-        return False
+                return self.write(key, value, ttl, stale, fetched_at)
+        return None
 
     def _create_once(self, key: str, create: Create, stale_seconds: float) -> Entry:
         failed = f"{key}:failed"
@@ -203,18 +215,19 @@ class SharedCache:
         create: Create,
         *,
         stale_seconds: float = 0,
-        written: Callable[[], None] = lambda: None,
+        written: Callable[[Entry], None] = lambda entry: None,
         paid_by_reader: bool = True,
     ) -> None:
-        """Store a successor to ``current`` from ``create`` (then run ``written``), in a thread
-        nobody waits for, as the budget's refresh of a stale answer (the staler, the more
+        """Store a successor to ``current`` from ``create`` (then run ``written`` with it), in a
+        thread nobody waits for, as the budget's refresh of a stale answer (the staler, the more
         urgent) or of a fresh one.
 
         One refresh of a key runs at a time across threads, workers and hosts (for at most
         ``lock_seconds``, or the entry's lifetime if longer: how long one may take), and at most
-        ``MAX_REFRESHES`` in a process.
+        ``MAX_REFRESHES`` in a process. None while the store fails: the successor would reach no
+        other process (nor, for a listing, its pages), and ``current`` serves on meanwhile.
         """
-        if not self._refresh_slots.acquire(blocking=False):
+        if self.store.failing or not self._refresh_slots.acquire(blocking=False):
             return
         marker = f"{key}:refreshing"
         now = clock.now()
@@ -236,11 +249,12 @@ class SharedCache:
                 if self._read_shared(key) in (current, None):  # else refreshed by another
                     with errand(rank, urgency):
                         value, ttl = create()
-                    if not self._write_if_current(
+                    successor = self._write_if_current(
                         key, current, value, ttl, stale_seconds, fetched_at
-                    ):
+                    )
+                    if successor is None:
                         return  # the marker stays: no refresh again until it expires
-                    written()
+                    written(successor)
                 self.store.delete(marker)
             except BudgetExhausted:  # the current value serves; a later read tries again
                 self.store.set(marker, 1, REFRESH_RETRY_SECONDS)

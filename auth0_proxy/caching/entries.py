@@ -73,6 +73,10 @@ class Memo:
     for one key costs one read of the shared store (a file or a Redis round trip, unpickling).
     Recalling an entry does not extend it, so a change elsewhere is seen within ``seconds``.
 
+    While the shared store fails, what it remembers is recalled ``however_old`` (until dropped
+    for room): stale-if-error (RFC 5861), within the bound each caller sets with
+    ``Entry.usable``, and as old as the entry's own ``stored_at`` says (its ``Age``).
+
     Reads take no lock (a dict lookup is atomic); when full, the oldest write is dropped.
     """
 
@@ -82,9 +86,9 @@ class Memo:
         self._entries: dict[str, tuple[Entry, float]] = {}
         self._lock = threading.Lock()
 
-    def recall(self, key: str) -> Entry | None:
+    def recall(self, key: str, *, however_old: bool = False) -> Entry | None:
         memo = self._entries.get(key)
-        if memo is None or memo[1] < clock.monotonic():
+        if memo is None or (memo[1] < clock.monotonic() and not however_old):
             return None
         return memo[0]
 
@@ -104,13 +108,18 @@ class PageMemo:
     """Pages of stored listings this process read lately, up to ``max_bytes`` of text, the
     least recently read dropped first. A page's key names its listing's generation, and a
     generation's pages never change, so a page remembered is right for as long as its listing
-    is served: a warm list costs no store read per page (a file read and unpickling each)."""
+    is served: a warm list costs no store read per page (a file read and unpickling each).
+    While the store fails, the pages of listings this process fetched are kept here too, and
+    serve their listing for as long as it is usable."""
 
     def __init__(self, max_bytes: int = PAGE_MEMO_BYTES):
         self.max_bytes = max_bytes
         self._pages: OrderedDict[str, str | bytes] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._pages
 
     def recall(self, key: str) -> str | bytes | None:
         page = self._pages.get(key)

@@ -1,7 +1,8 @@
 """Sequences too long to hold (a member list), stored and served page by page: fetched once
 while the others wait, stored as they are read, so a worker holds one page at a time; served
 from the store (and this process's ``PageMemo``) once stored, refreshed ahead of expiry like
-any entry, the last listing stored winning whole."""
+any entry, the last listing stored winning whole. While the store fails, this process serves the
+listings it remembers, and keeps the pages of those it fetches meanwhile, to serve them too."""
 
 from __future__ import annotations
 
@@ -34,8 +35,9 @@ class Listings:
     def __init__(self, cache: SharedCache):
         self.cache = cache
         self.store = cache.store
-        # Listings this process read from the store within the last second (never ones it only
-        # wrote: their pages may not have reached a failing store); pages outlive them.
+        # Listings this process read from the store within the last second; while the store
+        # fails, every one it remembers however old, and those it stored meanwhile whose every
+        # page it kept in ``pages`` (``_kept``). Pages outlive them.
         self.memo = Memo()
         self.pages = PageMemo()
 
@@ -63,8 +65,12 @@ class Listings:
             current = self.store.get(key)
             if current is not None:
                 self.memo.remember(key, current)
+            elif self.store.failing:  # what this process remembers answers (stale-if-error)
+                current = self.memo.recall(key, however_old=True)
         if current is not None and not current.usable(now, stale_seconds):
             current = None
+        if current is not None and self.store.failing and not self._held(key, current.value):
+            current = None  # its pages are not all in this process: read them from Auth0
         if current is not None and not fresh:
             if now >= current.refresh_at:
                 self._refresh_listing(key, current, fetch_pages, ttl, stale_seconds)
@@ -128,8 +134,7 @@ class Listings:
             fetched_at, fetch = clock.now(), fetch_pages(expected)
             listing = yield from self._store_listing(key, fetch.pages, ttl + stale_seconds)
             if self.store.get(key) == seen:
-                self.cache.write(key, listing, ttl, stale_seconds, fetched_at)
-                self.memo.forget(key)  # this process reads its own listing next
+                self._kept(key, self.cache.write(key, listing, ttl, stale_seconds, fetched_at))
                 fetch.stored()
 
     def _refresh_listing(
@@ -148,21 +153,39 @@ class Listings:
             listing = _run_to_end(self._store_listing(key, fetches[0].pages, ttl + stale_seconds))
             return listing, ttl
 
-        def written() -> None:
-            self.memo.forget(key)
+        def written(entry: Entry) -> None:
+            self._kept(key, entry)
             fetches[0].stored()
 
         self.cache.refresh_in_background(
             key, current, refetch, stale_seconds=stale_seconds, written=written
         )
 
+    def _kept(self, key: str, entry: Entry) -> None:
+        """This process stored the listing ``entry``: it reads it back from the store, where
+        another worker may store a newer one; while the store fails, it serves it from memory
+        if it kept every page (else what it remembered before serves on)."""
+        if not self.store.failing:
+            self.memo.forget(key)
+        elif self._held(key, entry.value):
+            self.memo.remember(key, entry)
+
+    def _held(self, key: str, listing: Listing) -> bool:
+        """Whether every page of ``listing`` is in this process's memory."""
+        numbers = range(1, listing.pages + 1)
+        return all(_page_key(key, listing.generation, number) in self.pages for number in numbers)
+
     def _store_listing(
         self, key: str, pages: Iterator[str], ttl: float
     ) -> Generator[str, None, Listing]:
-        """Store and yield each page under a new generation; return the listing naming them."""
+        """Store and yield each page under a new generation; return the listing naming them.
+        A page the store fails to take is kept in this process, which may then serve it."""
         generation, digest = uuid.uuid4().hex, ListDigest()
         for number, page in enumerate(pages, start=1):
-            self.store.set(_page_key(key, generation, number), page, ttl + PAGE_GRACE_SECONDS)
+            page_key = _page_key(key, generation, number)
+            self.store.set(page_key, page, ttl + PAGE_GRACE_SECONDS)
+            if self.store.failing:
+                self.pages.remember(page_key, page)
             digest.add(page)
             yield page
         self.store.set(f"{key}:pages", digest.pages, PAGE_COUNT_SECONDS)

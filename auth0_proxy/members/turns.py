@@ -79,7 +79,7 @@ class Turns:
         queue. None while the store fails (a turn no other process could see is no turn)."""
         key = TURN_KEY.format(org_id=org_id)
         turn = self.store.get(key)
-        if turn is not None or self.store.up is False:
+        if turn is not None or self.store.failing:
             return turn
         with self.cache.exclusive(key):
             turn = self.store.get(key)

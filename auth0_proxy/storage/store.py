@@ -4,7 +4,9 @@ Values go through Flask-Caching's backend (cachelib): files shared by the worker
 Redis shared by hosts, or the memory of one process. This module adds what cachelib lacks:
 
 - a failing backend (Redis down, a full disk) is a miss or a no-op, logged once per interval:
-  a cache outage costs speed, never answers;
+  a cache outage costs speed, never answers; after a failure, operations fail at once for a
+  second before one tries the backend again, so a backend that hangs costs one timeout a
+  second, not one per operation;
 - ``add`` (set if absent) and ``delete_if`` (delete if it still holds this value) are atomic,
   so locks and markers can be built on them: on Redis with ``SET NX`` and a script, in the file
   cache under a host-wide ``flock``, in memory under a lock;
@@ -58,6 +60,10 @@ PROCESS_TTL_SECONDS = 60
 # probe's period, so a hanging backend holds one probe in three at most.
 PROBE_AFTER_FAILURE_SECONDS = 30
 PROBE_KEY = "probe"  # read, never written
+# After a failure, operations fail at once (no network) for this long, then one tries the backend
+# again while the others go on failing at once: a Redis that hangs (rather than refuses) would
+# hold every operation for its timeout (a second), several per request.
+RETRY_AFTER_FAILURE_SECONDS = 1.0
 # KEYS[1] still holds ARGV[1]: delete it; else leave it (it is someone else's now).
 DELETE_IF_SCRIPT = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -112,12 +118,18 @@ class Store:
         self.bucket_prefix = prefix if bucket_prefix is None else bucket_prefix
         self.up: bool | None = None  # did the last operation succeed (None: none made yet)
         self._failed_at = -float(PROBE_AFTER_FAILURE_SECONDS)
+        self._retry_at = 0.0  # while failing: when an operation may try the backend again
         self._last_outage_log = -float(OUTAGE_LOG_INTERVAL_SECONDS)
         self._mutex = threading.Lock()
         self._state_mutex = threading.Lock()
         self._own_buckets: dict[str, tuple[float, float]] = {}  # while the backend fails
         # The processes sharing the backend, as last counted: remembered through an outage.
         self.processes = 1
+
+    @property
+    def failing(self) -> bool:
+        """Whether the backend failed at the last operation (and has not answered since)."""
+        return self.up is False
 
     def get(self, key: str) -> Any:
         return self._safely(self.backend.get, None, self.prefix + key)
@@ -228,11 +240,14 @@ class Store:
             yield
 
     def _safely(self, operation, fallback: Any, *args, **kwargs) -> Any:
+        if self.failing and not self._may_try_again():
+            return fallback
         try:
             result = operation(*args, **kwargs)
         except Exception as error:  # any backend failure: Redis down, disk full, ...
             now = clock.monotonic()
             self._failed_at = now
+            self._retry_at = now + RETRY_AFTER_FAILURE_SECONDS
             if self.up is not False:
                 self._record(up=False)
             if now - self._last_outage_log > OUTAGE_LOG_INTERVAL_SECONDS:
@@ -246,6 +261,16 @@ class Store:
                 log.warning("cache available again; the budget is shared again")
             self._record(up=True)
         return result
+
+    def _may_try_again(self) -> bool:
+        """While the backend fails: whether this operation tries it (one per
+        RETRY_AFTER_FAILURE_SECONDS; the others meanwhile fail at once)."""
+        now = clock.monotonic()
+        with self._state_mutex:
+            if now < self._retry_at:
+                return False
+            self._retry_at = now + RETRY_AFTER_FAILURE_SECONDS
+            return True
 
     def _record(self, up: bool) -> None:
         """The backend's state changed: into ``up`` and the gauge (once per change, not per
