@@ -18,11 +18,13 @@ from tests.support import (
     MEMBERS,
     USER,
     USER_ORGS,
+    WRITER_SCOPE,
     ids,
     join_refreshes,
     redis_binary,
     redis_server,
     user_path,
+    write,
 )
 
 TTL = 30
@@ -168,3 +170,28 @@ def test_a_fleet_on_two_instances_is_answered_from_memory_through_an_outage() ->
     assert {answer.status for answer in answers} <= {200, 304}
     assert not any(answer.cut_off for answer in answers)
     assert not [r for r in run.requests if outage.holds(r["time"]) and r["status"] == 429]
+
+
+def test_a_write_before_the_outage_is_not_hidden_by_what_was_remembered_before_it(
+    make_writer, make_token, own_redis
+):
+    """The answers of an organization clients write to are keyed by its generation, which a
+    write changes; while the store fails, the one this process last saw is used, not a default
+    under which it may remember answers from before the write."""
+    url, server = own_redis
+    app = make_writer(
+        cache_type="redis", cache_redis_url=url, cache_ttl_seconds=TTL, max_stale_seconds=MAX_STALE
+    )
+    token = make_token("edge-acme", scope=WRITER_SCOPE)
+    dave = "/api/v2/users/auth0%7Cdave-acme"
+    assert "tier" not in read(app, dave, token).get_json().get("user_metadata", {})
+    answer = write(app, "PATCH", dave, {"user_metadata": {"tier": "gold"}}, token)
+    assert answer.status_code == 200
+    assert read(app, dave, token).get_json()["user_metadata"]["tier"] == "gold"
+    stop(server)
+    during = read(app, dave, token)
+    assert during.status_code == 200 and during.get_json()["user_metadata"]["tier"] == "gold"
+
+
+def read(app, path: str, token: str):
+    return app.test_client().get(path, headers={"Authorization": f"Bearer {token}"})

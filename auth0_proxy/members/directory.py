@@ -80,6 +80,9 @@ class Directory:
             Turns(cache, governor, self.list_in_turn, self.listed_pages) if governor else None
         )
         self.client_wait = client_wait  # how long a client may wait for its turn
+        # Each writable organization's generation as this process last read or wrote it: what
+        # its remembered answers are keyed by, should the store fail.
+        self._generations: dict[str, str | None] = {}
         self.writable_orgs = writable_orgs
         self.cache = cache
         self.listings = Listings(cache)
@@ -145,7 +148,9 @@ class Directory:
         by every worker and host, whatever each holds in memory."""
         if org_id in self.writable_orgs:
             lifetime = self.ttl + self.max_stale + GENERATION_GRACE_SECONDS
-            self.cache.store.set(GENERATION_KEY.format(org_id=org_id), uuid.uuid4().hex, lifetime)
+            generation = uuid.uuid4().hex
+            self.cache.store.set(GENERATION_KEY.format(org_id=org_id), generation, lifetime)
+            self._generations[org_id] = generation
             scope = request_scope()
             if scope is not None:
                 scope.generations.pop(org_id, None)  # this request's next read sees it too
@@ -159,7 +164,12 @@ class Directory:
         scope = request_scope()
         known = scope.generations if scope is not None else {}
         if org_id not in known:
-            known[org_id] = f"@{self.cache.store.get(GENERATION_KEY.format(org_id=org_id)) or 0}"
+            generation = self.cache.store.get(GENERATION_KEY.format(org_id=org_id))
+            if self.cache.store.failing:  # the last this process saw or made, not a default
+                generation = self._generations.get(org_id)  # whose answers it remembers
+            else:
+                self._generations[org_id] = generation
+            known[org_id] = f"@{generation or 0}"
         return known[org_id]
 
     def member_list(self, org_id: str, *, fresh: bool = False) -> Answer:
