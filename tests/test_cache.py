@@ -92,7 +92,7 @@ def test_a_failing_backend_is_a_miss_logged_once_per_interval():
     finally:
         logger.removeHandler(handler)
     assert [record.getMessage() for record in records] == [
-        "cache unavailable (ConnectionError); serving from Auth0 directly"
+        "cache unavailable (ConnectionError); serving from memory or Auth0 directly"
     ]
 
 
