@@ -87,6 +87,7 @@ class Answer:
     org: str
     is_retry: bool  # sent after a 429's Retry-After
     failure: str = ""  # the exception that left the poll without an answer
+    client: str = ""  # the client's id
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,16 @@ class Fleet:
         except (OSError, http.client.HTTPException) as error:
             failure = type(error).__name__
             failed = Answer(
-                due, started, 0, time.time() - due, 0.0, False, client.org, is_retry, failure
+                due,
+                started,
+                0,
+                time.time() - due,
+                0.0,
+                False,
+                client.org,
+                is_retry,
+                failure,
+                client.client_id,
             )
             return failed, 0.0
         ended = time.time()
@@ -236,6 +246,7 @@ class Fleet:
             cut_off,
             client.org,
             is_retry,
+            client=client.client_id,
         )
         return answer, header_seconds(response.getheader("Retry-After"), 1.0)
 
@@ -469,6 +480,19 @@ def print_clients(answers: Sequence[Answer], orgs: int) -> None:
     print(
         f"client threads: p99 wait for a free thread {percentile(lag, 0.99):,.0f} ms "
         "(in the latency; large when every thread waits on the proxy)"
+    )
+    print_refusals(answers)
+
+
+def print_refusals(answers: Sequence[Answer]) -> None:
+    """How many 429s each client got, and how its retries at ``Retry-After`` were answered."""
+    per_client = Counter(answer.client for answer in answers if answer.status == 429)
+    retries = Counter(answer.status for answer in answers if answer.is_retry)
+    print(
+        f"429s per client: at most {max(per_client.values(), default=0):,}; clients with more "
+        f"than one {sum(count > 1 for count in per_client.values()):,}; retries at Retry-After "
+        f"{sum(retries.values()):,}: answered 200/304 {retries[200] + retries[304]:,}, "
+        f"429 again {retries[429]:,}"
     )
 
 

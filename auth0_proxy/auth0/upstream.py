@@ -143,7 +143,8 @@ class Upstream:
         if prepaid is not None and prepaid.take():
             return
         wait = deadline - clock.monotonic()
-        self.governor.spend(group, wait=wait, committed=prepaid is not None)
+        committed = prepaid is not None
+        self.governor.spend(group, wait=wait, committed=committed, turn=committed and prepaid.turn)
 
     def _send(self, method: str, path: str, **kwargs) -> requests.Response:
         self.on_call()

@@ -94,10 +94,12 @@ class BudgetExhausted(TooManyRequests):
 
 class Prepaid:
     """The calls a listing paid for before its first page: its pages are taken from here, and
-    any beyond (the list grew) queue for the budget rather than cut the list off."""
+    any beyond (the list grew) queue for the budget rather than cut the list off; those of a
+    ``turn``'s listing (paid at the back of the queue, and due now) are taken at its head."""
 
-    def __init__(self, calls: int):
+    def __init__(self, calls: int, *, turn: bool = False):
         self.calls = calls
+        self.turn = turn
 
     def take(self) -> bool:
         if self.calls <= 0:
@@ -109,7 +111,7 @@ class Prepaid:
 @contextmanager
 def reserved(calls: int) -> Iterator[None]:
     """The block's next listing is paid with ``calls`` reserved earlier (its turn's)."""
-    token = _reserved.set(Prepaid(calls))
+    token = _reserved.set(Prepaid(calls, turn=True))
     try:
         yield
     finally:
@@ -124,16 +126,23 @@ class Governor:
         self.limits = dict(limits)
         self.share = share
 
-    def spend(self, group: str, *, wait: float = 0.0, committed: bool = False) -> None:
+    def spend(
+        self, group: str, *, wait: float = 0.0, committed: bool = False, turn: bool = False
+    ) -> None:
         """Spend one call on ``group``, as the current errand; sleep if it queued for tokens.
 
         A client may queue up to ``wait`` seconds. A ``committed`` call (a page of a listing
         under way, beyond what it prepaid) must not cut its list off: a client's queues up to
         ``PAGE_WAIT_SECONDS`` (ahead of new requests, which queue only their wait); a refresh's
-        waits its turn as its rank would, rather than take what clients wait for.
+        waits its turn as its rank would, rather than take what clients wait for. A page of a
+        ``turn``'s listing goes at once: its listing had its place in the queue (whose later
+        turns each wait one call longer; a few calls, absorbed by the tenant's burst).
 
         :raise BudgetExhausted: the errand cannot afford the call (429, with Retry-After).
         """
+        if turn:
+            self._queued(group, 1)
+            return
         client = current_errand().rank is Rank.CLIENT
         if not committed or client:
             self._take(group, 1, wait=PAGE_WAIT_SECONDS if committed else wait)
