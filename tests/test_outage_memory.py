@@ -162,8 +162,8 @@ def test_a_fleet_on_two_instances_is_answered_from_memory_through_an_outage() ->
     """``make simulate --redis-outage``, small: two proxies of two workers each on a Redis of
     the simulation's own, stopped mid-run; every poll meanwhile answered, none refused."""
     redis_binary()
-    fleet = "--clients 12 --orgs 3 --members 60 --poll 1 --ramp 1 --warmup 2 --minutes 0.1"
-    run = simulate(parse_args([*fleet.split(), "--redis-outage", "3", "--redis-outage-at", "1"]))
+    fleet = "--clients 12 --orgs 3 --members 60 --poll 1 --ramp 1 --warmup 1 --minutes 0.07"
+    run = simulate(parse_args([*fleet.split(), "--redis-outage", "2", "--redis-outage-at", "1"]))
     outage = next(phase for phase in run.phases if phase.name.startswith("outage"))
     answers = [answer for answer in run.fleet.answers if outage.holds(answer.due)]
     assert len(answers) >= 12
