@@ -151,6 +151,10 @@ def test_a_store_outage_shows_in_the_gauge_and_in_readyz(start_proxy, make_token
     assert ready.status_code == 200 and ready.json() == {"status": "ready", "store": "unavailable"}
     samples = scrape(proxy.metrics_url)
     assert samples[(STORE_UP, frozenset({("backend", "redis")}))] == 0
+    since = samples[
+        ("auth0_proxy_store_failing_since_timestamp_seconds", frozenset({("backend", "redis")}))
+    ]
+    assert 0 < time.time() - since < 60  # the outage began with this test's first request
 
 
 def test_no_metrics_where_metrics_bind_is_empty(start_proxy, make_token):

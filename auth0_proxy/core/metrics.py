@@ -149,6 +149,13 @@ STORE_UP = Gauge(
     ["backend"],
     multiprocess_mode="livemin",
 )
+STORE_FAILING_SINCE = Gauge(
+    "auth0_proxy_store_failing_since_timestamp_seconds",
+    "When the shared store began to fail (Unix time), 0 while it answers: the latest of the "
+    "live workers'; time() minus it is how long the outage has lasted.",
+    ["backend"],
+    multiprocess_mode="livemax",
+)
 CONFIG_RELOADS = Counter(
     "auth0_proxy_config_reload_total",
     "Reloads of the configuration (SIGHUP), by outcome: ok, or failed (the running one stays).",
@@ -261,6 +268,7 @@ def observe_store(backend: str, up: bool) -> None:
     process on its first use of the store and at each change, never before (a worker that has
     not used it says nothing, rather than a 0 or a 1 it has not seen)."""
     STORE_UP.labels(backend).set(1 if up else 0)
+    STORE_FAILING_SINCE.labels(backend).set(0 if up else time.time())
 
 
 def observe_reload(accepted: bool) -> None:
