@@ -209,7 +209,9 @@ def test_cache_outage_answers_from_auth0_then_from_this_processs_memory(
         assert call(user_path("auth0|alice-acme"), token, via=proxy).status_code == 200
     assert (tenant.counts[MEMBERS], tenant.counts[USER]) == (1, 1)
     warnings = [r["message"] for r in app_log.records if r["logger"] == "auth0_proxy.store"]
-    assert warnings == ["cache unavailable (ConnectionError); serving from memory or Auth0 directly"]
+    assert warnings == [
+        "cache unavailable (ConnectionError); serving from memory or Auth0 directly"
+    ]
 
 
 def test_cache_outage_does_not_let_unknown_key_ids_fetch_the_jwks_per_request(

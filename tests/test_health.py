@@ -38,7 +38,9 @@ def test_readyz_stays_ready_and_says_the_store_is_unavailable_while_redis_is_dow
         assert response.json() == {"status": "ready", "store": "unavailable"}
     assert call("/users", make_token(), via=proxy).status_code == 200
     warnings = [r["message"] for r in app_log.records if r["logger"] == "auth0_proxy.store"]
-    assert warnings == ["cache unavailable (ConnectionError); serving from memory or Auth0 directly"]
+    assert warnings == [
+        "cache unavailable (ConnectionError); serving from memory or Auth0 directly"
+    ]
 
 
 def test_readyz_is_503_while_auth0_refuses_the_management_token(make_app, call, tenant):

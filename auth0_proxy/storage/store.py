@@ -253,7 +253,8 @@ class Store:
             if now - self._last_outage_log > OUTAGE_LOG_INTERVAL_SECONDS:
                 self._last_outage_log = now
                 log.warning(
-                    "cache unavailable (%s); serving from memory or Auth0 directly", type(error).__name__
+                    "cache unavailable (%s); serving from memory or Auth0 directly",
+                    type(error).__name__,
                 )
             return fallback
         if not self.up:  # the first operation, or the first since a failure
