@@ -372,6 +372,7 @@ def test_an_address_that_keeps_failing_to_authenticate_is_refused_unread(
     refused = call("/users", make_token(), attacker, via=proxy)  # even a good token, now
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     assert refused.json()["errorCode"] == "too_many_requests"
+    assert "X-RateLimit" not in refused.json()["message"]  # it sends none of those headers
     assert refused.log["reason"] == "rate limit: failed_auth"
     assert call("/users", make_token(), neighbour, via=proxy).status_code == 200
 

@@ -158,7 +158,12 @@ class ClientPolicy:
         level = self._take(failures, calls=0)
         if level is not None and level < 1:
             wait = (1 - level) / failures.bucket().rate
-            raise ClientRateLimited("failed_auth", headers={"Retry-After": str(math.ceil(wait))})
+            raise ClientRateLimited(
+                "failed_auth",
+                message="Too many failed authentications from this address; retry after the "
+                "time in Retry-After.",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
 
     def count_failed_auth(self, address: str) -> None:
         """One more failed authentication of the address (none counted once it is spent)."""
