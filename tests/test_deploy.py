@@ -23,6 +23,8 @@ import jsonschema
 import pytest
 import redis
 import yaml
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from auth0_proxy.core.config import ConfigError, load_settings
 from auth0_proxy.core.version import __version__
@@ -563,7 +565,7 @@ def test_the_example_redises_ask_for_the_password_the_proxy_sends(compose, manif
     try:
         wait_for_redis(redis.Redis(port=port, password=password))
         with pytest.raises(redis.AuthenticationError):
-            redis.Redis(port=port).get("anything")
+            redis.Redis(port=port, retry=Retry(NoBackoff(), 0)).get("anything")
     finally:
         server.terminate()
         server.wait(timeout=10)

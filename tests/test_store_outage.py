@@ -10,9 +10,10 @@ import signal
 import time
 
 import pytest
+from redis.backoff import NoBackoff
 
 from auth0_proxy.storage.buckets import Bucket
-from auth0_proxy.storage.redis_client import TIMEOUT_SECONDS
+from auth0_proxy.storage.redis_client import RETRIES, TIMEOUT_SECONDS, connect
 from auth0_proxy.storage.store import (
     RETRY_AFTER_FAILURE_SECONDS,
     RedisBackend,
@@ -112,3 +113,16 @@ def test_a_hanging_redis_costs_one_timeout_a_second_not_one_per_operation(own_re
     assert seconds_to_miss(store) < TIMEOUT_SECONDS / 4  # at once until the second has passed
     clock.advance(RETRY_AFTER_FAILURE_SECONDS)
     assert store.get("entry") == "value" and store.up
+
+
+def test_every_redis_client_retries_once_at_once(redis_cluster_url):
+    """A refused connection (Redis down) is retried once, at once: the client's default is three
+    retries with growing sleeps, about 4 s of a request per store operation while Redis is down
+    (the store treats the failure as an outage anyway, and fails at once for a second after)."""
+    retries = [
+        connect("redis://127.0.0.1:1/0").get_retry(),
+        connect("redis://:pw@unused/0", "sentinel", ["127.0.0.1:1"]).get_retry(),
+        connect(redis_cluster_url, "cluster").retry,  # the cluster's, over its nodes
+    ]
+    for retry in retries:
+        assert (retry._retries, type(retry._backoff)) == (RETRIES, NoBackoff) == (1, NoBackoff)

@@ -14,6 +14,10 @@ from typing import Any
 
 TIMEOUT_SECONDS = 1.0
 TIMEOUTS = {"socket_timeout": TIMEOUT_SECONDS, "socket_connect_timeout": TIMEOUT_SECONDS}
+# One retry, at once: a pooled connection the server closed (a restart) is opened again. The
+# client's default retries three times with growing sleeps: seconds held in a request per store
+# operation while Redis is down, which the store treats as an outage anyway.
+RETRIES = 1
 MODES = ("standalone", "sentinel", "cluster")
 
 
@@ -27,19 +31,26 @@ def connect(
     """A client for ``mode`` (``MODES``); it connects when first used, never here, so a
     Redis that is down when the proxy starts is an outage like any other."""
     import redis  # here, not above: it makes every worker larger, and most use no Redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
+    options = {**TIMEOUTS, "retry": Retry(NoBackoff(), RETRIES)}
     if mode == "sentinel":
-        return _sentinel_primary(url, sentinels, service, sentinel_password)
+        return _sentinel_primary(url, sentinels, service, sentinel_password, options)
     if mode == "cluster":
         from redis.cluster import RedisCluster
 
         # A Cluster client asks the cluster for its slots as it is made.
-        return MadeOnFirstUse(lambda: RedisCluster.from_url(url, **TIMEOUTS))
-    return redis.Redis.from_url(url, **TIMEOUTS)
+        return MadeOnFirstUse(lambda: RedisCluster.from_url(url, **options))
+    return redis.Redis.from_url(url, **options)
 
 
 def _sentinel_primary(
-    url: str, sentinels: Sequence[str], service: str, sentinel_password: str | None
+    url: str,
+    sentinels: Sequence[str],
+    service: str,
+    sentinel_password: str | None,
+    client_options: dict,
 ) -> Any:
     """The primary of ``service``, as the sentinels name it at each new connection (after a
     failover, the connections to the old primary fail once, and the next ones go to the new)."""
@@ -54,7 +65,7 @@ def _sentinel_primary(
         to_sentinels |= {"ssl": True, "ssl_ca_certs": options.get("ssl_ca_certs")}
     addresses = [_host_and_port(address) for address in sentinels]
     sentinel = Sentinel(addresses, sentinel_kwargs=to_sentinels, **TIMEOUTS)
-    return sentinel.master_for(service, ssl=tls, **options)
+    return sentinel.master_for(service, ssl=tls, **options, **client_options)
 
 
 def _host_and_port(address: str) -> tuple[str, int]:
