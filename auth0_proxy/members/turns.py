@@ -17,6 +17,7 @@ client asking meanwhile queues behind a few seconds of them, not behind all.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import threading
 import time
@@ -105,11 +106,12 @@ class Turns:
 
     def retry_after(self, turn: Turn) -> int:
         """Seconds a client should wait for ``turn``: its time, and the margin."""
-        return max(1, int(turn.due - clock.now() + 0.999) + RETRY_MARGIN_SECONDS)
+        return max(1, math.ceil(turn.due - clock.now()) + RETRY_MARGIN_SECONDS)
 
     def _expected_pages(self, org_id: str) -> int:
         """The pages to reserve: the organization's last count, else the median of the lists
-        this process listed in turns (at the very first, one: pages beyond queue for more)."""
+        this process listed in turns (at the very first, one). A listing's pages beyond those
+        reserved go at the head of the queue (``Prepaid.turn``)."""
         known = self.known_pages(org_id)
         if known:
             return known
