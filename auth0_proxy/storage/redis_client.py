@@ -14,9 +14,10 @@ from typing import Any
 
 TIMEOUT_SECONDS = 1.0
 TIMEOUTS = {"socket_timeout": TIMEOUT_SECONDS, "socket_connect_timeout": TIMEOUT_SECONDS}
-# One retry, at once: a pooled connection the server closed (a restart) is opened again. The
-# client's default retries three times with growing sleeps: seconds held in a request per store
-# operation while Redis is down, which the store treats as an outage anyway.
+# One retry, at once, of a connection error: a pooled connection the server closed (a restart)
+# is opened again. Not of a timeout (a Redis that hangs would hold the request twice as long).
+# The client's default retries both three times with growing sleeps: seconds held in a request
+# per store operation while Redis is down, which the store treats as an outage anyway.
 RETRIES = 1
 MODES = ("standalone", "sentinel", "cluster")
 
@@ -34,7 +35,8 @@ def connect(
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    options = {**TIMEOUTS, "retry": Retry(NoBackoff(), RETRIES)}
+    retry = Retry(NoBackoff(), RETRIES, supported_errors=(redis.ConnectionError,))
+    options = {**TIMEOUTS, "retry": retry}
     if mode == "sentinel":
         return _sentinel_primary(url, sentinels, service, sentinel_password, options)
     if mode == "cluster":
