@@ -27,6 +27,7 @@ from .errors import (
     invalid_body,
     payload_error,
 )
+from .events import EventLog
 from .ratelimit import MANAGEMENT, PlanLimits, RateLimitDecision, TokenBucket, take_from_each
 from .records import (
     AUTH0_PROFILE,
@@ -123,6 +124,8 @@ class Tenant:
         #: False publishes JWKS keys without ``"alg"``, so only a verifier's own allow-list
         #: can refuse a token signed with the tenant's key under another RSA algorithm
         self.jwks_names_algorithm = True
+        #: what changed, as Auth0's Events publish it (events.py)
+        self.events = EventLog(lambda: self._domain or "emulated-tenant.local")
 
     @property
     def domain(self) -> str:
@@ -318,21 +321,39 @@ class Tenant:
         :raise KeyError: no such user.
         """
         with self._lock:
-            self._require_user(user_id)
+            profile = self._require_user(user_id).profile()
             del self._users[user_id]
             for organization in self._organizations.values():
                 if user_id in organization.member_ids:
                     organization.remove_member(user_id)
+            self.events.record("user.deleted", profile)
 
     def add_member(self, org_id: str, user_id: str) -> None:
         with self._lock:
             self._require_user(user_id)
-            self._require_organization(org_id).add_members([user_id])
+            organization = self._require_organization(org_id)
+            self._joined(organization, [user_id])
 
     def remove_member(self, org_id: str, user_id: str) -> None:
         """End a membership, and with it the member's roles in that organization."""
         with self._lock:
-            self._require_organization(org_id).remove_member(user_id)
+            self._left(self._require_organization(org_id), [user_id])
+
+    def _joined(self, organization: Organization, user_ids: list[str]) -> None:
+        """Make the users members (under the lock), each new one an event."""
+        new = [user_id for user_id in user_ids if user_id not in organization.member_ids]
+        organization.add_members(user_ids)
+        for user_id in new:
+            self.events.record("organization.member.added", _membership(organization, user_id))
+
+    def _left(self, organization: Organization, user_ids: Iterable[str]) -> None:
+        """End the users' memberships (under the lock), each that was one an event."""
+        for user_id in user_ids:
+            if user_id in organization.member_ids:
+                organization.remove_member(user_id)
+                self.events.record(
+                    "organization.member.deleted", _membership(organization, user_id)
+                )
 
     def add_members(self, org_id: str, user_ids: Iterable[str]) -> None:
         """``POST /organizations/{id}/members``: all the users join, or none does.
@@ -344,7 +365,7 @@ class Tenant:
             organization = self._require_known_organization(org_id)
             if any(user_id not in self._users for user_id in ids):
                 raise invalid_body(UNKNOWN_USERS)
-            organization.add_members(ids)
+            self._joined(organization, ids)
 
     def remove_members(self, org_id: str, user_ids: Iterable[str]) -> None:
         """``DELETE /organizations/{id}/members``: the users (and their roles there) leave;
@@ -353,9 +374,7 @@ class Tenant:
         :raise 404 inexistent_organization.
         """
         with self._lock:
-            organization = self._require_known_organization(org_id)
-            for user_id in user_ids:
-                organization.remove_member(user_id)
+            self._left(self._require_known_organization(org_id), user_ids)
 
     def assign_member_roles(self, org_id: str, user_id: str, role_ids: Iterable[str]) -> None:
         """Give a member roles in the organization (assigning a held role again is a no-op).
@@ -366,7 +385,12 @@ class Tenant:
         with self._lock:
             organization = self._require_membership(org_id, user_id)
             self._require_roles(roles)
-            organization.member_roles.setdefault(user_id, set()).update(roles)
+            held = organization.member_roles.setdefault(user_id, set())
+            for role_id in dict.fromkeys(role for role in roles if role not in held):
+                held.add(role_id)
+                self._role_event(
+                    "organization.member.role.assigned", organization, user_id, role_id
+                )
 
     def remove_member_roles(self, org_id: str, user_id: str, role_ids: Iterable[str]) -> None:
         """Take roles from a member; roles the member does not hold are ignored.
@@ -375,7 +399,17 @@ class Tenant:
         """
         with self._lock:
             organization = self._require_membership(org_id, user_id)
-            organization.member_roles.get(user_id, set()).difference_update(role_ids)
+            held = organization.member_roles.get(user_id, set())
+            for role_id in dict.fromkeys(role for role in role_ids if role in held):
+                held.discard(role_id)
+                self._role_event("organization.member.role.deleted", organization, user_id, role_id)
+
+    def _role_event(
+        self, event_type: str, organization: Organization, user_id: str, role_id: str
+    ) -> None:
+        role = self._roles[role_id]
+        membership = _membership(organization, user_id)
+        self.events.record(event_type, {**membership, "role": {"id": role.id, "name": role.name}})
 
     def member_roles(self, org_id: str, user_id: str) -> list[dict[str, str]] | None:
         """The user's roles in the organization by name ([] for a non-member), or None when the
@@ -518,6 +552,7 @@ class Tenant:
             if user is None:
                 raise inexistent_user()
             user.update(changes)
+            self.events.record("user.updated", user.profile())
             return user.profile()
 
     def organizations_of(self, user_id: str) -> list[dict[str, str]]:
@@ -859,3 +894,11 @@ def _random_id(length: int) -> str:
 
 
 __all__ = ["MANAGEMENT_API", "Fault", "Tenant"]
+
+
+def _membership(organization: Organization, user_id: str) -> dict[str, Any]:
+    """A membership event's ``data.object``."""
+    return {
+        "organization": {"id": organization.id, "name": organization.name},
+        "user": {"user_id": user_id},
+    }
