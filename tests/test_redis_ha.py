@@ -49,13 +49,10 @@ class SentinelSet:
         }
 
     def store(self, prefix: str) -> Store:
-        """A process's store, as ``bind_cache`` makes it from ``settings``."""
-        names = {"url": "URL", "mode": "MODE", "sentinels": "SENTINELS"}
-        names |= {"sentinel_service": "SENTINEL_SERVICE"}
-        names |= {"sentinel_password": "SENTINEL_PASSWORD"}
-        config = {"CACHE_DEFAULT_TIMEOUT": 300}
-        for key, name in names.items():
-            config[f"CACHE_REDIS_{name}"] = self.settings[f"cache_redis_{key}"]
+        """A process's store, as ``bind_cache`` makes it from ``settings`` (each Flask-Caching
+        key is the setting's name in capitals)."""
+        config = {key.upper(): value for key, value in self.settings.items()}
+        config["CACHE_DEFAULT_TIMEOUT"] = 300
         return store_for(RedisBackend.factory(None, config, [], {}), prefix, "")
 
 

@@ -186,10 +186,22 @@ def _validate_redis_url(value: str) -> None:
         raise ValidationError(str(error).rstrip(".")) from None
 
 
-def _validate_address(value: str) -> None:
-    host, _, port = value.rpartition(":")
+def host_and_port(address: str) -> tuple[str, int]:
+    """``host:port`` (an IPv6 host in brackets) as its parts.
+
+    :raise ValueError: not of that shape.
+    """
+    host, _, port = address.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValidationError("must be host:port, e.g. 'sentinel-0.sentinel:26379'")
+        raise ValueError(address)
+    return host.strip("[]"), int(port)
+
+
+def _validate_address(value: str) -> None:
+    try:
+        host_and_port(value)
+    except ValueError:
+        raise ValidationError("must be host:port, e.g. 'sentinel-0.sentinel:26379'") from None
 
 
 def _validate_https_url(value: str) -> None:
@@ -198,6 +210,7 @@ def _validate_https_url(value: str) -> None:
 
 
 NON_EMPTY = validate.Length(min=1)
+REDIS_MODES = ("standalone", "sentinel", "cluster")  # storage/redis_client.py connects each
 
 
 class Auth0Schema(Schema):
@@ -258,7 +271,7 @@ class ProxySchema(Schema):
         load_default="redis://127.0.0.1:6379/0", validate=_validate_redis_url
     )
     cache_redis_mode = fields.String(
-        load_default="standalone", validate=validate.OneOf(["standalone", "sentinel", "cluster"])
+        load_default="standalone", validate=validate.OneOf(REDIS_MODES)
     )
     cache_redis_sentinels = fields.List(
         fields.String(validate=_validate_address), load_default=tuple

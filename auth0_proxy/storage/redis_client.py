@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from auth0_proxy.core.config import ProxySettings, host_and_port
+
 TIMEOUT_SECONDS = 1.0
 TIMEOUTS = {"socket_timeout": TIMEOUT_SECONDS, "socket_connect_timeout": TIMEOUT_SECONDS}
 # One retry, at once, of a connection error: a pooled connection the server closed (a restart)
@@ -19,18 +21,17 @@ TIMEOUTS = {"socket_timeout": TIMEOUT_SECONDS, "socket_connect_timeout": TIMEOUT
 # The client's default retries both three times with growing sleeps: seconds held in a request
 # per store operation while Redis is down, which the store treats as an outage anyway.
 RETRIES = 1
-MODES = ("standalone", "sentinel", "cluster")
 
 
 def connect(
     url: str,
-    mode: str = "standalone",
+    mode: str = ProxySettings.cache_redis_mode,
     sentinels: Sequence[str] = (),
-    service: str = "mymaster",
+    service: str = ProxySettings.cache_redis_sentinel_service,
     sentinel_password: str | None = None,
 ) -> Any:
-    """A client for ``mode`` (``MODES``); it connects when first used, never here, so a
-    Redis that is down when the proxy starts is an outage like any other."""
+    """A client for ``mode`` (config.py's ``REDIS_MODES``); it connects when first used, never
+    here, so a Redis that is down when the proxy starts is an outage like any other."""
     import redis  # here, not above: it makes every worker larger, and most use no Redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -65,14 +66,9 @@ def _sentinel_primary(
     to_sentinels = {**TIMEOUTS, "password": sentinel_password}
     if tls:  # the sentinels speak TLS when the servers do, with the same CA
         to_sentinels |= {"ssl": True, "ssl_ca_certs": options.get("ssl_ca_certs")}
-    addresses = [_host_and_port(address) for address in sentinels]
-    sentinel = Sentinel(addresses, sentinel_kwargs=to_sentinels, **TIMEOUTS)
+    addresses = [host_and_port(address) for address in sentinels]
+    sentinel = Sentinel(addresses, sentinel_kwargs=to_sentinels)
     return sentinel.master_for(service, ssl=tls, **options, **client_options)
-
-
-def _host_and_port(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 class MadeOnFirstUse:

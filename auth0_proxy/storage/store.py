@@ -152,8 +152,7 @@ class Store:
     def answers(self) -> bool:
         """Whether the backend answers now: a read of a key no one writes (a failure is one as
         any other: logged, and the gauge set); no read while it failed lately."""
-        failing = self.up is False
-        if failing and clock.monotonic() - self._failed_at < PROBE_AFTER_FAILURE_SECONDS:
+        if self.failing and clock.monotonic() - self._failed_at < PROBE_AFTER_FAILURE_SECONDS:
             return False
         return self._safely(self._probe, False)
 
@@ -359,6 +358,15 @@ class RedisStore(Store):
         return answer[0] == 1, [float(level) for level in answer[1:]]
 
 
+# ``redis_client.connect``'s arguments, by the Flask-Caching config keys bind_cache gives them.
+REDIS_OPTIONS = {
+    "mode": "CACHE_REDIS_MODE",
+    "sentinels": "CACHE_REDIS_SENTINELS",
+    "service": "CACHE_REDIS_SENTINEL_SERVICE",
+    "sentinel_password": "CACHE_REDIS_SENTINEL_PASSWORD",
+}
+
+
 class RedisBackend(RedisCache):
     """Flask-Caching's Redis backend on a client made here (one server, Sentinel or Cluster:
     redis_client.py) and kept as ``client``, so that ``RedisStore`` runs its atomic steps on
@@ -368,13 +376,8 @@ class RedisBackend(RedisCache):
 
     @classmethod
     def factory(cls, app, config, args, kwargs) -> RedisBackend:
-        client = redis_client.connect(
-            config["CACHE_REDIS_URL"],
-            config.get("CACHE_REDIS_MODE", "standalone"),
-            config.get("CACHE_REDIS_SENTINELS", ()),
-            config.get("CACHE_REDIS_SENTINEL_SERVICE", "mymaster"),
-            config.get("CACHE_REDIS_SENTINEL_PASSWORD"),
-        )
+        given = {arg: config[key] for arg, key in REDIS_OPTIONS.items() if key in config}
+        client = redis_client.connect(config["CACHE_REDIS_URL"], **given)
         backend = cls(host=client, default_timeout=config["CACHE_DEFAULT_TIMEOUT"])
         backend.client = client
         return backend
