@@ -21,6 +21,7 @@ demo: install  ## the proxy under gunicorn against the emulated Auth0 tenant
 	$(PY) -m scripts.demo
 
 test: install  ## the whole test suite (end-to-end through gunicorn), on two processes
+	@scripts/install_helm.sh || echo "helm could not be installed: tests/test_helm.py will skip"
 	$(PY) -m pytest -n 2 --dist loadfile
 
 soak: install  ## mixed traffic under injected Auth0 faults for SOAK_SECONDS; fails on any leak or 500
