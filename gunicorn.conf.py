@@ -40,7 +40,9 @@ if METRICS_BIND:
 else:  # no metrics served: the workers keep their samples in memory, not in files
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
-from auth0_proxy import accept_configuration  # noqa: E402 - after the variable
+from flask import Flask  # noqa: E402
+
+from auth0_proxy import accept_configuration, stop_background_work  # noqa: E402 - after the variable
 from auth0_proxy.core import metrics  # noqa: E402
 from auth0_proxy.core.config import ConfigError  # noqa: E402
 
@@ -105,6 +107,13 @@ def on_reload(server):
 def post_worker_init(worker):
     """Say when a worker can take requests (its app is loaded), not only that it is booting."""
     worker.log.info("Worker ready (pid: %s)", worker.pid)
+
+
+def worker_exit(server, worker):
+    """A worker stops: the work it runs in the background ends (the Events API lease is given
+    up for another worker to take at once)."""
+    if isinstance(worker.wsgi, Flask):
+        stop_background_work(worker.wsgi)
 
 
 def child_exit(server, worker):

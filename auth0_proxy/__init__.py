@@ -25,10 +25,12 @@ from auth0_proxy.core.config import (
     load_settings,
 )
 from auth0_proxy.core.json_codec import FastJSONProvider
-from auth0_proxy.edge import body_limits, users
+from auth0_proxy.edge import body_limits, events_webhook, users
 from auth0_proxy.edge.api_v2 import openapi, pipeline
 from auth0_proxy.members.changes import ChangeFeed
 from auth0_proxy.members.directory import Directory
+from auth0_proxy.members.event_consumer import EventConsumer
+from auth0_proxy.members.events import Events
 from auth0_proxy.members.turns import Prewarm
 from auth0_proxy.ops import health, logs, request_log
 from auth0_proxy.spending import policy
@@ -188,7 +190,10 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         ),
         governor=governor,
         client_wait=proxy.retry_budget_seconds,
+        reconcile=settings.events.reconcile_seconds if settings.events.source != "off" else None,
     )
+    if settings.events.source != "off":
+        app.extensions["events"] = Events(app.extensions["directory"], management, store)
     app.extensions["policy"] = ClientPolicy(
         store,
         limits=settings.rate_limits,
@@ -208,8 +213,8 @@ def register_extensions(app: Flask, settings: Settings) -> None:
 
 def start_background_work(app: Flask, settings: Settings) -> None:
     """The store's heartbeat (it counts the processes sharing the budget, for an outage), the
-    process metrics' sampling, and the prewarming of the clients map's organizations
-    (members/turns.py) where lists are cached at all."""
+    process metrics' sampling, the prewarming of the clients map's organizations
+    (members/turns.py) where lists are cached at all, and the Events API's reader."""
     app.extensions["store"].start_heartbeat()
     metrics.start_process_sampling()
     directory: Directory = app.extensions["directory"]
@@ -217,6 +222,21 @@ def start_background_work(app: Flask, settings: Settings) -> None:
         orgs = [org_id for org_ids in settings.clients.values() for org_id in org_ids]
         app.extensions["prewarm"] = Prewarm(directory.turns, orgs, directory.has_list)
         app.extensions["prewarm"].start()
+    if settings.events.source == "events_api":
+        app.extensions["event_consumer"] = EventConsumer(
+            app.extensions["events"],
+            app.extensions["store"],
+            connect_timeout=settings.proxy.connect_timeout_seconds,
+            first_start_window=directory.list_ttl + settings.proxy.max_stale_seconds,
+        )
+        app.extensions["event_consumer"].start()
+
+
+def stop_background_work(app: Flask) -> None:
+    """A worker exits: the Events API's reader gives its lease up for another to take now."""
+    consumer = app.extensions.get("event_consumer")
+    if consumer is not None:
+        consumer.stop()
 
 
 def bind_cache(app: Flask, settings: Settings) -> Store:
@@ -252,12 +272,15 @@ def bind_cache(app: Flask, settings: Settings) -> Store:
 
 
 def register_blueprints(app: Flask) -> None:
-    """The users resource, the Management API surface and the health probes."""
+    """The users resource, the Management API surface, the health probes and, with
+    ``events.source`` webhook, the endpoint Auth0's Event Streams deliver to."""
     app.url_map.converters["id"] = users.IdConverter
     app.register_blueprint(users.bp)
     app.register_blueprint(pipeline.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    if app.config["SETTINGS"].events.source == "webhook":
+        app.register_blueprint(events_webhook.bp)
 
 
 def register_errorhandlers(app: Flask) -> None:

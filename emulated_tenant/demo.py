@@ -36,6 +36,7 @@ MGMT_SCOPES = [
     "read:organization_member_roles",
     "read:organization_invitations",
     "read:organization_connections",
+    "read:events",  # the Events API (events.source events_api)
     "create:organization_members",
     *WRITE_SCOPES,
 ]

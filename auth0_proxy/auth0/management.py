@@ -197,6 +197,11 @@ class ManagementClient:
         status = _success(response, path).status_code
         return status, None if status == 204 else _json_value(response, f"{method} {path}")
 
+    def stream(self, path: str, **kwargs) -> requests.Response:
+        """GET ``path`` as a stream to read as it comes (the Events API); Auth0's answer, any
+        status, for the caller to close."""
+        return self._call("GET", path, stream=True, **kwargs)
+
     def _call(self, method: str, path: str, **kwargs) -> requests.Response:
         """Send with the cached token; on a 401 (expired or rotated early), once more with a
         new one: Auth0 refused the first before acting on it."""
@@ -232,8 +237,14 @@ class ManagementClient:
             paid_by_reader=False,  # the proxy's cost, not a client's
         )
 
-    def _send(self, method: str, path: str, token: str, **kwargs) -> requests.Response:
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    def _send(
+        self, method: str, path: str, token: str, *, headers: dict | None = None, **kwargs
+    ) -> requests.Response:
+        headers = {
+            "Accept": "application/json",
+            **(headers or {}),
+            "Authorization": f"Bearer {token}",
+        }
         return self.upstream.request(method, path, headers=headers, **kwargs)
 
     @metrics.fetch_of("management_token")

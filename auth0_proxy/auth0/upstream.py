@@ -151,8 +151,9 @@ class Upstream:
         started = time.perf_counter()
         status = 0  # no answer
         try:
+            kwargs.setdefault("timeout", self.timeout)  # a stream's reads wait longer
             response = self.session.request(
-                method, self.base_url + path, timeout=self.timeout, allow_redirects=False, **kwargs
+                method, self.base_url + path, allow_redirects=False, **kwargs
             )
         except requests.Timeout:
             log.warning("Auth0 timed out on %s", _endpoint(method, path))

@@ -13,6 +13,7 @@ from typing import Any
 
 from auth0_proxy.core import clock
 from auth0_proxy.core.errors import APIError, CachedPageMissing
+from auth0_proxy.core.json_codec import json_fragment, loads
 
 from .cache import SharedCache
 from .entries import Entry, Fetch, ListDigest, Listing, Memo, PageMemo
@@ -99,6 +100,56 @@ class Listings:
                 return None
             self.pages.remember(whole_key, body)
         return body or None
+
+    def rewrite(
+        self,
+        key: str,
+        edit: Callable[[list], list | None],
+        *,
+        ttl: float,
+        stale_seconds: float,
+        page_size: int,
+        written: Callable[[list], None] = lambda items: None,
+    ) -> bool:
+        """Store the cached listing as ``edit`` changes its items (None: nothing to change),
+        as of now, under the key's lock (a fetch in progress finishes first; a refresh started
+        before finds it replaced and is dropped); then ``written`` runs with the new items,
+        still under the lock. Nothing is done for a listing not cached (the next read fetches
+        it whole) or whose pages are gone. Whether it was rewritten."""
+        with self.cache.locks.hold(key):
+            current = self.store.get(key)
+            if current is None:
+                return False
+            items = self._items(key, current.value)
+            if items is None:
+                self.store.delete(key)  # incomplete: read anew
+                return False
+            edited = edit(items)
+            if edited is None:
+                return False
+            starts = range(0, max(len(edited), 1), page_size)
+            pages = [json_fragment(edited[start : start + page_size]) for start in starts]
+            listing = _run_to_end(self._store_listing(key, iter(pages), ttl + stale_seconds))
+            self._kept(key, self.cache.write(key, listing, ttl, stale_seconds, clock.now()))
+            written(edited)
+            return True
+
+    def drop(self, key: str) -> list:
+        """Delete the cached listing; the items it held (none where its pages are gone)."""
+        with self.cache.locks.hold(key):
+            current = self.store.get(key)
+            self.store.delete(key)
+            self.memo.forget(key)
+        return (self._items(key, current.value) or []) if current is not None else []
+
+    def _items(self, key: str, listing: Listing) -> list | None:
+        """Every item of the listing (JSON pages), or None where a page is gone."""
+        try:
+            return [
+                item for page in self._cached_pages(key, listing) for item in loads(f"[{page}]")
+            ]
+        except CachedPageMissing:
+            return None
 
     def _joined(self, key: str, listing: Listing) -> bytes | None:
         pages, size = [], 0

@@ -25,6 +25,7 @@ USERS = "/users"
 USER = USERS + "/{id}"
 USER_ORGANIZATIONS = USER + "/organizations"
 USERS_BY_EMAIL = "/users-by-email"
+EVENTS = "/events"
 
 
 def api_path(template: str, **params: str) -> str:

@@ -143,6 +143,8 @@ class Settings:
     budget: BudgetSettings = BudgetSettings()
     writes: Mapping[str, WriteGrant] = dataclasses.field(default_factory=dict)
     rate_limits: RateLimits = RateLimits()
+    # Its schema's defaults (EventsSettings is made from EventsSchema, below).
+    events: EventsSettings = dataclasses.field(default_factory=lambda: EventsSettings())
 
 
 class OrgIds(fields.Field):
@@ -329,6 +331,39 @@ def _default(value: object) -> dataclasses.Field:
 ProxySettings = settings_dataclass("ProxySettings", ProxySchema)
 
 
+EVENT_SOURCES = ("off", "events_api", "webhook")
+
+
+class EventsSchema(Schema):
+    """The ``events`` block: where Auth0's events come from (``off``: polling only, as before),
+    the webhook's shared secret, and how often lists kept by events are re-read anyway."""
+
+    class Meta:
+        unknown = RAISE
+
+    source = fields.String(load_default="off", validate=validate.OneOf(EVENT_SOURCES))
+    webhook_token = fields.String(
+        load_default=None, validate=validate.Length(min=32, error="must be at least 32 characters")
+    )
+    reconcile_seconds = _integer(900, 60, 86400)
+
+    @validates_schema
+    def token_for_webhook(self, data, **kwargs):
+        if data.get("source") == "webhook" and not data.get("webhook_token"):
+            raise ValidationError(
+                "give the token Auth0's Event Stream sends (or set"
+                " AUTH0_PROXY_EVENTS_WEBHOOK_TOKEN) for source webhook",
+                "webhook_token",
+            )
+
+    @post_load
+    def build(self, data, **kwargs):
+        return EventsSettings(**data)
+
+
+EventsSettings = settings_dataclass("EventsSettings", EventsSchema)
+
+
 class LimitSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -449,6 +484,7 @@ class ConfigSchema(Schema):
         load_default=dict,
     )
     rate_limits = fields.Nested(RateLimitsSchema, load_default=None)
+    events = fields.Nested(EventsSchema, load_default=None)
 
     @validates_schema
     def named_clients_are_clients(self, data, **kwargs):
@@ -508,6 +544,7 @@ def load_settings(data: object, environ: Mapping[str, str] | None = None) -> Set
         budget=loaded["budget"] or BudgetSettings(),
         writes=loaded["writes"],
         rate_limits=loaded["rate_limits"] or RateLimits(),
+        events=loaded["events"] or EventsSettings(),
     )
 
 

@@ -25,7 +25,13 @@ FILE_SUFFIX = "_FILE"
 # Older names, weaker than the key's own variable.
 ALIASES = {"AUTH0_MGMT_CLIENT_SECRET": ("auth0", "mgmt_client_secret")}
 # Never shown, wherever they come from (the Redis URL is shown without its credentials).
-SECRETS = frozenset({("auth0", "mgmt_client_secret"), ("proxy", "cache_redis_sentinel_password")})
+SECRETS = frozenset(
+    {
+        ("auth0", "mgmt_client_secret"),
+        ("proxy", "cache_redis_sentinel_password"),
+        ("events", "webhook_token"),
+    }
+)
 
 
 class VariableError(ValueError):

@@ -121,6 +121,53 @@ STALE_AGE = Histogram(
     "The Age of the answers served stale (while Auth0 or the budget could not refresh them).",
     buckets=AGE_SECONDS,
 )
+EVENTS_RECEIVED = Counter(
+    "auth0_proxy_events_received_total",
+    "Auth0 events received (webhook or Events API), by type.",
+    ["type"],
+)
+EVENTS_APPLIED = Counter(
+    "auth0_proxy_events_applied_total",
+    "Auth0 events applied to the shared cache, by type.",
+    ["type"],
+)
+EVENTS_DUPLICATES = Counter(
+    "auth0_proxy_events_duplicates_total", "Auth0 events received again (same id), not reapplied."
+)
+EVENTS_FAILED = Counter(
+    "auth0_proxy_events_failed_total",
+    "Auth0 events that could not be applied yet (Auth0 or the budget refused a confirming"
+    " read); redelivered (webhook) or read again (Events API).",
+)
+EVENTS_LAG = Histogram(
+    "auth0_proxy_events_lag_seconds",
+    "From an event's time to its application to the shared cache.",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900),
+)
+EVENTS_STREAM_CONNECTED = Gauge(
+    "auth0_proxy_events_stream_connected",
+    "1 while this process reads Auth0's Events API stream.",
+    multiprocess_mode="max",
+)
+EVENTS_STREAM_RECONNECTS = Counter(
+    "auth0_proxy_events_stream_reconnects_total",
+    "Times the Events API stream was opened again after it ended or failed.",
+)
+EVENTS_LEASE_HELD = Gauge(
+    "auth0_proxy_events_lease_held",
+    "1 in the process holding the deployment's Events API lease (labelled by the holder).",
+    ["holder"],
+    multiprocess_mode="max",
+)
+RECONCILIATIONS = Counter(
+    "auth0_proxy_reconciliations_total",
+    "Member lists read again from Auth0 with events on (every reconcile_seconds, or after a"
+    " lost stream).",
+)
+RECONCILIATION_CORRECTIONS = Counter(
+    "auth0_proxy_reconciliation_corrections_total",
+    "Members added, removed or updated by a reconciliation: changes no event had applied.",
+)
 COALESCED_WAITS = Counter(
     "auth0_proxy_cache_coalesced_waits_total",
     "Times a request waited for another's fetch of the same thing instead of calling Auth0.",

@@ -7,7 +7,16 @@ Answers are shaped here too, as Auth0 shapes them, and nowhere else.
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, fields, validate
+from marshmallow import (
+    EXCLUDE,
+    INCLUDE,
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates_schema,
+)
 
 # Identity-provider tokens Auth0 adds to identities when the management client holds
 # read:user_idp_tokens; an edge client must never receive them.
@@ -75,9 +84,77 @@ class UserOrganizationsPageSchema(Schema):
     total = fields.Integer(required=True, strict=True)
 
 
+# Auth0's event types the proxy applies (its Events API stream is filtered to them).
+MEMBERSHIP_EVENTS = (
+    "organization.member.added",
+    "organization.member.deleted",
+    "organization.member.role.assigned",
+    "organization.member.role.deleted",
+)
+EVENT_TYPES = (*MEMBERSHIP_EVENTS, "organization.deleted", "user.updated", "user.deleted")
+
+
+class UserRefSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    user_id = fields.String(required=True, validate=validate.Length(1, 512))
+
+
+class EventObjectSchema(Schema):
+    """``data.object``: a membership (``organization`` and ``user``), an organization (its
+    ``id``), or a user (its ``user_id``), by the event's type."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    organization = fields.Nested(OrganizationRefSchema)
+    user = fields.Nested(UserRefSchema)
+    id = fields.String(validate=validate.Length(1, 512))
+    user_id = fields.String(validate=validate.Length(1, 512))
+
+
+class EventDataSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    object = fields.Nested(EventObjectSchema, required=True)
+
+
+class CloudEventSchema(Schema):
+    """An Auth0 event (CloudEvents 1.0) of a type the proxy applies, with what that type needs."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    specversion = fields.String(required=True, validate=validate.Equal("1.0"))
+    id = fields.String(required=True, validate=validate.Length(1, 256))
+    type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
+    source = fields.String(required=True)
+    time = fields.AwareDateTime(required=True)
+    data = fields.Nested(EventDataSchema, required=True)
+
+    @validates_schema
+    def names_what_it_is_about(self, event, **kwargs):
+        about = event.get("data", {}).get("object", {})
+        kind = event.get("type", "")
+        needs = (
+            ("organization", "user")
+            if kind in MEMBERSHIP_EVENTS
+            else ("id",)
+            if kind == "organization.deleted"
+            else ("user_id",)
+        )
+        missing = [name for name in needs if name not in about]
+        if missing:
+            raise ValidationError({"data": {"object": {name: ["required"] for name in missing}}})
+
+
+member_entry = MemberSchema()
 members_page = MembersPageSchema()
 users_page = UsersPageSchema()
 user_organizations_page = UserOrganizationsPageSchema()
+cloud_event = CloudEventSchema()
 
 
 def public_profile(user: dict) -> dict:

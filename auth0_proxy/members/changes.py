@@ -73,17 +73,19 @@ class ChangeFeed:
         """Start comparing a listing of the organization with the last one."""
         return Observation(self.store.get(_head_key(org_id)))
 
-    def record(self, org_id: str, observation: Observation) -> None:
+    def record(self, org_id: str, observation: Observation) -> Change | None:
         """Keep what changed since the last listing, unless another listing was recorded since
-        this one started (it is as recent): one writer at a time, across instances."""
+        this one started (it is as recent): one writer at a time, across instances. What
+        changed (None: the feed's first listing, or not recorded)."""
         with self.cache.exclusive(_head_key(org_id)):
-            self._record(org_id, observation)
+            return self._record(org_id, observation)
 
-    def _record(self, org_id: str, observation: Observation) -> None:
+    def _record(self, org_id: str, observation: Observation) -> Change | None:
         head = self.store.get(_head_key(org_id))
         if head != observation.head:
-            return
+            return None
         now = clock.now()
+        change = None
         if head is None:
             head = FeedHead(uuid.uuid4().hex, 0, observation.digests, now)
         else:
@@ -93,6 +95,7 @@ class ChangeFeed:
                 self.store.set(_change_key(org_id, head.feed, number), change, self.retention)
             head = FeedHead(head.feed, number, observation.digests, now)
         self.store.set(_head_key(org_id), head, self.retention)
+        return change
 
     def head(self, org_id: str) -> FeedHead | None:
         return self.store.get(_head_key(org_id))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import math
 import time
 import uuid
@@ -30,18 +31,23 @@ from auth0_proxy.auth0.management import ManagementClient
 from auth0_proxy.caching.cache import SharedCache
 from auth0_proxy.caching.entries import Entry, Fetch
 from auth0_proxy.caching.listings import Listings
-from auth0_proxy.core import clock
+from auth0_proxy.core import clock, metrics
 from auth0_proxy.core.errors import UpstreamUnavailable, UserNotFound
 from auth0_proxy.core.json_codec import dumps, json_fragment, loads
 from auth0_proxy.core.paging import needs_profiles
-from auth0_proxy.core.schemas import public_profile
+from auth0_proxy.core.schemas import member_entry, public_profile
 from auth0_proxy.core.scope import FETCHED_NOW, Freshness, request_scope
 from auth0_proxy.spending.budget import BudgetExhausted, Governor, reserved
 
-from .changes import Change, ChangeFeed, encode_cursor
+from .changes import Change, ChangeFeed, Observation, encode_cursor
 from .turns import Turns
 
+log = logging.getLogger("auth0_proxy.directory")
+
 MEMBER_LIST_KEY = "member-list:{org_id}"
+# The organizations whose lists were read with events on (for user.deleted and a lost stream).
+KNOWN_ORGS_KEY = "known-organizations"
+KNOWN_ORGS_SECONDS = 30 * 86400
 # Changed by each write to the organization; part of the keys of what is cached for it.
 GENERATION_KEY = "generation:{org_id}"
 GENERATION_GRACE_SECONDS = 60
@@ -73,8 +79,12 @@ class Directory:
         writable_orgs: frozenset[str] = frozenset(),
         governor: Governor | None = None,
         client_wait: float = 0.0,
+        reconcile: int | None = None,
     ):
         self.management = management
+        # With Auth0's events on (events.py), how long a member list is fresh: events keep it
+        # true meanwhile, and re-reading it then corrects what an event stream missed.
+        self.reconcile = reconcile
         # Cold lists' turns (turns.py), when there is a budget to take them in.
         self.turns = (
             Turns(cache, governor, self.list_in_turn, self.listed_pages) if governor else None
@@ -88,6 +98,8 @@ class Directory:
         self.listings = Listings(cache)
         self.changes = changes
         self.ttl = ttl
+        self.list_ttl = reconcile if reconcile and ttl else ttl
+        self._registered: set[str] = set()  # organizations this process made known
         self.max_stale = max_stale
 
     def member_profile(
@@ -115,7 +127,7 @@ class Directory:
         :raise UserNotFound: the user does not exist, or is not a member (404).
         """
         organizations = lambda: self.management.user_organization_ids(user_id)  # noqa: E731
-        key = f"user-orgs:{org_id}:{_key_part(user_id)}{self._generation(org_id)}"
+        key = self._membership_key(org_id, user_id)
         return _member_of(org_id, self._cached(key, organizations, fresh))
 
     def confirm_member(self, org_id: str, user_id: str) -> Entry:
@@ -138,7 +150,7 @@ class Directory:
         """
         query = urlencode(sorted(params.items()))
         fetch = lambda: dumps(self.management.relay("GET", path, params=params)[1])  # noqa: E731
-        key = f"org-read:{_key_part(f'{path}?{query}')}{self._generation(org_id)}"
+        key = f"org-read:{_key_part(f'{path}?{query}')}{self._generation(org_id, reads=True)}"
         entry = self._cached(key, fetch, fresh=False)
         return Answer(entry.value, self._freshness(entry))
 
@@ -147,19 +159,24 @@ class Directory:
         (member list, memberships, profiles, organization reads) is read afresh from now on,
         by every worker and host, whatever each holds in memory."""
         if org_id in self.writable_orgs:
-            lifetime = self.ttl + self.max_stale + GENERATION_GRACE_SECONDS
-            generation = uuid.uuid4().hex
-            self.cache.store.set(GENERATION_KEY.format(org_id=org_id), generation, lifetime)
-            self._generations[org_id] = generation
-            scope = request_scope()
-            if scope is not None:
-                scope.generations.pop(org_id, None)  # this request's next read sees it too
+            self.renew(org_id)
 
-    def _generation(self, org_id: str) -> str:
+    def renew(self, org_id: str) -> None:
+        """Change the organization's generation: what is cached under it is read afresh (for
+        an organization no client writes to, only its organization reads, with events on)."""
+        lifetime = max(self.ttl, self.list_ttl) + self.max_stale + GENERATION_GRACE_SECONDS
+        generation = uuid.uuid4().hex
+        self.cache.store.set(GENERATION_KEY.format(org_id=org_id), generation, lifetime)
+        self._generations[org_id] = generation
+        scope = request_scope()
+        if scope is not None:
+            scope.generations.pop(org_id, None)  # this request's next read sees it too
+
+    def _generation(self, org_id: str, *, reads: bool = False) -> str:
         """The part of the organization's cache keys that a write changes; only for those a
-        client may write to (one shared-store read per request, kept in its scope: the others
-        need none)."""
-        if org_id not in self.writable_orgs:
+        client may write to, and with events on for organization reads (one shared-store read
+        per request, kept in its scope: the others need none)."""
+        if org_id not in self.writable_orgs and not (reads and self.reconcile):
             return ""
         scope = request_scope()
         known = scope.generations if scope is not None else {}
@@ -181,7 +198,7 @@ class Directory:
         key = self._list_key(org_id)
         try:
             entry, pages = self.listings.listing(
-                key, fetch, ttl=self.ttl, stale_seconds=self.max_stale, fresh=fresh
+                key, fetch, ttl=self.list_ttl, stale_seconds=self.max_stale, fresh=fresh
             )
         except BudgetExhausted as refused:
             if fresh or self.turns is None:
@@ -215,7 +232,7 @@ class Directory:
             try:
                 with reserved(claimed.calls) if claimed else contextlib.nullcontext():
                     return self.listings.listing(
-                        key, fetch, ttl=self.ttl, stale_seconds=self.max_stale
+                        key, fetch, ttl=self.list_ttl, stale_seconds=self.max_stale
                     )
             except BudgetExhausted:  # the turn's claimer has not taken the listing's lock yet
                 if claimed or clock.monotonic() > deadline:
@@ -325,7 +342,18 @@ class Directory:
                 observation.add(page)
                 yield json_fragment(page)
 
-        return Fetch(pages(), functools.partial(self.changes.record, org_id, observation))
+        return Fetch(pages(), functools.partial(self._recorded, org_id, observation))
+
+    def _recorded(self, org_id: str, observation: Observation) -> None:
+        """A listing read from Auth0 is stored: the change feed records it; with events on, the
+        organization is known (for a user's deletion, a lost stream), and what the listing
+        changed is a correction: an event that never came (or comes after the listing)."""
+        change = self.changes.record(org_id, observation)
+        if not self.reconcile:
+            return
+        self._register(org_id)
+        if change is not None:
+            reconciled(org_id, change)
 
     def _with_profiles(
         self, org_id: str, listing: Answer, fields: tuple[str, ...]
@@ -342,8 +370,95 @@ class Directory:
         # Stripped before it is cached, so identity-provider tokens are never stored either;
         # kept as JSON, so a cached profile costs no encoding.
         profile_json = lambda: dumps(public_profile(self.management.get_user(user_id)))  # noqa: E731
-        key = f"profile-json:{org_id}:{_key_part(user_id)}{self._generation(org_id)}"
-        return self._cached(key, profile_json, fresh)
+        return self._cached(self._profile_key(org_id, user_id), profile_json, fresh)
+
+    def _membership_key(self, org_id: str, user_id: str) -> str:
+        return f"user-orgs:{org_id}:{_key_part(user_id)}{self._generation(org_id)}"
+
+    def _profile_key(self, org_id: str, user_id: str) -> str:
+        return f"profile-json:{org_id}:{_key_part(user_id)}{self._generation(org_id)}"
+
+    # What Auth0's events tell (events.py), stored as of now for every worker and host.
+
+    def member_joined(self, org_id: str, profile: dict, organizations: list[str]) -> None:
+        """Auth0 holds the user (``profile``) as a member of the organization now, among
+        their ``organizations``: its list, their membership and profile say so from now on."""
+        user_id = profile["user_id"]
+        self._store_now(self._membership_key(org_id, user_id), organizations)
+        self._store_now(self._profile_key(org_id, user_id), dumps(public_profile(profile)))
+        member = member_entry.load(profile)  # the member list's own fields
+        self._edit_list(org_id, lambda members: _upserted(members, member))
+
+    def member_left(self, org_id: str, user_id: str, organizations: list[str]) -> None:
+        """Auth0 no longer holds the user as a member of the organization (``organizations``:
+        theirs now): gone from its list, its membership and profile answers."""
+        self._store_now(self._membership_key(org_id, user_id), organizations)
+        self._forget(self._profile_key(org_id, user_id))
+        self._edit_list(org_id, lambda members: _without(members, user_id))
+
+    def organization_deleted(self, org_id: str) -> None:
+        """The organization is gone: nothing cached for it answers again (its next read asks
+        Auth0, which no longer has it)."""
+        for member in self.listings.drop(self._list_key(org_id)):
+            user_id = member["user_id"]
+            self._forget(self._membership_key(org_id, user_id))
+            self._forget(self._profile_key(org_id, user_id))
+        self.renew(org_id)
+
+    def reconcile(self, org_id: str) -> None:
+        """Read the organization's member list from Auth0 again and store it, whatever is
+        cached (what it corrects is logged: ``reconciled``)."""
+        for _ in self.member_list(org_id, fresh=True).body:  # stored as it is read
+            pass
+
+    def known_organizations(self) -> frozenset[str]:
+        """The organizations whose member lists this deployment read, with events on: those a
+        user's deletion (which names no organization) or a lost event stream may concern."""
+        return self.cache.store.get(KNOWN_ORGS_KEY) or frozenset()
+
+    def organizations_listing(self, user_id: str) -> list[str]:
+        """The known organizations whose last listing names the user (the change feed's)."""
+        return [
+            org_id
+            for org_id in sorted(self.known_organizations())
+            if (head := self.changes.head(org_id)) is not None and user_id in head.digests
+        ]
+
+    def _register(self, org_id: str) -> None:
+        if org_id in self._registered:
+            return
+        with self.cache.exclusive(KNOWN_ORGS_KEY):
+            known = self.known_organizations()
+            if org_id not in known:
+                self.cache.store.set(KNOWN_ORGS_KEY, known | {org_id}, KNOWN_ORGS_SECONDS)
+        self._registered.add(org_id)
+
+    def _edit_list(self, org_id: str, edit: Callable[[list[dict]], list[dict] | None]) -> None:
+        """Rewrite the organization's cached member list, if one is cached, and record it in
+        the change feed as any listing is."""
+
+        def recorded(members: list[dict]) -> None:
+            observation = self.changes.observe(org_id)
+            observation.add(members)
+            self.changes.record(org_id, observation)
+
+        if self.ttl:
+            self.listings.rewrite(
+                self._list_key(org_id),
+                edit,
+                ttl=self.list_ttl,
+                stale_seconds=self.max_stale,
+                page_size=self.management.page_size,
+                written=recorded,
+            )
+
+    def _store_now(self, key: str, value: Any) -> None:
+        if self.ttl:
+            self.cache.write(key, value, self.ttl, self.max_stale, clock.now())
+
+    def _forget(self, key: str) -> None:
+        self.cache.store.delete(key)
+        self.cache.memo.forget(key)
 
     def _cached(self, key: str, fetch: Callable[[], Any], fresh: bool) -> Entry:
         """The entry for ``key``; with caching off, one for a value fetched now."""
@@ -366,6 +481,36 @@ def freshness_of(*entries: Entry) -> Freshness:
         max(entry.age(now) for entry in entries),
         math.floor(min(entry.fresh_until for entry in entries) - now),
     )
+
+
+def reconciled(org_id: str, change: Change) -> None:
+    """A listing read from Auth0 with events on: what it changed, an event missed."""
+    metrics.RECONCILIATIONS.inc()
+    corrections = len(change.added) + len(change.removed) + len(change.updated)
+    if corrections:
+        metrics.RECONCILIATION_CORRECTIONS.inc(corrections)
+        log.warning(
+            "reconciling %s corrected %d added, %d removed, %d updated member(s): events missed",
+            org_id,
+            len(change.added),
+            len(change.removed),
+            len(change.updated),
+        )
+
+
+def _upserted(members: list[dict], member: dict) -> list[dict] | None:
+    """The list with ``member`` in its place (Auth0 lists members in user_id order); None if
+    it is there already, unchanged."""
+    others = [m for m in members if m["user_id"] != member["user_id"]]
+    if len(others) < len(members) and member in members:
+        return None
+    return sorted([*others, member], key=lambda m: m["user_id"])
+
+
+def _without(members: list[dict], user_id: str) -> list[dict] | None:
+    """The list without the user; None if they are not in it."""
+    others = [m for m in members if m["user_id"] != user_id]
+    return others if len(others) < len(members) else None
 
 
 def _member_of(org_id: str, membership: Entry) -> Entry:
