@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import threading
@@ -12,6 +13,7 @@ from types import FrameType
 from .demo import demo_tenant, proxy_config
 from .ratelimit import PLANS
 from .server import TenantServer
+from .tenant import Tenant
 
 
 class StopRequested(Exception):
@@ -29,7 +31,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before each answer")
     parser.add_argument("--rate-limit", type=float, help="Management API calls per second")
     parser.add_argument("--plan", choices=sorted(PLANS), help="enforce this Auth0 plan's limits")
-    return parser.parse_args(argv)
+    parser.add_argument("--event-stream-url", help="push each new event to this webhook")
+    parser.add_argument("--event-stream-token", help="the webhook's bearer token")
+    parser.add_argument("--event-stream-ca", type=Path, help="CA bundle the webhook's TLS is of")
+    args = parser.parse_args(argv)
+    if args.event_stream_url and not args.event_stream_token:
+        parser.error("--event-stream-url needs --event-stream-token")
+    return args
 
 
 def stop_on_signals() -> None:
@@ -53,13 +61,29 @@ def serve(args: argparse.Namespace) -> None:
     tenant.latency = args.latency_ms / 1000
     tenant.set_rate_limit(args.rate_limit)
     tenant.enforce_plan(args.plan)
-    with TenantServer(tenant, port=args.port, cert_dir=args.cert_dir) as server:
+    with (
+        TenantServer(tenant, port=args.port, cert_dir=args.cert_dir) as server,
+        event_stream(tenant, args),
+    ):
         if args.config_out:
             args.config_out.write_text(json.dumps(proxy_config(tenant), indent=2) + "\n")
         print(f"Emulated Auth0 tenant at {server.url} (CA: {server.ca_bundle})", flush=True)
         if args.config_out:
             print(f"Proxy config written to {args.config_out}", flush=True)
+        if args.event_stream_url:
+            print(f"Pushing events to {args.event_stream_url}", flush=True)
         threading.Event().wait()
+
+
+def event_stream(tenant: Tenant, args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """The Event Stream the flags ask for (stopped on leaving), or nothing."""
+    if not args.event_stream_url:
+        return contextlib.nullcontext()
+    return tenant.add_event_stream(
+        args.event_stream_url,
+        {"method": "bearer", "token": args.event_stream_token},
+        verify=str(args.event_stream_ca) if args.event_stream_ca else True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
 Every request walks one way: raw URI → route (routes.ROUTES) → latency → rate limits (/api/v2:
 its endpoint group's bucket, the whole API's, set_rate_limit's) → injected fault → bearer token
-and scope → path, query and body validation (/api/v2) → handler → JSON with the route's status.
+and scope → path, query and body validation (/api/v2) → handler → JSON with the route's status
+(or the handler's own Response: the Events API's stream).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ EXTENSION_KEY = "emulated_tenant"
 
 
 def create_app(tenant: Tenant) -> Flask:
-    """A Flask app serving ``tenant``; every answer, errors included, is JSON."""
+    """A Flask app serving ``tenant``; every answer, errors included, is JSON (but for the
+    Events API's stream)."""
     app = Flask(__name__)
     app.extensions[EXTENSION_KEY] = tenant
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -116,12 +118,16 @@ def _management_call(tenant: Tenant, match: RouteMatch, raw_query: str) -> Call:
     pairs = parse_qsl(raw_query, keep_blank_values=True, errors="replace")
     query = validate_query(operation, pairs)
     if operation.body_schema is None:
-        return Call(match.params, query)
-    return Call(match.params, query, validate_body(operation, request_body(request)))
+        return Call(match.params, query, headers=request.headers)
+    body = validate_body(operation, request_body(request))
+    return Call(match.params, query, body, request.headers)
 
 
 def _answer(body: Any, status: int) -> Response:
-    """The handler's body as JSON, or for 204 nothing at all (no body, no content type)."""
+    """The handler's body as JSON, or for 204 nothing at all (no body, no content type); a
+    Response of the handler's own (a stream) as it is."""
+    if isinstance(body, Response):
+        return body
     if status == 204:
         response = Response(status=204)
         del response.headers["Content-Type"]

@@ -99,3 +99,16 @@ def generic_error(status: int) -> Auth0Error:
     """An Auth0-shaped error for an arbitrary status (used by fault injection)."""
     phrase = HTTPStatus(status).phrase
     return Auth0Error(status, phrase, phrase.lower().replace(" ", "_"))
+
+
+# The Events API's refusals of an offset: the codes are the spec's
+# (EventStreamCloudEventErrorCodeEnum); Auth0 publishes no wording, so the messages are ours.
+def invalid_cursor() -> Auth0Error:
+    """400 for a ``from`` or ``Last-Event-ID`` that is not an offset of this tenant's events."""
+    return Auth0Error(400, "The offset is not one of this tenant's events.", "invalid_cursor")
+
+
+def cursor_expired() -> Auth0Error:
+    """410 for an offset whose following events are no longer kept: reconcile, then resume
+    from a newer offset."""
+    return Auth0Error(410, "The events after this offset are no longer kept.", "cursor_expired")

@@ -70,7 +70,8 @@ def validate_path(operation: Operation, params: dict[str, str]) -> None:
 
 
 def validate_query(operation: Operation, pairs: list[tuple[str, str]]) -> dict[str, Any]:
-    """The query as typed values.
+    """The query as typed values; an array parameter (``style: form``, exploded, as
+    ``event_type=a&event_type=b``) as the list of its values.
 
     :raise 400 invalid_query_string: unknown or repeated parameter, wrong type, out of range,
         too long, pattern or enum mismatch, a required parameter missing.
@@ -82,17 +83,25 @@ def validate_query(operation: Operation, pairs: list[tuple[str, str]]) -> dict[s
             raise query_error(
                 f"Query validation error: 'Additional properties not allowed: {name}'."
             )
+        if schema.get("type") == "array":
+            values.setdefault(name, []).append(_checked(name, raw, schema.get("items", {})))
+            continue
         if name in values:
             expected = schema.get("type", "string")
             raise _violation(name, f"Expected type {expected} but found type array")
-        try:
-            values[name] = _check(raw, schema)
-        except SchemaViolation as violation:
-            raise _violation(name, str(violation)) from None
+        values[name] = _checked(name, raw, schema)
     for name in operation.required_query:
         if name not in values:
             raise query_error(f"Query validation error: 'Missing required property: {name}'.")
     return values
+
+
+def _checked(name: str, raw: str, schema: dict[str, Any]) -> Any:
+    """:raise 400 invalid_query_string: ``raw`` breaks the parameter's schema."""
+    try:
+        return _check(raw, schema)
+    except SchemaViolation as violation:
+        raise _violation(name, str(violation)) from None
 
 
 def _violation(name: str, rule: str) -> Auth0Error:
@@ -103,7 +112,7 @@ def _operation(spec: dict[str, Any], endpoint: str, details: dict[str, Any]) -> 
     schemas: dict[str, dict[str, dict[str, Any]]] = {"path": {}, "query": {}}
     required = []
     for parameter in details.get("parameters", []):
-        schemas[parameter["in"]][parameter["name"]] = _resolve(spec, parameter.get("schema", {}))
+        schemas[parameter["in"]][parameter["name"]] = inline_refs(spec, parameter.get("schema", {}))
         if parameter["in"] == "query" and parameter.get("required"):
             required.append(parameter["name"])
     scopes = tuple(

@@ -6,7 +6,7 @@ against its operation in management_api_spec.json, which must exist (checked at 
 
 from __future__ import annotations
 
-from . import discovery, management, oauth, writes
+from . import discovery, management, oauth, sse, writes
 from .query import operations
 from .routing import Route, RouteTable
 
@@ -37,6 +37,7 @@ ROUTES = RouteTable(
         Route("GET /api/v2/users", management.users),
         Route("POST /api/v2/users", writes.create_user, status=201),
         Route("GET /api/v2/users-by-email", management.users_by_email),
+        Route("GET /api/v2/events", sse.subscribe_events),
     ],
     spec_operations=operations(),
 )

@@ -29,6 +29,8 @@ class Call:
     #: /oauth/token: its form or JSON string parameters; a Management write: its JSON body,
     #: validated against the operation's request schema
     body: Any = field(default_factory=dict)
+    #: the request's headers (case-insensitive), for the few operations that read one
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 Handler = Callable[["Tenant", Call], Any]

@@ -81,6 +81,7 @@ class TenantServer:
         server.keep_alive_conn_limit = None  # cheroot closes connections beyond 10 idle ones
         server.prepare()  # binds: the port is known from here on
         self.tenant.domain = f"localhost:{self._bound_port(server)}"
+        self.tenant.events.open_streams()
         self._server = server
         self._thread = threading.Thread(
             target=server.serve, name=f"emulated-tenant-{self.port}", daemon=True
@@ -93,6 +94,8 @@ class TenantServer:
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:
+            # An open event stream holds its serving thread, which cheroot would wait for.
+            self.tenant.events.close_streams()
             server.stop()
         if thread is not None:
             thread.join(timeout=5)

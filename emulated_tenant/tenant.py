@@ -27,7 +27,7 @@ from .errors import (
     invalid_body,
     payload_error,
 )
-from .events import EventLog
+from .events import EventLog, StreamSettings
 from .ratelimit import MANAGEMENT, PlanLimits, RateLimitDecision, TokenBucket, take_from_each
 from .records import (
     AUTH0_PROFILE,
@@ -48,6 +48,7 @@ from .records import (
     timestamp,
 )
 from .routes import ENDPOINTS
+from .webhooks import Authorization, WebhookStream
 
 #: How ``GET /users/{id}/organizations`` answers for a user that does not exist.
 UNKNOWN_USER_ORGANIZATIONS_MODES = ("empty", "404")
@@ -126,6 +127,8 @@ class Tenant:
         self.jwks_names_algorithm = True
         #: what changed, as Auth0's Events publish it (events.py)
         self.events = EventLog(lambda: self._domain or "emulated-tenant.local")
+        #: how ``GET /api/v2/events`` streams behave (sse.py): tests shorten them
+        self.event_settings = StreamSettings()
 
     @property
     def domain(self) -> str:
@@ -328,6 +331,38 @@ class Tenant:
                     organization.remove_member(user_id)
             self.events.record("user.deleted", profile)
 
+    def delete_organization(self, org_id: str) -> None:
+        """Remove an organization with its memberships, member roles and invitations: one
+        ``organization.deleted`` event (no ``organization.member.deleted`` for its members).
+
+        :raise KeyError: no such organization.
+        """
+        with self._lock:
+            organization = self._require_organization(org_id)
+            del self._organizations[org_id]
+            self.events.record("organization.deleted", _deleted_organization(organization))
+
+    def cut_event_streams(self) -> None:
+        """End every open ``GET /api/v2/events`` stream at once, as a dropped connection
+        would: clients reconnect with the last offset they got."""
+        self.events.cut_streams()
+
+    def add_event_stream(
+        self,
+        endpoint: str,
+        authorization: Authorization,
+        *,
+        event_types: Iterable[str] | None = None,
+        verify: bool | str = True,
+    ) -> WebhookStream:
+        """Push each event recorded from now on to a webhook, as an Auth0 Event Stream does
+        (webhooks.py): ``authorization`` is ``{"method": "bearer", "token"}`` or ``{"method":
+        "basic", "username", "password"}``; ``verify`` as ``requests`` takes it. ``stop()`` it.
+        """
+        return WebhookStream(
+            self.events, endpoint, authorization, event_types=event_types, verify=verify
+        )
+
     def add_member(self, org_id: str, user_id: str) -> None:
         with self._lock:
             self._require_user(user_id)
@@ -459,7 +494,10 @@ class Tenant:
             return invitation.body() if invitation else None
 
     def seed_organization(self, org_id: str, count: int, prefix: str = "member") -> list[str]:
-        """Add ``count`` generated members ``auth0|<prefix>-NNNNN`` (ids sort numerically)."""
+        """Add ``count`` generated members ``auth0|<prefix>-NNNNN`` (ids sort numerically).
+
+        Seeding sets the state a test starts from, so it publishes no events.
+        """
         width = max(5, len(str(count)))
         ids = [f"auth0|{prefix}-{number:0{width}d}" for number in range(count)]
         with self._lock:
@@ -894,6 +932,15 @@ def _random_id(length: int) -> str:
 
 
 __all__ = ["MANAGEMENT_API", "Fault", "Tenant"]
+
+
+def _deleted_organization(organization: Organization) -> dict[str, Any]:
+    """An ``organization.deleted`` event's ``data.object``: the organization as ``GET
+    /organizations/{id}`` shows it, less ``branding``, which the event's schema does not allow
+    (``EventStreamCloudEventOrgDeletedObject``: id, name, display_name, metadata)."""
+    details = organization.details()
+    details.pop("branding", None)
+    return details
 
 
 def _membership(organization: Organization, user_id: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from auth0_proxy.ops.logs import JsonFormatter
 from auth0_proxy.storage.store import RedisBackend, Store, store_for
 from emulated_tenant import TenantServer, demo_tenant
 from emulated_tenant.demo import API_AUDIENCE as PROXY_API
+from emulated_tenant.events import RETAINED, StreamSettings
 from scripts.proxy_server import ProxyServer
 from tests.support import (
     BIG_ORG,
@@ -85,6 +86,8 @@ def tenant(tenant_server):
     tenant.management_token_lifetime = 86_400
     tenant.unknown_user_organizations = "empty"
     tenant.jwks_names_algorithm = True
+    tenant.event_settings = StreamSettings()
+    tenant.events.retained = RETAINED
 
 
 class LogCapture(logging.Handler):
