@@ -190,7 +190,9 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         ),
         governor=governor,
         client_wait=proxy.retry_budget_seconds,
-        reconcile=settings.events.reconcile_seconds if settings.events.source != "off" else None,
+        reconcile_seconds=(
+            settings.events.reconcile_seconds if settings.events.source != "off" else None
+        ),
     )
     if settings.events.source != "off":
         app.extensions["events"] = Events(app.extensions["directory"], management, store)

@@ -19,6 +19,13 @@ measured phase: the simulation then runs a ``redis-server`` of its own on a free
 persistence, terminates it (a crash) and starts it again, empty, on the same port; the measured
 phase is then three: before the outage, the outage, and after it.
 
+``--events events_api|webhook`` turns Auth0's events on (the proxies consume the tenant's Events
+API, or the tenant's Event Stream pushes to the first proxy's webhook), with lists reconciled
+every ``--reconcile`` seconds; ``--churn N`` makes N membership changes a minute in the tenant
+during the measured phase and reports how long each took to show at every proxy (bench/churn.py);
+``--kill-consumer-at`` kills, that many seconds into the measured phase, the worker holding the
+Events API lease (or, with the webhook, a worker of the proxy it delivers to).
+
 Loopback only; it stops every server it started and deletes its Redis keys, whatever fails.
 """
 
@@ -28,10 +35,13 @@ import argparse
 import heapq
 import http.client
 import math
+import os
 import queue
 import random
+import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,13 +51,16 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
 import redis
+import requests
 
-from auth0_proxy.core.config import ProxySettings
+from auth0_proxy.core.config import EventsSettings, ProxySettings
 from bench.bench import UPSTREAM_LATENCY_SECONDS, start_proxy
+from bench.churn import PROBE_LIMIT_SECONDS, Churn
 from emulated_tenant import Tenant, TenantServer, demo_tenant, proxy_config
 from emulated_tenant.demo import API_AUDIENCE
 from emulated_tenant.ratelimit import GROUPS, MANAGEMENT, ORGANIZATION_MEMBERS, PLANS
@@ -61,6 +74,17 @@ REQUEST_TIMEOUT_SECONDS = 60
 # poll), but no more than this: enough for 10,000 clients' 170 polls/s while the proxy answers
 # within seconds; past that the wait for a thread shows in the latency and in the polls not sent.
 MAX_THREADS = 1000
+WEBHOOK_TOKEN = secrets.token_urlsafe(32)
+# The proxies' event counters the report sums (metric name → label in the report).
+EVENT_METRICS = {
+    "auth0_proxy_events_received_total": "received",
+    "auth0_proxy_events_applied_total": "applied",
+    "auth0_proxy_events_duplicates_total": "duplicates",
+    "auth0_proxy_events_failed_total": "not applied yet (retried)",
+    "auth0_proxy_events_stream_reconnects_total": "stream reconnects",
+    "auth0_proxy_reconciliations_total": "reconciliations",
+    "auth0_proxy_reconciliation_corrections_total": "corrections",
+}
 
 
 @dataclass
@@ -496,6 +520,73 @@ def print_refusals(answers: Sequence[Answer]) -> None:
     )
 
 
+def print_churn(churn: Churn) -> None:
+    """How long each membership change took to show at every proxy, by kind."""
+    print(f"churn: {len(churn.changes):,} changes in the tenant, each probed at every proxy")
+    for kind in ("removal", "addition"):
+        latencies = [
+            latency
+            for change in churn.changes
+            if change.kind == kind
+            for latency in change.latencies
+        ]
+        seen = [latency for latency in latencies if latency is not None]
+        print(
+            f"  {kind:<8} shown everywhere (list, profile, /api/v2, feed) after: p50 "
+            f"{percentile(seen, 0.5):.2f} s, p99 {percentile(seen, 0.99):.2f} s, max "
+            f"{max(seen, default=0):.2f} s; not within {PROBE_LIMIT_SECONDS} s:"
+            f" {len(latencies) - len(seen)}"
+        )
+
+
+class Killing:
+    """At ``at``, SIGKILL the worker that consumes events: the Events API lease's holder (read
+    off the proxies' metrics), or a worker of the proxy the webhook delivers to."""
+
+    def __init__(self, proxies: Sequence[ProxyServer], source: str, at: float):
+        self.proxies = proxies
+        self.source = source
+        self.at = at
+        self.killed = ""
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="kill consumer", daemon=True).start()
+
+    def _run(self) -> None:
+        time.sleep(max(0.0, self.at - time.time()))
+        pid = self._lease_holder() if self.source == "events_api" else self._webhook_worker()
+        if pid is None:
+            self.killed = "no consumer found to kill"
+            return
+        os.kill(pid, signal.SIGKILL)
+        self.killed = f"worker {pid} ({self.source} consumer), {time.time() - self.at:.0f} s late"
+        print(f"killed {self.killed}", flush=True)
+
+    def _lease_holder(self) -> int | None:
+        for proxy in self.proxies:
+            text = requests.get(proxy.metrics_url, timeout=10).text
+            held = re.search(r'auth0_proxy_events_lease_held\{holder="[^"]*:(\d+):\w+"\} 1\.0', text)
+            if held:
+                return int(held.group(1))
+        return None
+
+    def _webhook_worker(self) -> int | None:
+        master = self.proxies[0].process.pid
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        return int(children[0]) if children else None
+
+
+def event_counters(proxies: Sequence[ProxyServer]) -> dict[str, float]:
+    """The event counters of every proxy's metrics, summed over labels and proxies."""
+    totals: Counter[str] = Counter()
+    for proxy in proxies:
+        for line in requests.get(proxy.metrics_url, timeout=10).text.splitlines():
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in EVENT_METRICS:
+                totals[name] += float(line.rsplit(" ", 1)[1])
+    return dict(totals)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=1000, help="edge clients (N)")
@@ -532,8 +623,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="SECONDS",
         help="when the outage starts, in seconds into the measured phase (default 30)",
     )
+    parser.add_argument(
+        "--events", choices=("off", "events_api", "webhook"), default="off", help="events.source"
+    )
+    parser.add_argument(
+        "--reconcile",
+        type=int,
+        default=EventsSettings.reconcile_seconds,
+        help="events.reconcile_seconds",
+    )
+    parser.add_argument("--churn", type=float, default=0, help="membership changes a minute")
+    parser.add_argument(
+        "--kill-consumer-at",
+        type=float,
+        metavar="SECONDS",
+        help="kill the event consumer's worker this long into the measured phase (default:"
+        " halfway, with events on)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
+    if args.kill_consumer_at is None and args.events != "off":
+        args.kill_consumer_at = args.minutes * 30
     if args.ramp is None:
         args.ramp = args.poll
     if args.warmup is None:
@@ -563,6 +673,9 @@ class Run:
     fleet: Fleet
     requests: list[dict]
     redis_prefix: str
+    churn: Churn | None = None
+    event_counts: dict[str, float] | None = None
+    killed: str = ""
 
 
 def simulate(args: argparse.Namespace) -> Run:
@@ -602,11 +715,25 @@ def simulate(args: argparse.Namespace) -> Run:
             "cache_key_prefix": prefix,
         }
         config["budget"] = {"plan": args.plan, "share": args.share}  # the proxy's own defaults
+        if args.events != "off":
+            config["events"] = {
+                "source": args.events,
+                "webhook_token": WEBHOOK_TOKEN,
+                "reconcile_seconds": args.reconcile,
+            }
         proxies: list[ProxyServer] = []
         for _ in range(PROXIES):
             proxies.append(start_proxy(tenant_server, config, WORKERS, THREADS))
             running.callback(proxies[-1].stop)
+        if args.events == "webhook":  # as one Event Stream to one address (a load balancer's)
+            authorization = {"method": "bearer", "token": WEBHOOK_TOKEN}
+            stream = tenant.add_event_stream(f"{proxies[0].url}/events/auth0", authorization)
+            running.callback(stream.stop)
         fleet = Fleet(clients, [proxy.url for proxy in proxies], args.poll, args.threads)
+        churn = None
+        if args.churn:
+            tokens = {client.org: client.token for client in reversed(clients)}
+            churn = Churn(tenant, [proxy.url for proxy in proxies], tokens, args.churn, args.seed)
         tenant.enforce_plan(args.plan)
         tenant.reset_counts()
         print(
@@ -620,6 +747,13 @@ def simulate(args: argparse.Namespace) -> Run:
                 else ""
             )
         )
+        measured_at = time.time() + args.warmup
+        if churn is not None:
+            churn.start(measured_at, measured_at + args.minutes * 60)
+        killing = None
+        if args.kill_consumer_at is not None and args.events != "off":
+            killing = Killing(proxies, args.events, measured_at + args.kill_consumer_at)
+            killing.start()
         outage = None
         if own_redis is not None:  # the fleet starts now: the outage is timed from here
             at = time.time() + args.warmup + args.redis_outage_at
@@ -628,6 +762,9 @@ def simulate(args: argparse.Namespace) -> Run:
         started = fleet.run(args.ramp, args.warmup + args.minutes * 60, args.seed)
         if outage is not None:
             outage_thread.join()
+        if churn is not None:
+            churn.join()
+        event_counts = event_counters(proxies) if args.events != "off" else None
         requests = list(tenant.requests)
     ramp_end = started + args.warmup
     end = ramp_end + args.minutes * 60
@@ -641,7 +778,8 @@ def simulate(args: argparse.Namespace) -> Run:
         ]
         if outage.restarted:  # else it did not start again (its thread said why)
             phases.append(Phase("after: Redis back, empty", outage.restarted, end))
-    return Run(phases, fleet, requests, prefix)
+    killed = killing.killed if killing is not None else ""
+    return Run(phases, fleet, requests, prefix, churn, event_counts, killed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -661,6 +799,15 @@ def main(argv: list[str] | None = None) -> int:
         print_upstream(run.requests, phase, args.plan, args.share)
         answers = [answer for answer in run.fleet.answers if phase.holds(answer.due)]
         print_clients(answers, args.orgs)
+    if run.churn is not None:
+        print()
+        print_churn(run.churn)
+    if run.event_counts is not None:
+        counts = ", ".join(
+            f"{label} {run.event_counts.get(name, 0):,.0f}" for name, label in EVENT_METRICS.items()
+        )
+        print(f"events ({args.events}, reconcile_seconds {args.reconcile}): {counts}")
+        print(f"killed mid-run: {run.killed or 'nothing'}")
     print(
         f"\npolls let pass while the client's previous poll was in flight: {run.fleet.skipped:,};"
         f" due before the end but never sent (every client thread busy): {run.fleet.unsent:,}"

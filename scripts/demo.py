@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 
 import requests
 from auth0.management import ManagementClient
@@ -31,6 +32,7 @@ from scripts.proxy_server import ROOT, ProxyServer
 
 WORKDIR = ROOT / ".demo"
 VERIFY = str(WORKDIR / "certs" / "ca.pem")  # the emulated tenant's CA: it signs both servers
+DEMO_LEAVER = "auth0|carol-acme"
 LOG_FIELDS = ("level", "client_id", "org_id", "path", "status", "upstream_calls", "reason")
 
 
@@ -48,8 +50,10 @@ def main() -> int:
     tenant = TenantServer(
         demo_tenant(), port=args.tenant_port, cert_dir=str(WORKDIR / "certs")
     ).start()
+    config = proxy_config(tenant.tenant)
+    config["events"] = {"source": "events_api"}  # step 10: a change in Auth0, seen in seconds
     proxy = ProxyServer(
-        proxy_config(tenant.tenant),
+        config,
         ca_bundle=tenant.ca_bundle,
         port=args.port,
         workdir=str(WORKDIR),
@@ -97,6 +101,7 @@ def show(tenant: TenantServer, proxy: ProxyServer) -> None:
     show_conditional_request(f"{proxy.url}/users", auth)
     show_sdk_call(proxy, token)
     show_metrics(proxy)
+    show_event(tenant, f"{proxy.url}/users", auth)
 
     heading("The proxy logged one JSON line per call (no token in them):")
     requests_logged = [record for record in proxy.log_records() if "status" in record]
@@ -157,6 +162,38 @@ def show_metrics(proxy: ProxyServer) -> None:
     for line in text.splitlines():
         if line.startswith(shown) and 'route="/api/v2' not in line:
             print(f"  {line}")
+
+
+def show_event(tenant: TenantServer, url: str, auth: dict) -> None:
+    """With events on, a member removed in Auth0 leaves the proxy's answer within seconds, not
+    after the cached list's refresh."""
+    heading(
+        f"10. Events on (events.source events_api): an admin removes {DEMO_LEAVER} from org_acme"
+        " in Auth0"
+    )
+    tenant.tenant.remove_member("org_acme", DEMO_LEAVER)
+    print(
+        f"GET {url}: {DEMO_LEAVER} {until(lambda: DEMO_LEAVER not in listed(url, auth), 'gone')}"
+        " (the list was cached for 30 s)"
+    )
+    tenant.tenant.add_member("org_acme", DEMO_LEAVER)
+    print(f"added back in Auth0: {until(lambda: DEMO_LEAVER in listed(url, auth), 'listed again')}")
+
+
+def listed(url: str, auth: dict) -> set[str]:
+    response = requests.get(url, headers=auth, timeout=30, verify=VERIFY)
+    return {member["user_id"] for member in response.json()}
+
+
+def until(condition, done: str, timeout: float = 30.0) -> str:
+    """``done`` and how long until ``condition()`` held (checked every 100 ms), or that it did
+    not within ``timeout``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return f"{done} after {time.monotonic() - started:.1f} s"
+        time.sleep(0.1)
+    return f"not {done} within {timeout:g} s"
 
 
 def call(method: str, url: str, headers: dict, title: str):

@@ -36,6 +36,16 @@ def test_add_sets_only_what_is_absent(store):
     assert store.add("lock", "theirs", 5)
 
 
+def test_extend_if_renews_only_the_holders_lease(store):
+    assert store.add("lease", "holder", 1)
+    assert not store.extend_if("lease", "another", 5)
+    assert store.extend_if("lease", "holder", 5)
+    time.sleep(1.5)  # past the first second (the file cache counts whole seconds)
+    assert not store.add("lease", "another", 5), "the renewed lease expired"
+    assert not store.extend_if("absent", "holder", 5)
+    assert store.add("absent", "holder", 5), "extend_if made a key that was absent"
+
+
 def test_a_lock_taken_over_after_it_expired_is_not_released_by_its_first_owner(store):
     assert store.add("lock", "first", 1)
     time.sleep(2.1)  # expired (the file cache counts whole seconds)

@@ -19,6 +19,8 @@ from auth0_proxy.core.config import (
     ClientLimits,
     ClientLimitsSchema,
     ConfigError,
+    EventsSchema,
+    EventsSettings,
     ProxySchema,
     RateLimits,
     WriteGrantSchema,
@@ -358,14 +360,20 @@ def test_the_configuration_reference_names_every_other_block_setting_with_its_de
     reference = (ROOT / "docs" / "configuration.md").read_text()
     rows = dict(
         re.findall(
-            r"^\| `((?:budget|writes|rate_limits)\.[^`]+)` \| [^|]+ \| (.*) \|$", reference, re.M
+            r"^\| `((?:budget|writes|rate_limits|events)\.[^`]+)` \| [^|]+ \| (.*) \|$",
+            reference,
+            re.M,
         )
     )
     declared = {f"budget.{key}" for key in BudgetSchema().fields}
     declared |= {f"writes.<client>.{key}" for key in WriteGrantSchema().fields}
     declared |= {f"rate_limits.client.{key}" for key in ClientLimitsSchema().fields}
     declared |= {"rate_limits.global", "rate_limits.failed_auth", "rate_limits.clients.<client>"}
+    declared |= {f"events.{key}" for key in EventsSchema().fields}
     assert set(rows) == declared
+    events = EventsSettings()
+    assert f"`{events.source}` (default)" in rows["events.source"]
+    assert f"default {events.reconcile_seconds}" in rows["events.reconcile_seconds"]
     budget = BudgetSettings()
     assert f"`{budget.plan}` (default)" in rows["budget.plan"]
     assert f"default {budget.share:g}" in rows["budget.share"]

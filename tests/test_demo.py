@@ -32,6 +32,8 @@ def test_demo_shows_an_organizations_users_and_a_refusal():
     assert "-> 404" in out and "-> 401" in out and "-> 304 (0 bytes of body)" in out
     assert "auth0|carol-acme" in out.split("8. The Auth0 Python SDK")[1], "the SDK pages on"
     assert "auth0.clients.list() -> 403" in out
+    assert "auth0|carol-acme gone after" in out.split("10. Events on")[1]  # by the event
+    assert "added back in Auth0: listed again after" in out
     metrics = out.split("9. The proxy's metrics")[1]
     assert 'auth0_proxy_requests_total{client="edge-acme",method="GET",route="/users",' in metrics
     assert "Stopped the proxy and the emulated tenant." in out

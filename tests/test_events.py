@@ -14,6 +14,7 @@ from flask import Flask
 
 from auth0_proxy import create_app
 from auth0_proxy.core import metrics
+from emulated_tenant.demo import API_AUDIENCE as PROXY_API
 from emulated_tenant.demo import SHARED_USER_ID
 from tests.support import ERROR_KEYS, ids, join_refreshes, proxy_config_for, user_path
 
@@ -30,10 +31,11 @@ def make_worker(tenant_server, tmp_path, monkeypatch, app_log) -> Callable[..., 
     all sharing one cache directory, as a deployment's workers share its cache."""
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_server.ca_bundle)
 
-    def make(**events) -> Flask:
+    def make(clients: dict | None = None, **events) -> Flask:
         config = proxy_config_for(
             tenant_server, cache_ttl_seconds=30, cache_dir=str(tmp_path / "shared")
         )
+        config["clients"].update(clients or {})
         config["events"] = {"source": "webhook", "webhook_token": WEBHOOK_TOKEN, **events}
         app = create_app(config)
         logging.getLogger("auth0_proxy").addHandler(app_log)
@@ -190,6 +192,32 @@ def test_a_deleted_user_is_gone_from_every_organization(
     for token in tokens:
         assert newcomer not in ids(call("/users", token, via=second))
         assert call(user_path(newcomer), token, via=second).status_code == 404
+
+
+def test_a_deleted_organization_answers_nothing_it_had_cached(
+    make_worker, call, make_token, tenant, clock
+):
+    org, user, client = "org_doomed", "auth0|dora-doomed", "edge-doomed"
+    tenant.add_organization(org, "doomed", "Doomed Inc")
+    tenant.add_user(user, "dora@doomed.example", "Dora Doomed", organizations=[org])
+    tenant.add_client(
+        client, f"{client}-secret", grants={PROXY_API: ["read:users"]}, organizations=[org]
+    )
+    try:
+        first, second = (make_worker(clients={client: org}) for _ in range(2))
+        token = make_token(client)
+        for _ in range(2):  # read from Auth0, then from the cache
+            assert ids(call("/users", token, via=second)) == {user}
+            assert call(user_path(user), token, via=second).status_code == 200
+
+        change_and_deliver(tenant, first, lambda: tenant.delete_organization(org))
+        clock.advance(MEMO_SECONDS)
+
+        gone = call("/users", token, via=second)
+        assert gone.status_code == 404 and gone.json()["errorCode"] == "inexistent_organization"
+        assert call(user_path(user), token, via=second).status_code == 404
+    finally:
+        tenant.delete_user(user)
 
 
 def test_a_role_event_drops_the_members_cached_roles(workers, call, make_token, tenant, clock):

@@ -2,10 +2,11 @@
 management token (permission ``read:events``).
 
 Each message's ``id`` is an offset to resume from (``Last-Event-ID``, and ``from``); an
-``offset-only`` message is a heartbeat carrying one; ``retry`` says how long to wait before
-reconnecting. What a ``data`` line holds is not spelled out by Auth0's prose: its examples show
-the CloudEvent, its SDKs type it as ``{"offset", "event": CloudEvent}``; both are read.
-Messages are parsed as the SSE specification says (html.spec.whatwg.org, "server-sent events").
+``offset-only`` message is a heartbeat carrying one (kept like any); ``retry`` says how long to
+wait before reconnecting. What a ``data`` line holds is not spelled out by Auth0's prose: its
+examples show the CloudEvent, its SDKs type it as ``{"offset", "event": CloudEvent}``; both are
+read. Messages are parsed as the SSE specification says (html.spec.whatwg.org,
+"server-sent events").
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from .management import ManagementClient
 
 # A stream that sends nothing (not even a heartbeat) for this long is opened again.
 READ_TIMEOUT_SECONDS = 30.0
-HEARTBEAT = "offset-only"
 
 
 class OffsetGone(APIError):

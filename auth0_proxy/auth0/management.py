@@ -20,6 +20,7 @@ from auth0_proxy.core import clock, metrics
 from auth0_proxy.core.auth0_api import MEMBERS, USER, USER_ORGANIZATIONS, USERS, api_path
 from auth0_proxy.core.config import Auth0Settings
 from auth0_proxy.core.errors import (
+    OrganizationNotFound,
     Relayed,
     TooManyRequests,
     UpstreamFailed,
@@ -94,10 +95,11 @@ class ManagementClient:
         """One page of members, as Auth0 pages them: ``{"members", "next"}``, members with the
         member fields. The checkpoint is Auth0's own ``next``: a 400 would be Auth0's fault.
 
+        :raise OrganizationNotFound: Auth0 has no such organization (deleted: 404).
         :raise UpstreamFailed: a page of an unexpected shape, or refused (502).
         """
         path = api_path(MEMBERS, id=org_id)
-        page = self.get_json(path, paging.params(), invalid=UpstreamFailed, prepaid=prepaid)
+        page = self.get_json(path, paging.params(), missing=OrganizationNotFound, prepaid=prepaid)
         return _load(members_page, page, path)
 
     def search_users(self, user_ids: list[str], fields: tuple[str, ...] | None) -> list[dict]:

@@ -79,12 +79,12 @@ class Directory:
         writable_orgs: frozenset[str] = frozenset(),
         governor: Governor | None = None,
         client_wait: float = 0.0,
-        reconcile: int | None = None,
+        reconcile_seconds: int | None = None,
     ):
         self.management = management
         # With Auth0's events on (events.py), how long a member list is fresh: events keep it
         # true meanwhile, and re-reading it then corrects what an event stream missed.
-        self.reconcile = reconcile
+        self.reconcile_seconds = reconcile_seconds
         # Cold lists' turns (turns.py), when there is a budget to take them in.
         self.turns = (
             Turns(cache, governor, self.list_in_turn, self.listed_pages) if governor else None
@@ -98,7 +98,7 @@ class Directory:
         self.listings = Listings(cache)
         self.changes = changes
         self.ttl = ttl
-        self.list_ttl = reconcile if reconcile and ttl else ttl
+        self.list_ttl = reconcile_seconds if reconcile_seconds and ttl else ttl
         self._registered: set[str] = set()  # organizations this process made known
         self.max_stale = max_stale
 
@@ -176,7 +176,7 @@ class Directory:
         """The part of the organization's cache keys that a write changes; only for those a
         client may write to, and with events on for organization reads (one shared-store read
         per request, kept in its scope: the others need none)."""
-        if org_id not in self.writable_orgs and not (reads and self.reconcile):
+        if org_id not in self.writable_orgs and not (reads and self.reconcile_seconds):
             return ""
         scope = request_scope()
         known = scope.generations if scope is not None else {}
@@ -349,7 +349,7 @@ class Directory:
         organization is known (for a user's deletion, a lost stream), and what the listing
         changed is a correction: an event that never came (or comes after the listing)."""
         change = self.changes.record(org_id, observation)
-        if not self.reconcile:
+        if not self.reconcile_seconds:
             return
         self._register(org_id)
         if change is not None:
@@ -407,9 +407,15 @@ class Directory:
 
     def reconcile(self, org_id: str) -> None:
         """Read the organization's member list from Auth0 again and store it, whatever is
-        cached (what it corrects is logged: ``reconciled``)."""
-        for _ in self.member_list(org_id, fresh=True).body:  # stored as it is read
+        cached (what it corrects is logged: ``reconciled``).
+
+        :raise BudgetExhausted: the budget cannot afford it now (the cached list answered).
+        """
+        answer = self.member_list(org_id, fresh=True)
+        for _ in answer.body:  # stored as it is read
             pass
+        if answer.freshness.ttl is not None:
+            raise BudgetExhausted(reason=f"{org_id}: no budget to reconcile its list now")
 
     def known_organizations(self) -> frozenset[str]:
         """The organizations whose member lists this deployment read, with events on: those a

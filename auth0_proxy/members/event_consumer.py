@@ -17,11 +17,12 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 import requests
 
-from auth0_proxy.auth0.event_stream import HEARTBEAT, OffsetGone, messages, open_stream
+from auth0_proxy.auth0.event_stream import Message, OffsetGone, messages, open_stream
 from auth0_proxy.core import clock, metrics
 from auth0_proxy.core.errors import APIError
 from auth0_proxy.core.schemas import EVENT_TYPES
@@ -36,13 +37,20 @@ log = logging.getLogger("auth0_proxy.event_consumer")
 LEASE_KEY = "events:lease"
 OFFSET_KEY = "events:offset"
 OFFSET_SECONDS = 30 * 86400
-LEASE_SECONDS = 20  # a holder that stops renewing is replaced after this
-POLL_SECONDS = 5  # how often a consumer without the lease tries for it, and a holder renews
+LEASE_SECONDS = 6  # a holder that stops renewing is replaced after this
+POLL_SECONDS = 1  # how often a consumer without the lease tries for it, and a holder renews
 MAX_BACKOFF_SECONDS = 30  # after a failed connection, at most this long before the next
 
 
 class EventConsumer:
-    """Reads the stream while it holds the lease; applies each event through ``events``."""
+    """Reads the stream while it holds the lease; applies each event through ``events``.
+
+    Two threads: one keeps the lease (takes it when free, renews it while held, and closes the
+    stream when it is lost), one reads the stream while the lease is held.
+    """
+
+    lease_seconds = LEASE_SECONDS
+    poll_seconds = POLL_SECONDS
 
     def __init__(
         self,
@@ -59,37 +67,41 @@ class EventConsumer:
         self.connect_timeout = connect_timeout
         # A first start replays what happened while the lists cached now were read.
         self.first_start_window = first_start_window
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        # Unique to this consumer: the host and process, for the lease metric's readers.
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.retry_seconds = 1.0  # Auth0's ``retry``, once it says
+        self._from_newest = False  # after a lost offset: neither an offset nor a time
+        self.held = threading.Event()
         self._stopping = threading.Event()
         self._response: requests.Response | None = None
-        self._renewed_at = 0.0
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name="auth0 events", daemon=True)
-        self._thread.start()
+        for target, name in ((self._keep_lease, "events lease"), (self.run, "auth0 events")):
+            self._threads.append(threading.Thread(target=target, name=name, daemon=True))
+            self._threads[-1].start()
 
     def stop(self) -> None:
         """Stop reading and give the lease up, so another consumer takes over at once."""
         self._stopping.set()
-        if self._response is not None:
-            self._response.close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._close_stream()
+        for thread in self._threads:
+            thread.join(timeout=5)
         self.store.delete_if(LEASE_KEY, self.holder)
+        self.held.clear()
         metrics.EVENTS_LEASE_HELD.labels(self.holder).set(0)
 
     def run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
-            if not self.hold_lease():
-                self._stopping.wait(POLL_SECONDS)
+            if not self.held.wait(self.poll_seconds):
                 continue
             try:
                 self.read_stream()
                 failures = 0
             except Exception as error:  # logged, redacted; the loop reconnects
+                if self._stopping.is_set():
+                    return  # the stream was closed under the reader
                 failures += 1
                 reason = error.reason if isinstance(error, APIError) else type(error).__name__
                 log.warning("the Events API stream failed: %s", reason)
@@ -98,22 +110,30 @@ class EventConsumer:
                 backoff = self.retry_seconds * 2 ** min(failures, 5)
                 self._stopping.wait(min(backoff, MAX_BACKOFF_SECONDS))
 
+    def _keep_lease(self) -> None:
+        while not self._stopping.is_set():
+            if self.hold_lease():
+                self.held.set()
+            elif self.held.is_set():
+                log.warning("the Events API lease went to another consumer")
+                self.held.clear()
+                self._close_stream()
+            self._stopping.wait(self.poll_seconds)
+
     def hold_lease(self) -> bool:
         """Take the lease if free, or renew it if this consumer holds it; whether it does."""
-        held = self.store.add(LEASE_KEY, self.holder, LEASE_SECONDS)
-        if not held and self.store.get(LEASE_KEY) == self.holder:
-            self.store.set(LEASE_KEY, self.holder, LEASE_SECONDS)
-            held = True
-        if held:
-            self._renewed_at = clock.monotonic()
+        held = self.store.extend_if(LEASE_KEY, self.holder, self.lease_seconds) or (
+            self.store.add(LEASE_KEY, self.holder, self.lease_seconds)
+            and not self.store.failing  # which grants every add
+        )
         metrics.EVENTS_LEASE_HELD.labels(self.holder).set(1 if held else 0)
         return held
 
     def read_stream(self) -> None:
-        """Read from the stored offset until the stream ends, the lease is lost or a consumer
-        stops; an event not applied ends it (read again from its offset next time)."""
+        """Read from the stored offset until the stream ends, the lease is lost or the
+        consumer stops; an event not applied ends it (read again from its offset next time)."""
         offset = self.store.get(OFFSET_KEY)
-        since = None if offset else clock.now() - self.first_start_window
+        since = None if offset or self._from_newest else clock.now() - self.first_start_window
         try:
             self._response = open_stream(
                 self.events.management,
@@ -124,21 +144,21 @@ class EventConsumer:
             )
         except OffsetGone:
             log.warning("Auth0 no longer keeps events after offset %s: reconciling", offset)
-            self.store.delete(OFFSET_KEY)  # from the latest event, while lists are read anew
+            self.store.delete(OFFSET_KEY)  # from the newest event, while lists are read anew
+            self._from_newest = True
             self._reconcile_in_background()
             return
         metrics.EVENTS_STREAM_CONNECTED.set(1)
         try:
-            lines = self._response.iter_lines(decode_unicode=True)
-            for message in messages(lines):
-                if self._stopping.is_set() or not self._renew_if_due():
+            for message in messages(self._response.iter_lines(decode_unicode=True)):
+                if self._stopping.is_set() or not self.held.is_set():
                     return
                 self._take(message)
         finally:
             metrics.EVENTS_STREAM_CONNECTED.set(0)
-            self._response.close()
+            self._close_stream()
 
-    def _take(self, message) -> None:
+    def _take(self, message: Message) -> None:
         """Apply a message's event, then keep its offset (a heartbeat's too)."""
         if message.retry is not None:
             self.retry_seconds = message.retry / 1000
@@ -149,15 +169,13 @@ class EventConsumer:
                 log.warning("skipped an Events API message: %s", invalid.messages)
             else:
                 self.events.apply(event)
-        elif message.event not in (HEARTBEAT, "message") and message.event not in EVENT_TYPES:
-            log.info("Events API message of type %s", message.event)
         if message.id:
             self.store.set(OFFSET_KEY, message.id, OFFSET_SECONDS)
 
-    def _renew_if_due(self) -> bool:
-        if clock.monotonic() - self._renewed_at < POLL_SECONDS:
-            return True
-        return self.hold_lease()
+    def _close_stream(self) -> None:
+        response = self._response
+        if response is not None:
+            response.close()
 
     def _reconcile_in_background(self) -> None:
         organizations = sorted(self.directory.known_organizations())
@@ -172,12 +190,13 @@ class EventConsumer:
 def reconcile(
     directory: Directory, organizations: list[str], stopping: Callable[[], bool] = lambda: False
 ) -> None:
-    """Read each organization's member list anew, at the budget's lowest rank, waiting while
-    the budget cannot afford it; what each corrects is logged (directory.reconciled)."""
+    """Read each organization's member list anew, as a refresh of a list past its freshness
+    (events were lost: every list may be stale), waiting while the budget cannot afford it;
+    what each corrects is logged (directory.reconciled)."""
     for org_id in organizations:
         while not stopping():
             try:
-                with errand(Rank.AHEAD):
+                with errand(Rank.STALE, urgency=1.0):
                     directory.reconcile(org_id)
                 break
             except BudgetExhausted:

@@ -69,6 +69,10 @@ DELETE_IF_SCRIPT = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+EXTEND_IF_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) end
+return 0
+"""
 # Token buckets KEYS[i], each ARGV: rate, capacity, floor, ceiling (after the spend: calls).
 # Refill each by Redis's clock (so hosts with skewed clocks agree), lower it to its ceiling, then
 # spend ``calls`` from all of them if each stays at or above its floor; else from none.
@@ -148,6 +152,11 @@ class Store:
     def delete_if(self, key: str, value: str | int) -> bool:
         """Delete ``key`` only if it still holds ``value`` (a lock released by its owner)."""
         return self._safely(self._delete_if, False, self.prefix + key, value)
+
+    def extend_if(self, key: str, value: str | int, ttl: float) -> bool:
+        """Keep ``key`` ``ttl`` seconds more only if it still holds ``value`` (a lease renewed
+        by its holder); whether it did. A failing backend says no."""
+        return self._safely(self._extend_if, False, self.prefix + key, value, _seconds(ttl))
 
     def answers(self) -> bool:
         """Whether the backend answers now: a read of a key no one writes (a failure is one as
@@ -233,6 +242,12 @@ class Store:
         with self._exclusive():
             return self.backend.get(key) == value and bool(self.backend.delete(key))
 
+    def _extend_if(self, key: str, value: str | int, ttl: int) -> bool:
+        with self._exclusive():
+            return self.backend.get(key) == value and bool(
+                self.backend.set(key, value, timeout=ttl)
+            )
+
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
         with self._mutex:
@@ -312,7 +327,8 @@ class FileStore(Store):
 class RedisStore(Store):
     """Redis, shared by hosts: atomic steps are single Redis commands (``SET NX``, a script).
 
-    Keys written by ``add`` hold plain strings or integers, read back only by ``delete_if``.
+    Keys written by ``add`` hold plain strings or integers, read back only by ``delete_if`` and
+    ``extend_if``.
     """
 
     cache_type = "redis"
@@ -328,6 +344,7 @@ class RedisStore(Store):
         # As bytes, so that making them asks the client nothing (a Cluster client is made on
         # first use: redis_client.py).
         self._delete_if_script = Script(self.client, DELETE_IF_SCRIPT.encode())
+        self._extend_if_script = Script(self.client, EXTEND_IF_SCRIPT.encode())
         self._take_tokens_script = Script(self.client, TAKE_TOKENS_SCRIPT.encode())
 
     def _add(self, key: str, value: str | int, ttl: int) -> bool:
@@ -335,6 +352,9 @@ class RedisStore(Store):
 
     def _delete_if(self, key: str, value: str | int) -> bool:
         return bool(self._delete_if_script(keys=[key], args=[value]))
+
+    def _extend_if(self, key: str, value: str | int, ttl: int) -> bool:
+        return bool(self._extend_if_script(keys=[key], args=[value, ttl]))
 
     def _count_processes(self) -> int:
         """Live processes sharing this Redis: each one's last beat in a sorted set."""

@@ -1,0 +1,135 @@
+"""Membership churn for `make simulate`, and how long each change takes to reach the proxies.
+
+A thread makes ``per_minute`` changes in the tenant, spread evenly, each in a random simulated
+organization: it removes a random member, or adds back one it removed earlier, alternately.
+Right before each change it takes each proxy's change-feed cursor for the organization; right
+after, a probe asks every proxy, every ``PROBE_SECONDS``, for the organization's list, the
+user's profile, the /api/v2 member list and the change feed since that cursor, until all four
+reflect the change. A change's latency at a proxy is the time from the change to the first
+moment all four reflected it there (the last of them); a change not reflected within
+``PROBE_LIMIT_SECONDS`` counts as lost.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import requests
+
+from emulated_tenant import Tenant
+
+PROBE_SECONDS = 0.25
+PROBE_LIMIT_SECONDS = 180
+
+
+@dataclass
+class Change:
+    kind: str  # "removal" or "addition"
+    org: str
+    user: str
+    at: float = 0.0
+    latencies: list[float | None] = field(default_factory=list)  # per proxy; None: never seen
+
+
+class Churn:
+    """Changes made in ``tenant``, probed at ``proxy_urls`` with each organization's token."""
+
+    def __init__(
+        self,
+        tenant: Tenant,
+        proxy_urls: Sequence[str],
+        tokens: dict[str, str],
+        per_minute: float,
+        seed: int,
+    ):
+        self.tenant = tenant
+        self.proxy_urls = proxy_urls
+        self.tokens = tokens  # organization → a token of one of its clients
+        self.period = 60 / per_minute
+        self.rng = random.Random(seed)
+        self.changes: list[Change] = []
+        self._removed: list[tuple[str, str]] = []
+        self._probes: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, at: float, until: float) -> None:
+        self._thread = threading.Thread(target=self._run, args=(at, until), daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        for probe in self._probes:
+            probe.join()
+
+    def _run(self, at: float, until: float) -> None:
+        time.sleep(max(0.0, at - time.time()))
+        while time.time() + PROBE_LIMIT_SECONDS / 6 < until:
+            change = self._next_change()
+            cursors = [self._cursor(url, change.org) for url in self.proxy_urls]
+            change.at = time.time()
+            if change.kind == "removal":
+                self.tenant.remove_member(change.org, change.user)
+            else:
+                self.tenant.add_member(change.org, change.user)
+            self.changes.append(change)
+            probe = threading.Thread(target=self._probe, args=(change, cursors), daemon=True)
+            probe.start()
+            self._probes.append(probe)
+            time.sleep(max(0.0, change.at + self.period - time.time()))
+
+    def _next_change(self) -> Change:
+        if self._removed and len(self.changes) % 2:
+            org, user = self._removed.pop(0)
+            return Change("addition", org, user)
+        org = self.rng.choice(sorted(self.tokens))
+        user = self.rng.choice(self.tenant.member_ids(org))
+        self._removed.append((org, user))
+        return Change("removal", org, user)
+
+    def _cursor(self, url: str, org: str) -> str | None:
+        answer = _get(url, "/users/changes", self.tokens[org])
+        return answer.json()["cursor"] if answer is not None and answer.ok else None
+
+    def _probe(self, change: Change, cursors: list[str | None]) -> None:
+        pending = dict(enumerate(self.proxy_urls))
+        change.latencies = [None] * len(self.proxy_urls)
+        while pending and time.time() < change.at + PROBE_LIMIT_SECONDS:
+            for index, url in list(pending.items()):
+                if self._reflects(url, change, cursors[index]):
+                    change.latencies[index] = time.time() - change.at
+                    del pending[index]
+            time.sleep(PROBE_SECONDS)
+
+    def _reflects(self, url: str, change: Change, cursor: str | None) -> bool:
+        """Whether every surface of the proxy at ``url`` answers the change."""
+        token, removed = self.tokens[change.org], change.kind == "removal"
+        listed = _get(url, "/users", token)
+        api_v2 = _get(url, f"/api/v2/organizations/{change.org}/members", token)
+        profile = _get(url, f"/users/{quote(change.user, safe='')}", token)
+        feed = _get(url, f"/users/changes?since={cursor}", token) if cursor else None
+        if None in (listed, api_v2, profile) or not (listed.ok and api_v2.ok):
+            return False
+        for answer in (listed, api_v2):
+            if (change.user in {m["user_id"] for m in answer.json()}) == removed:
+                return False
+        if profile.status_code != (404 if removed else 200):
+            return False
+        if feed is not None and feed.ok:
+            body = feed.json()
+            named = body["removed"] if removed else [m["user_id"] for m in body["added"]]
+            return change.user in named
+        return feed is None  # no cursor was to be had: the feed is not probed
+
+
+def _get(url: str, path: str, token: str) -> requests.Response | None:
+    try:
+        return requests.get(url + path, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    except requests.RequestException:
+        return None
