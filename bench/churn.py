@@ -24,7 +24,7 @@ import requests
 from emulated_tenant import Tenant
 
 PROBE_SECONDS = 0.25
-PROBE_LIMIT_SECONDS = 180
+PROBE_LIMIT_SECONDS = 120
 
 
 @dataclass

@@ -250,6 +250,27 @@ def test_a_duplicate_is_applied_once(workers, call, make_token, tenant, carol_ba
     assert tenant.counts == calls  # no confirming read for the duplicate
 
 
+def test_an_event_auth0_failed_to_confirm_is_refused_then_applied_when_delivered_again(
+    workers, call, make_token, tenant, clock, carol_back
+):
+    first, second = workers
+    token = make_token("edge-acme")
+    call("/users", token, via=second)
+    offset = tenant.events.latest_offset()
+    tenant.remove_member("org_acme", CAROL)
+    published = events_since(tenant, offset)
+    tenant.inject_fault("GET /api/v2/users/{id}/organizations", status=500, times=10)
+    refused = deliver(first, published)
+    assert refused.status_code >= 500  # Auth0 delivers it again
+    clock.advance(MEMO_SECONDS)
+    assert CAROL in ids(call("/users", token, via=second))  # nothing applied meanwhile
+    tenant.clear_faults()
+    clock.advance(10)  # past the failure remembered for Retry-After
+    assert deliver(second, published).get_json()["applied"] == 1
+    clock.advance(MEMO_SECONDS)
+    assert CAROL not in ids(call("/users", token, via=second))
+
+
 def test_events_out_of_order_leave_auth0s_truth(
     workers, call, make_token, tenant, clock, carol_back
 ):

@@ -8,7 +8,7 @@ event: the user's organizations, and their profile if they are a member; a user 
 profile and their organizations), and that state is what is stored. An event applied late,
 twice or before an older one then leaves the cache equal to Auth0 all the same; ordering by
 ``time`` instead could not tell two changes within a millisecond apart, nor repair a missed
-one. A duplicate (same ``id``) is dropped before it costs a read.
+one. A duplicate (same ``id``) of an event applied is dropped before it costs a read.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from .directory import Directory
 
 log = logging.getLogger("auth0_proxy.events")
 
-SEEN_KEY = "event-seen:{digest}"
-SEEN_SECONDS = 7 * 86400  # a redelivery within this is recognised (Auth0 retries for days)
+APPLIED_KEY = "event-applied:{digest}"
+APPLIED_SECONDS = 7 * 86400  # a redelivery within this is recognised (Auth0 retries for days)
 ROLE_EVENTS = ("organization.member.role.assigned", "organization.member.role.deleted")
 
 
@@ -94,16 +94,18 @@ class Events:
         metrics.EVENTS_RECEIVED.labels(event.type).inc()
         if self.store.failing:
             raise UpstreamUnavailable(reason="the shared store fails: events wait")
-        seen = SEEN_KEY.format(digest=hashlib.sha256(event.id.encode()).hexdigest()[:32])
-        if not self.store.add(seen, 1, SEEN_SECONDS):
+        applied = APPLIED_KEY.format(digest=hashlib.sha256(event.id.encode()).hexdigest()[:32])
+        if self.store.get(applied):
             metrics.EVENTS_DUPLICATES.inc()
             return False
         try:
             self._apply[event.type](event)
         except Exception:
-            self.store.delete(seen)  # not applied: its redelivery must be
             metrics.EVENTS_FAILED.inc()
             raise
+        # Marked once applied, not before: a worker killed in between leaves its redelivery to
+        # be applied (twice at worst, as two deliveries at once may be: it is idempotent).
+        self.store.set(applied, 1, APPLIED_SECONDS)
         metrics.EVENTS_APPLIED.labels(event.type).inc()
         metrics.EVENTS_LAG.observe(max(0.0, clock.now() - event.time))
         return True
