@@ -14,8 +14,10 @@ from flask import Flask
 
 from auth0_proxy import create_app, stop_background_work
 from auth0_proxy.auth0.event_stream import messages
+from auth0_proxy.core import metrics
 from auth0_proxy.members.event_consumer import LEASE_KEY, OFFSET_KEY, EventConsumer
 from tests.support import ids, proxy_config_for, user_path
+from tests.test_metrics import parse, total
 
 CAROL = "auth0|carol-acme"
 EVENTS = "GET /api/v2/events"
@@ -92,6 +94,10 @@ def test_the_stream_is_read_by_one_worker_and_applied_for_all(
     assert CAROL in listed(call, token, second)
     assert eventually(lambda: reading(first) or reading(second))
     assert not (consumer(first).held.is_set() and consumer(second).held.is_set())
+    reader = consumer(first) if reading(first) else consumer(second)
+    samples = parse(metrics.render()[0].decode())
+    assert total(samples, "auth0_proxy_events_lease_held", holder=reader.holder) == 1
+    assert total(samples, "auth0_proxy_events_stream_connected") == 1
 
     tenant.remove_member("org_acme", CAROL)
 

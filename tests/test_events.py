@@ -17,6 +17,7 @@ from auth0_proxy.core import metrics
 from emulated_tenant.demo import API_AUDIENCE as PROXY_API
 from emulated_tenant.demo import SHARED_USER_ID
 from tests.support import ERROR_KEYS, ids, join_refreshes, proxy_config_for, user_path
+from tests.test_metrics import parse, total
 
 WEBHOOK_TOKEN = "test-webhook-token-0123456789abcdefghij"
 NEWCOMER = "auth0|nina-newcomer"
@@ -243,11 +244,22 @@ def test_a_duplicate_is_applied_once(workers, call, make_token, tenant, carol_ba
     tenant.remove_member("org_acme", CAROL)
     published = events_since(tenant, offset)
     tenant.reset_counts()
+    before = parse(metrics.render()[0].decode())
     assert deliver(first, published).get_json() == {"received": 1, "applied": 1, "duplicates": 0}
     calls = dict(tenant.counts)
     again = deliver(second, published[0])  # one event alone, to the other worker
     assert again.get_json() == {"received": 1, "applied": 0, "duplicates": 1}
     assert tenant.counts == calls  # no confirming read for the duplicate
+    after = parse(metrics.render()[0].decode())
+
+    def delta(name, **labels):
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    removal = {"type": "organization.member.deleted"}
+    assert delta("auth0_proxy_events_received_total", **removal) == 2
+    assert delta("auth0_proxy_events_applied_total", **removal) == 1
+    assert delta("auth0_proxy_events_duplicates_total") == 1
+    assert delta("auth0_proxy_events_lag_seconds_count") == 1
 
 
 def test_an_event_auth0_failed_to_confirm_is_refused_then_applied_when_delivered_again(

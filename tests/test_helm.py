@@ -156,6 +156,14 @@ def test_helm_lint_strict_passes(values):
             "proxy.cache_redis_url holds a password",
         ),
         ({"config": {"json": "clients: {}"}}, "config.json is not a JSON object"),
+        (
+            {"config": {"json": {"events": {"webhook_token": "t" * 32}}}},
+            "events.webhook_token would be in a ConfigMap",
+        ),
+        (
+            {"config": {"env": {"AUTH0_PROXY_EVENTS_WEBHOOK_TOKEN": "t" * 32}}},
+            "AUTH0_PROXY_EVENTS_WEBHOOK_TOKEN",
+        ),
         ({"redis": {"url": "redis://:s3cret@r:6379/0"}}, "redis.url holds a password"),
         ({"redis": {"enabled": True}}, "redis.mode standalone needs redis.url"),
         (
@@ -313,6 +321,8 @@ EXPECTED_SETTINGS = {
         "proxy.cache_type": "redis",
         "proxy.cache_redis_url": "rediss://:redis-password-0123456789@redis.cache:6380/0",
         "proxy.cache_ttl_seconds": 45,
+        "events.source": "webhook",
+        "events.webhook_token": "chart-made-webhook-token-0123456789abcdef",
     },
 }
 

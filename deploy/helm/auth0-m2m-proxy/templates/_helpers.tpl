@@ -67,9 +67,11 @@ Secret. The chart's own Secret has keys of the files' names.
 {{- if $secrets.existingSecret }}
 {{- $_ := set $files "mgmt-client-secret" $secrets.mgmtClientSecretKey }}
 {{- with $secrets.redisUrlKey }}{{ $_ := set $files "redis-url" . }}{{ end }}
+{{- with $secrets.webhookTokenKey }}{{ $_ := set $files "webhook-token" . }}{{ end }}
 {{- else }}
 {{- if $secrets.mgmtClientSecret }}{{ $_ := set $files "mgmt-client-secret" "mgmt-client-secret" }}{{ end }}
 {{- if $secrets.redisUrl }}{{ $_ := set $files "redis-url" "redis-url" }}{{ end }}
+{{- if $secrets.webhookToken }}{{ $_ := set $files "webhook-token" "webhook-token" }}{{ end }}
 {{- end }}
 {{- toYaml $files }}
 {{- end }}
@@ -96,6 +98,9 @@ YAML: name -> value. config.env may not set them too.
 {{- end }}
 {{- if hasKey $files "redis-url" }}
 {{- $_ := set $env "AUTH0_PROXY_PROXY_CACHE_REDIS_URL_FILE" (printf "%s/redis-url" $dir) }}
+{{- end }}
+{{- if hasKey $files "webhook-token" }}
+{{- $_ := set $env "AUTH0_PROXY_EVENTS_WEBHOOK_TOKEN_FILE" (printf "%s/webhook-token" $dir) }}
 {{- end }}
 {{- with .Values.redis }}
 {{- if .enabled }}
@@ -128,6 +133,9 @@ YAML: name -> value. config.env may not set them too.
 {{- $config := fromJson . }}
 {{- if hasKey $config "Error" }}
 {{- fail (printf "config.json is not a JSON object: %s" $config.Error) }}
+{{- end }}
+{{- if hasKey ($config.events | default dict) "webhook_token" }}
+{{- fail "config.json: events.webhook_token would be in a ConfigMap; put it in secrets" }}
 {{- end }}
 {{- if hasKey ($config.auth0 | default dict) "mgmt_client_secret" }}
 {{- fail "config.json: auth0.mgmt_client_secret would be in a ConfigMap; put it in secrets" }}
