@@ -282,9 +282,12 @@ def check_permissions(settings: Settings, token: str) -> Check:
 
 
 def required_permissions(settings: Settings) -> dict[str, set[str]]:
-    """Each Management API permission the proxy needs, and what needs it: its reads, and for
-    each write the ``writes`` block grants, what that write's rule calls."""
+    """Each Management API permission the proxy needs, and what needs it: its reads, the
+    Events API's with ``events.source`` events_api, and for each write the ``writes`` block
+    grants, what that write's rule calls."""
     needed: dict[str, set[str]] = {permission: {"the proxy's reads"} for permission in PROXY_READS}
+    if settings.events.source == "events_api":
+        needed["read:events"] = {"events.source events_api"}
     for client_id, grant in settings.writes.items():
         for rule in RULES:
             if rule.write and rule.permission in grant.permissions:

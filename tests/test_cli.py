@@ -368,6 +368,19 @@ def test_online_names_a_read_permission_the_management_client_lacks(
     assert_no_secret(output.out + output.err, secret, tenant)
 
 
+def test_online_names_read_events_where_the_events_api_is_read(
+    config, write_config, tenant, in_process, capsys
+):
+    with_management_client(tenant, config, CORE_READS)
+    config["events"] = {"source": "events_api"}
+    path = write_config(config)
+
+    assert main(["check-config", str(path), "--online"]) == 1
+
+    line = lines(capsys.readouterr().out)["management permissions"]
+    assert "the token lacks read:events (events.source events_api)" in line
+
+
 def test_online_warns_of_missing_reads_of_the_api_v2_surface(
     config, write_config, tenant, in_process, capsys
 ):
