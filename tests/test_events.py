@@ -73,6 +73,15 @@ def events_since(tenant, offset: str) -> list[dict]:
     return [event.cloud_event for event in tenant.events.after(offset)]
 
 
+def carol_leaves_unannounced(tenant, call, token: str, app: Flask) -> list[dict]:
+    """Acme's list cached at ``app``, then Carol removed in Auth0: the events that tell it,
+    not delivered yet."""
+    call("/users", token, via=app)
+    offset = tenant.events.latest_offset()
+    tenant.remove_member("org_acme", CAROL)
+    return events_since(tenant, offset)
+
+
 def deliver(app: Flask, body, token: str = WEBHOOK_TOKEN, scheme: str = "Bearer"):
     headers = {"Authorization": f"{scheme} {token}"} if token else {}
     return app.test_client().post("/events/auth0", json=body, headers=headers)
@@ -239,10 +248,7 @@ def test_a_role_event_drops_the_members_cached_roles(workers, call, make_token, 
 
 def test_a_duplicate_is_applied_once(workers, call, make_token, tenant, carol_back):
     first, second = workers
-    call("/users", make_token("edge-acme"), via=first)
-    offset = tenant.events.latest_offset()
-    tenant.remove_member("org_acme", CAROL)
-    published = events_since(tenant, offset)
+    published = carol_leaves_unannounced(tenant, call, make_token("edge-acme"), first)
     tenant.reset_counts()
     before = parse(metrics.render()[0].decode())
     assert deliver(first, published).get_json() == {"received": 1, "applied": 1, "duplicates": 0}
@@ -267,10 +273,7 @@ def test_an_event_auth0_failed_to_confirm_is_refused_then_applied_when_delivered
 ):
     first, second = workers
     token = make_token("edge-acme")
-    call("/users", token, via=second)
-    offset = tenant.events.latest_offset()
-    tenant.remove_member("org_acme", CAROL)
-    published = events_since(tenant, offset)
+    published = carol_leaves_unannounced(tenant, call, token, second)
     tenant.inject_fault("GET /api/v2/users/{id}/organizations", status=500, times=10)
     refused = deliver(first, published)
     assert refused.status_code >= 500  # Auth0 delivers it again
@@ -322,13 +325,9 @@ def test_a_webhook_without_the_token_is_refused_and_applies_nothing(
 ):
     first, _ = workers
     token = make_token("edge-acme")
-    call("/users", token, via=first)
-    offset = tenant.events.latest_offset()
-    tenant.remove_member("org_acme", CAROL)
+    published = carol_leaves_unannounced(tenant, call, token, first)
     headers = {"Authorization": authorization} if authorization else {}
-    answer = first.test_client().post(
-        "/events/auth0", json=events_since(tenant, offset), headers=headers
-    )
+    answer = first.test_client().post("/events/auth0", json=published, headers=headers)
     assert answer.status_code == 401
     assert set(answer.get_json()) == ERROR_KEYS
     assert WEBHOOK_TOKEN not in answer.get_data(as_text=True)
@@ -375,10 +374,7 @@ def test_a_malformed_delivery_is_refused_and_applies_nothing(
 ):
     first, _ = workers
     token = make_token("edge-acme")
-    call("/users", token, via=first)
-    offset = tenant.events.latest_offset()
-    tenant.remove_member("org_acme", CAROL)
-    valid = events_since(tenant, offset)
+    valid = carol_leaves_unannounced(tenant, call, token, first)
     batch = body if isinstance(body, str | list) and not body else [*valid, body]
     headers = {"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"}
     data = body if isinstance(body, str) else json.dumps(batch)
