@@ -505,12 +505,15 @@ def reconciled(org_id: str, change: Change) -> None:
 
 
 def _upserted(members: list[dict], member: dict) -> list[dict] | None:
-    """The list with ``member`` in its place (Auth0 lists members in user_id order); None if
-    it is there already, unchanged."""
-    others = [m for m in members if m["user_id"] != member["user_id"]]
-    if len(others) < len(members) and member in members:
-        return None
-    return sorted([*others, member], key=lambda m: m["user_id"])
+    """The list with ``member`` in its place, or inserted before the first member whose id
+    sorts after its own (Auth0 lists members in user_id order); None if it is there already,
+    unchanged."""
+    for index, listed in enumerate(members):
+        if listed["user_id"] == member["user_id"]:
+            return None if listed == member else [*members[:index], member, *members[index + 1 :]]
+    after = (i for i, listed in enumerate(members) if listed["user_id"] > member["user_id"])
+    position = next(after, len(members))
+    return [*members[:position], member, *members[position:]]
 
 
 def _without(members: list[dict], user_id: str) -> list[dict] | None:
