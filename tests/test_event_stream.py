@@ -5,17 +5,22 @@ to a reconciliation, and the lease moving to another worker when its holder stop
 from __future__ import annotations
 
 import logging
+import os
+import re
+import signal
 import time
 from collections.abc import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 from flask import Flask
 
 from auth0_proxy import create_app, stop_background_work
 from auth0_proxy.auth0.event_stream import messages
 from auth0_proxy.core import metrics
 from auth0_proxy.members.event_consumer import LEASE_KEY, OFFSET_KEY, EventConsumer
+from scripts.proxy_server import ProxyServer
 from tests.support import ids, proxy_config_for, user_path
 from tests.test_metrics import parse, total
 
@@ -186,6 +191,63 @@ def test_the_lease_moves_to_another_worker_when_its_holder_stops(
     tenant.remove_member("org_acme", CAROL)
     token = make_token("edge-acme")
     assert eventually(lambda: CAROL not in listed(call, token, second))
+
+
+def test_under_gunicorn_a_killed_readers_lease_goes_to_another_worker(
+    tenant_server, tmp_path, make_token, tenant, carol_back
+):
+    """Two workers of one instance: one reads; SIGKILLed, another takes over (and gunicorn
+    starts a new worker), and the change made meanwhile is applied, not lost."""
+    config = proxy_config_for(tenant_server, cache_ttl_seconds=30)
+    config["events"] = {"source": "events_api"}
+    server = ProxyServer(
+        config, ca_bundle=tenant_server.ca_bundle, workers=2, workdir=str(tmp_path)
+    ).start()
+    token = make_token("edge-acme")
+    try:
+        assert every_answer(server, token, lambda members: CAROL in members)
+        holder = value_within(lambda: lease_holder_pid(server))
+        tenant.remove_member("org_acme", CAROL)
+        assert eventually(lambda: every_answer(server, token, lambda members: CAROL not in members))
+
+        os.kill(holder, signal.SIGKILL)
+        tenant.add_member("org_acme", CAROL)  # while no one reads
+
+        assert eventually(lambda: every_answer(server, token, lambda members: CAROL in members))
+        assert value_within(lambda: lease_holder_pid(server)) != holder
+    finally:
+        server.stop()
+
+
+def every_answer(server: ProxyServer, token: str, holds: Callable[[set[str]], bool]) -> bool:
+    """Whether ``holds`` of the members in each of a few answers (the kernel spreads them over
+    the workers)."""
+    for _ in range(4):
+        try:
+            answer = requests.get(
+                f"{server.url}/users", headers={"Authorization": f"Bearer {token}"}, timeout=10
+            )
+        except requests.ConnectionError:  # the killed worker's listening socket, reset
+            return False
+        if not holds({member["user_id"] for member in answer.json()}):
+            return False
+    return True
+
+
+def lease_holder_pid(server: ProxyServer) -> int | None:
+    """The worker holding the Events API lease, as the instance's metrics say."""
+    text = requests.get(server.metrics_url, timeout=10).text
+    held = re.search(r'auth0_proxy_events_lease_held\{holder="[^"]*:(\d+):\w+"\} 1\.0', text)
+    return int(held.group(1)) if held else None
+
+
+def value_within(read: Callable[[], int | None], timeout: float = WAIT_SECONDS) -> int:
+    """What ``read()`` gives once it gives something, within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (value := read()) is None:
+        assert time.monotonic() < deadline, "nothing within the timeout"
+        time.sleep(0.05)
+    return value
 
 
 def test_sse_messages_are_read_as_the_specification_says():
