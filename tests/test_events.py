@@ -390,6 +390,28 @@ def test_without_events_the_webhook_is_not_there(make_app, tenant):
     assert answer.status_code == 404
 
 
+def test_an_event_keeps_the_lists_reconciliation_due_and_says_how_old_it_is(
+    make_worker, call, make_token, tenant, clock, newcomer
+):
+    """An event edits the list: its Age is the event's, its next full reading stays due when
+    it was (else a busy organization's list would never be reconciled)."""
+    app = make_worker(reconcile_seconds=60)
+    token = make_token("edge-acme")
+    call("/users", token, via=app)  # read at t
+    clock.advance(30)
+    change_and_deliver(tenant, app, lambda: tenant.add_member("org_acme", newcomer))
+    edited = call("/users", token, via=app)
+    assert newcomer in ids(edited)
+    assert int(edited.headers["Age"]) <= 1
+    ttl = int(edited.headers["Cache-Status"].rsplit("ttl=", 1)[1])
+    assert 0 < ttl <= 30  # due at t + 60 still
+    tenant.reset_counts()
+    clock.advance(25)  # t + 55: in the reconciliation interval's last fifth
+    call("/users", token, via=app)
+    join_refreshes()
+    assert tenant.counts["GET /api/v2/organizations/{id}/members"] == 1
+
+
 def test_reconciliation_corrects_a_missed_event_and_says_so(
     make_worker, call, make_token, tenant, clock, app_log, carol_back
 ):

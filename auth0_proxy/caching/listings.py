@@ -106,16 +106,17 @@ class Listings:
         key: str,
         edit: Callable[[list], list | None],
         *,
-        ttl: float,
         stale_seconds: float,
         page_size: int,
         written: Callable[[list], None] = lambda items: None,
     ) -> bool:
         """Store the cached listing as ``edit`` changes its items (None: nothing to change),
-        as of now, under the key's lock (a fetch in progress finishes first; a refresh started
-        before finds it replaced and is dropped); then ``written`` runs with the new items,
-        still under the lock. Nothing is done for a listing not cached (the next read fetches
-        it whole) or whose pages are gone. Whether it was rewritten."""
+        under the key's lock (a fetch in progress finishes first; a refresh started before
+        finds it replaced and is dropped); then ``written`` runs with the new items, still
+        under the lock. The new listing is as old as now (its ``Age``) and fresh until the
+        one it replaces was: an edit is no reading of the whole, which is still due then.
+        Nothing is done for a listing not cached (the next read fetches it whole) or whose
+        pages are gone. Whether it was rewritten."""
         with self.cache.locks.hold(key):
             current = self.store.get(key)
             if current is None:
@@ -127,10 +128,12 @@ class Listings:
             edited = edit(items)
             if edited is None:
                 return False
+            now = clock.now()
+            ttl = max(current.fresh_until - now, 1.0)
             starts = range(0, max(len(edited), 1), page_size)
             pages = [json_fragment(edited[start : start + page_size]) for start in starts]
             listing = _run_to_end(self._store_listing(key, iter(pages), ttl + stale_seconds))
-            self._kept(key, self.cache.write(key, listing, ttl, stale_seconds, clock.now()))
+            self._kept(key, self.cache.write(key, listing, ttl, stale_seconds, now))
             written(edited)
             return True
 

@@ -146,8 +146,8 @@ EVENTS_LAG = Histogram(
 )
 EVENTS_STREAM_CONNECTED = Gauge(
     "auth0_proxy_events_stream_connected",
-    "1 while this process reads Auth0's Events API stream.",
-    multiprocess_mode="max",
+    "1 while a worker of the instance reads Auth0's Events API stream.",
+    multiprocess_mode="livemax",  # a worker that exits (or is killed) reads no more
 )
 EVENTS_STREAM_RECONNECTS = Counter(
     "auth0_proxy_events_stream_reconnects_total",
@@ -157,7 +157,7 @@ EVENTS_LEASE_HELD = Gauge(
     "auth0_proxy_events_lease_held",
     "1 in the process holding the deployment's Events API lease (labelled by the holder).",
     ["holder"],
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 RECONCILIATIONS = Counter(
     "auth0_proxy_reconciliations_total",

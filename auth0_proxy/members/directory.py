@@ -452,7 +452,6 @@ class Directory:
             self.listings.rewrite(
                 self._list_key(org_id),
                 edit,
-                ttl=self.list_ttl,
                 stale_seconds=self.max_stale,
                 page_size=self.management.page_size,
                 written=recorded,
