@@ -531,11 +531,16 @@ def print_churn(churn: Churn) -> None:
             for latency in change.latencies
         ]
         seen = [latency for latency in latencies if latency is not None]
+        shown = (
+            f"p50 {percentile(seen, 0.5):.2f} s, p99 {percentile(seen, 0.99):.2f} s, "
+            f"max {max(seen):.2f} s"
+            if seen
+            else "never"
+        )
         print(
-            f"  {kind:<8} shown everywhere (list, profile, /api/v2, feed) after: p50 "
-            f"{percentile(seen, 0.5):.2f} s, p99 {percentile(seen, 0.99):.2f} s, max "
-            f"{max(seen, default=0):.2f} s; not within {PROBE_LIMIT_SECONDS} s:"
-            f" {len(latencies) - len(seen)}"
+            f"  {kind:<8} shown everywhere (list, profile, /api/v2, feed) after: {shown};"
+            f" not within {PROBE_LIMIT_SECONDS} s: {len(latencies) - len(seen)} of"
+            f" {len(latencies)} (change, proxy) pairs"
         )
 
 
@@ -565,7 +570,9 @@ class Killing:
     def _lease_holder(self) -> int | None:
         for proxy in self.proxies:
             text = requests.get(proxy.metrics_url, timeout=10).text
-            held = re.search(r'auth0_proxy_events_lease_held\{holder="[^"]*:(\d+):\w+"\} 1\.0', text)
+            held = re.search(
+                r'auth0_proxy_events_lease_held\{holder="[^"]*:(\d+):\w+"\} 1\.0', text
+            )
             if held:
                 return int(held.group(1))
         return None
