@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SOAK_SECONDS ?= 180
 SIMULATE_MINUTES ?= 4
 
-.PHONY: install demo test soak bench simulate lint format run clean
+.PHONY: install demo test soak bench simulate simulate-events lint format run clean
 
 install: $(STAMP)
 
@@ -38,6 +38,13 @@ simulate: install  ## fleets of edge clients polling two proxies under an Auth0 
 	$(PY) -m bench.simulate --clients 1000 --orgs 200 --members 100 --poll 60 --minutes $(SIMULATE_MINUTES)
 	$(PY) -m bench.simulate --clients 10000 --orgs 1000 --members 100 --poll 60 --minutes $(SIMULATE_MINUTES)
 	$(PY) -m bench.simulate --clients 1000 --orgs 200 --members 100 --poll 60 --minutes $(SIMULATE_MINUTES) --redis-outage 120
+	$(MAKE) simulate-events
+
+simulate-events: install  ## 10,000 clients with 30 membership changes a minute: polling alone, then Auth0's events (Events API, webhook), a consumer killed mid-run
+	for source in off events_api webhook; do \
+		$(PY) -m bench.simulate --clients 10000 --orgs 1000 --members 100 --poll 60 \
+			--minutes $(SIMULATE_MINUTES) --churn 30 --events $$source || exit 1; \
+	done
 
 lint: install  ## ruff lint and format check, hadolint on the Dockerfile, kubernetes-validate on deploy/
 	$(VENV)/bin/ruff check .
