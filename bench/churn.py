@@ -114,7 +114,8 @@ class Churn:
         token, removed = self.tokens[change.org], change.kind == "removal"
         if not self._listed_as_changed(_get(url, "/users", token), change):
             return False
-        api_v2 = _get(url, f"/api/v2/organizations/{change.org}/members", token)
+        # One page of up to 100 (Auth0's default page is 50: a member may be on the second).
+        api_v2 = _get(url, f"/api/v2/organizations/{change.org}/members?per_page=100", token)
         if not self._listed_as_changed(api_v2, change):
             return False
         profile = _get(url, f"/users/{quote(change.user, safe='')}", token)
