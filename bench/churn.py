@@ -1,7 +1,8 @@
 """Membership churn for `make simulate`, and how long each change takes to reach the proxies.
 
 A thread makes ``per_minute`` changes in the tenant, spread evenly, each in a random simulated
-organization: it removes a random member, or adds back one it removed earlier, alternately.
+organization: it removes a random member, then adds one (back, if removed long enough ago for
+its removal to be probed to the end; else a new user), and so on.
 Right before each change it takes each proxy's change-feed cursor for the organization; right
 after, a probe asks every proxy, every ``PROBE_SECONDS``, for the organization's list and, once
 it reflects the change, the /api/v2 member list, the user's profile and the change feed since
@@ -54,7 +55,7 @@ class Churn:
         self.period = 60 / per_minute
         self.rng = random.Random(seed)
         self.changes: list[Change] = []
-        self._removed: list[tuple[str, str]] = []
+        self._removed: list[tuple[float, str, str]] = []  # when, organization, user
         self._probes: list[threading.Thread] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,12 +87,18 @@ class Churn:
             time.sleep(max(0.0, change.at + self.period - time.time()))
 
     def _next_change(self) -> Change:
-        if self._removed and len(self.changes) % 2:
-            org, user = self._removed.pop(0)
+        """A removal, then an addition: back into its organization of a user removed more than
+        ``PROBE_LIMIT_SECONDS`` ago (whose removal was probed to its end), else a new user."""
+        if len(self.changes) % 2:
+            if self._removed and self._removed[0][0] < time.time() - PROBE_LIMIT_SECONDS:
+                _, org, user = self._removed.pop(0)
+            else:
+                org, user = self.rng.choice(sorted(self.tokens)), f"auth0|churn-{len(self.changes)}"
+                self.tenant.add_user(user, f"churn-{len(self.changes)}@churn.example")
             return Change("addition", org, user)
         org = self.rng.choice(sorted(self.tokens))
         user = self.rng.choice(self.tenant.member_ids(org))
-        self._removed.append((org, user))
+        self._removed.append((time.time(), org, user))
         return Change("removal", org, user)
 
     def _cursor(self, url: str, org: str) -> str | None:
