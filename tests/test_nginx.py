@@ -420,7 +420,13 @@ def test_requests_spread_over_workers_behind_nginx_with_upstream_keepalive(
         assert statuses == [200] * total
 
         # The upstream connections outlive the requests: kept alive, not closed after each.
-        gunicorn_side, nginx_side = tcp_connections(proxy.port, ESTABLISHED)
+        # (Both sides are read one after the other: a connection may open or close between
+        # the two reads, so a few snapshots are taken until they agree.)
+        for _ in range(50):
+            gunicorn_side, nginx_side = tcp_connections(proxy.port, ESTABLISHED)
+            if gunicorn_side and len(gunicorn_side) == len(nginx_side):
+                break
+            time.sleep(0.1)
         assert gunicorn_side and len(gunicorn_side) == len(nginx_side)
 
         per_worker = Counter(
