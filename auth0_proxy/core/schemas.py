@@ -85,12 +85,9 @@ class UserOrganizationsPageSchema(Schema):
 
 
 # Auth0's event types the proxy applies (its Events API stream is filtered to them).
-MEMBERSHIP_EVENTS = (
-    "organization.member.added",
-    "organization.member.deleted",
-    "organization.member.role.assigned",
-    "organization.member.role.deleted",
-)
+MEMBER_EVENTS = ("organization.member.added", "organization.member.deleted")
+ROLE_EVENTS = ("organization.member.role.assigned", "organization.member.role.deleted")
+MEMBERSHIP_EVENTS = (*MEMBER_EVENTS, *ROLE_EVENTS)  # each names an organization and a user
 EVENT_TYPES = (*MEMBERSHIP_EVENTS, "organization.deleted", "user.updated", "user.deleted")
 
 

@@ -14,7 +14,6 @@ one. A duplicate (same ``id``) of an event applied is dropped before it costs a 
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,16 +23,13 @@ from marshmallow import ValidationError
 from auth0_proxy.auth0.management import ManagementClient
 from auth0_proxy.core import clock, metrics
 from auth0_proxy.core.errors import UpstreamUnavailable, UserNotFound
-from auth0_proxy.core.schemas import MEMBERSHIP_EVENTS, cloud_event
+from auth0_proxy.core.schemas import MEMBER_EVENTS, ROLE_EVENTS, cloud_event
 from auth0_proxy.storage.store import Store
 
 from .directory import Directory
 
-log = logging.getLogger("auth0_proxy.events")
-
 APPLIED_KEY = "event-applied:{digest}"
 APPLIED_SECONDS = 7 * 86400  # a redelivery within this is recognised (Auth0 retries for days)
-ROLE_EVENTS = ("organization.member.role.assigned", "organization.member.role.deleted")
 
 
 class InvalidEvent(ValueError):
@@ -77,7 +73,7 @@ class Events:
         self.management = management
         self.store = store
         self._apply: dict[str, Callable[[Event], None]] = {
-            **dict.fromkeys(MEMBERSHIP_EVENTS, self._membership),
+            **dict.fromkeys(MEMBER_EVENTS, self._membership),
             **dict.fromkeys(ROLE_EVENTS, self._roles),
             "organization.deleted": self._organization_deleted,
             "user.updated": self._user,
