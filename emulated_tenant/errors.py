@@ -37,6 +37,19 @@ class Auth0Error(Exception):
         return body
 
 
+class NotFound(Auth0Error, KeyError):
+    """A 404 for an id the tenant does not have. In-process callers catch it as the KeyError the
+    tenant's methods raise for unknown ids; over HTTP it is answered as Auth0 answers."""
+
+    def __str__(self) -> str:
+        return self.message  # not KeyError's quoted repr
+
+
+class Conflict(Auth0Error, ValueError):
+    """A 409 for a write that would duplicate what exists; in-process callers catch it as a
+    ValueError."""
+
+
 class OAuthError(Exception):
     """An Authentication API error, answered as ``{"error", "error_description"}`` (RFC 6749)."""
 
@@ -61,9 +74,30 @@ def inexistent_user() -> Auth0Error:
     return Auth0Error(404, "The user does not exist.", "inexistent_user")
 
 
-def inexistent_organization() -> Auth0Error:
+def inexistent_organization() -> NotFound:
     """404 for an organization id the tenant does not have."""
-    return Auth0Error(404, "No organization found by that id or name", "inexistent_organization")
+    return NotFound(404, "No organization found by that id or name", "inexistent_organization")
+
+
+# Auth0 publishes no wording for the client-grant answers below: the messages and the codes are
+# the emulator's, worded like its other "does not exist" 404s (inexistent_client, inexistent_user).
+def inexistent_client_grant() -> NotFound:
+    """404 for a client grant id the tenant does not have."""
+    return NotFound(404, "The client grant does not exist.", "inexistent_client_grant")
+
+
+def client_grant_not_associated() -> NotFound:
+    """404 for removing a client grant from an organization it is not associated with."""
+    return NotFound(
+        404, "The client grant is not associated with this organization.", "inexistent_client_grant"
+    )
+
+
+def client_grant_already_associated() -> Conflict:
+    """409 for associating a client grant with an organization a second time."""
+    return Conflict(
+        409, "The client grant is already associated with this organization.", "conflict"
+    )
 
 
 def invalid_body(message: str) -> Auth0Error:

@@ -6,16 +6,19 @@ validated against the spec excerpt, and returns the JSON body (or raises Auth0Er
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import Auth0Error, inexistent_organization, inexistent_user, query_error
+from .errors import (
+    Auth0Error,
+    inexistent_client_grant,
+    inexistent_organization,
+    inexistent_user,
+    query_error,
+)
 from .paging import (
-    DEFAULT_PER_PAGE,
     USERS_PAGING_LIMIT_MESSAGE,
-    decode_checkpoint,
-    encode_checkpoint,
+    checkpoint_window,
     offset_window,
     select_fields,
 )
@@ -45,11 +48,11 @@ def organization_members(tenant: Tenant, call: Call) -> Any:
     member_ids = tenant.member_ids(org_id)
     if member_ids is None:
         raise inexistent_organization()
-    uses_checkpoint = any(name in query for name in CHECKPOINT_PARAMETERS)
-    if uses_checkpoint and any(name in query for name in OFFSET_PARAMETERS):
-        raise query_error("Checkpoint paging (from/take) cannot be mixed with page/per_page.")
-    if uses_checkpoint:
-        return _checkpoint_page(tenant, org_id, member_ids, query)
+    if _uses_checkpoint(query):
+        window = checkpoint_window(member_ids, query)
+        return window.answer(
+            "members", _project_members(tenant, org_id, window.of(member_ids), query)
+        )
     window = offset_window(query, MEMBERS_PAGING_LIMIT_MESSAGE)
     members = _project_members(tenant, org_id, window.of(member_ids), query)
     return window.answer("members", members, len(member_ids), query)
@@ -178,19 +181,81 @@ def users(tenant: Tenant, call: Call) -> Any:
     return window.answer("users", page, len(matched), query, length=len(page))
 
 
-def _checkpoint_page(
-    tenant: Tenant, org_id: str, member_ids: tuple[str, ...], query: dict[str, Any]
-) -> dict[str, Any]:
-    """One checkpoint page; ``next`` is left out on the last page, which is how callers stop."""
-    take = query.get("take", DEFAULT_PER_PAGE)
-    start = 0
-    if "from" in query:
-        start = bisect.bisect_right(member_ids, decode_checkpoint(query["from"]))
-    page_ids = member_ids[start : start + take]
-    body: dict[str, Any] = {"members": _project_members(tenant, org_id, page_ids, query)}
-    if start + take < len(member_ids):
-        body["next"] = encode_checkpoint(page_ids[-1])
-    return body
+def client_grants(tenant: Tenant, call: Call) -> Any:
+    """Every application's client grants in id order, those the filters match: an array, an
+    offset page or a checkpoint page.
+
+    :raise 400: offset and checkpoint parameters mixed.
+    """
+    query = call.query
+    grants = [grant for grant in tenant.client_grant_bodies() if _grant_matches(grant, query)]
+    return _id_ordered_page("client_grants", grants, query)
+
+
+def client_grant_organizations(tenant: Tenant, call: Call) -> Any:
+    """The organizations the client grant is associated with, in id order: an array, an offset
+    page or a checkpoint page.
+
+    :raise 404 inexistent_client_grant: unknown grant (the spec lists no 404 for this operation,
+        but Auth0 answers one rather than an empty list; its wording is not published).
+    :raise 400: offset and checkpoint parameters mixed.
+    """
+    organizations = tenant.client_grant_organizations(call.path_params["id"])
+    if organizations is None:
+        raise inexistent_client_grant()
+    return _id_ordered_page("organizations", organizations, call.query)
+
+
+def organization_client_grants(tenant: Tenant, call: Call) -> Any:
+    """The client grants associated with the organization, in id order, those the filters
+    match: an array or an offset page (the spec offers no checkpoint paging here).
+
+    :raise 404 inexistent_organization: unknown organization id.
+    """
+    query = call.query
+    grants = tenant.organization_client_grants(call.path_params["id"])
+    if grants is None:
+        raise inexistent_organization()
+    grants = [grant for grant in grants if _grant_matches(grant, query)]
+    window = offset_window(query)
+    return window.answer("client_grants", list(window.of(grants)), len(grants), query)
+
+
+def _uses_checkpoint(query: dict[str, Any]) -> bool:
+    """Whether the query pages by checkpoint (``from``/``take``) rather than by offset.
+
+    :raise 400 invalid_query_string: both kinds of paging parameters at once.
+    """
+    uses_checkpoint = any(name in query for name in CHECKPOINT_PARAMETERS)
+    if uses_checkpoint and any(name in query for name in OFFSET_PARAMETERS):
+        raise query_error("Checkpoint paging (from/take) cannot be mixed with page/per_page.")
+    return uses_checkpoint
+
+
+def _id_ordered_page(name: str, records: list[dict[str, Any]], query: dict[str, Any]) -> Any:
+    """``records`` (ordered by id) as Auth0 answers a listing with both paging styles.
+
+    :raise 400: offset and checkpoint parameters mixed.
+    """
+    if _uses_checkpoint(query):
+        window = checkpoint_window([record["id"] for record in records], query)
+        return window.answer(name, list(window.of(records)))
+    offset = offset_window(query)
+    return offset.answer(name, list(offset.of(records)), len(records), query)
+
+
+def _grant_matches(grant: dict[str, Any], query: dict[str, Any]) -> bool:
+    """Whether a client grant passes the listing's filters: ``audience``, ``client_id`` and
+    ``grant_ids`` exactly, ``allow_any_organization`` (only ``true`` is valid), ``subject_type``
+    (every grant here is a client's), ``default_for`` (no grant here is a default one)."""
+    if "grant_ids" in query and grant["id"] not in query["grant_ids"]:
+        return False
+    if query.get("allow_any_organization") and not grant["allow_any_organization"]:
+        return False
+    if "default_for" in query:
+        return False
+    filters = ("audience", "client_id", "subject_type")
+    return all(grant[name] == query[name] for name in filters if name in query)
 
 
 def _project_members(

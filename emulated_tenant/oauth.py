@@ -6,12 +6,18 @@ import hmac
 from typing import TYPE_CHECKING, Any
 
 from .errors import OAuthError
+from .records import ClientGrant
 from .routing import Call
 
 if TYPE_CHECKING:
     from .tenant import Tenant
 
 CLIENT_GRANTS_DOCS = "https://auth0.com/docs/api/v2#!/Client_Grants/post_client_grants"
+# Auth0 publishes no wording for a client-credentials request that breaks its grant's
+# organization_usage; these follow its login's "parameter organization is required for this
+# client" (the /authorize answer for an application that requires organizations).
+ORGANIZATION_REQUIRED = "parameter organization is required for this client grant"
+ORGANIZATION_NOT_ALLOWED = "parameter organization is not allowed for this client grant"
 
 
 def client_credentials_grant(tenant: Tenant, call: Call) -> dict[str, Any]:
@@ -20,7 +26,8 @@ def client_credentials_grant(tenant: Tenant, call: Call) -> dict[str, Any]:
     :raise 401 access_denied: unknown client or wrong secret.
     :raise 403 unauthorized_client: any grant type other than client_credentials.
     :raise 403 access_denied: unknown audience or no client grant for it.
-    :raise 400 invalid_request: missing grant_type, or an organization the client may not use.
+    :raise 400 invalid_request: missing grant_type, or the organization rules of the client's
+        grant for the audience broken (``_token_organization``).
     """
     params = call.body
     if not params.get("grant_type"):
@@ -38,15 +45,15 @@ def client_credentials_grant(tenant: Tenant, call: Call) -> dict[str, Any]:
     if api is None:
         description = f"Service not found: {audience}" if audience else "No audience"
         raise OAuthError(403, "access_denied", description)
-    granted = client.scopes_for(audience, tenant.management_audience)
-    if granted is None:
+    grant = tenant.client_grant_for(client.client_id, audience)
+    if grant is None:
         description = (
             f'Client is not authorized to access "{audience}". You need to create a '
             f'"client-grant" associated to this API. See: {CLIENT_GRANTS_DOCS}'
         )
         raise OAuthError(403, "access_denied", description)
-    org_id = _allowed_organization(tenant, client.organizations, params.get("organization"))
-    scopes = _granted_scopes(granted, params.get("scope"))
+    org_id = _token_organization(tenant, grant, params.get("organization"))
+    scopes = _granted_scopes(grant.scope, params.get("scope"))
     token = tenant.issue_token(
         client.client_id, audience, org_id, scope=scopes, expires_in=api.token_lifetime
     )
@@ -58,12 +65,26 @@ def client_credentials_grant(tenant: Tenant, call: Call) -> dict[str, Any]:
     }
 
 
-def _allowed_organization(tenant: Tenant, allowed: set[str], requested: str | None) -> str | None:
-    """The org id for ``org_id``; Auth0 accepts an organization's id or its name here."""
+def _token_organization(tenant: Tenant, grant: ClientGrant, requested: str | None) -> str | None:
+    """The token's ``org_id``: the organization requested (by id or by name, as Auth0 accepts)
+    when the grant lets the client use it, else None when none was requested.
+
+    The grant's ``organization_usage`` says whether the client must not (deny), may (allow) or
+    must (require) name one, and it may name only organizations the grant is associated with,
+    or any with ``allow_any_organization``
+    (auth0.com/docs/manage-users/organizations/organizations-for-m2m-applications).
+
+    :raise 400 invalid_request: an organization with ``deny``, none with ``require``, or an
+        unknown one or one the grant is not authorized for.
+    """
     if not requested:
+        if grant.organization_usage == "require":
+            raise OAuthError(400, "invalid_request", ORGANIZATION_REQUIRED)
         return None
+    if grant.organization_usage == "deny":
+        raise OAuthError(400, "invalid_request", ORGANIZATION_NOT_ALLOWED)
     organization = tenant.organization(requested)
-    if organization is None or organization.id not in allowed:
+    if organization is None or not grant.may_use(organization.id):
         description = f'Client is not authorized to access organization "{requested}".'
         raise OAuthError(400, "invalid_request", description)
     return organization.id

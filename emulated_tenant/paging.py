@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,9 +58,42 @@ def offset_window(query: dict[str, Any], limit_message: str | None = None) -> Of
     return window
 
 
-def encode_checkpoint(last_user_id: str) -> str:
-    """The opaque ``next`` value: where the following page starts (after this user id)."""
-    return base64.urlsafe_b64encode(last_user_id.encode()).decode().rstrip("=")
+@dataclass(frozen=True)
+class CheckpointWindow:
+    """One ``from``/``take`` slice of records in key order, and the checkpoint after it."""
+
+    start: int
+    stop: int
+    next: str | None
+
+    def of(self, records: Sequence[Any]) -> Sequence[Any]:
+        return records[self.start : self.stop]
+
+    def answer(self, name: str, page: list) -> dict[str, Any]:
+        """``{name: page, "next": ...}``; ``next`` is left out on the last page, which is how
+        callers stop."""
+        body: dict[str, Any] = {name: page}
+        if self.next is not None:
+            body["next"] = self.next
+        return body
+
+
+def checkpoint_window(keys: Sequence[str], query: dict[str, Any]) -> CheckpointWindow:
+    """The slice a ``from``/``take`` query asks of records whose sorted keys are ``keys``: ``take``
+    (default 50) records after the key ``from`` encodes.
+
+    :raise 400 invalid_query_string: a ``from`` this tenant never returned.
+    """
+    take = query.get("take", DEFAULT_PER_PAGE)
+    start = bisect.bisect_right(keys, decode_checkpoint(query["from"])) if "from" in query else 0
+    stop = min(start + take, len(keys))
+    following = encode_checkpoint(keys[stop - 1]) if stop < len(keys) else None
+    return CheckpointWindow(start, stop, following)
+
+
+def encode_checkpoint(last_key: str) -> str:
+    """The opaque ``next`` value: where the following page starts (after this record key)."""
+    return base64.urlsafe_b64encode(last_key.encode()).decode().rstrip("=")
 
 
 def decode_checkpoint(checkpoint: str) -> str:

@@ -193,10 +193,13 @@ def endpoint_group(method: str, endpoint_or_path: str) -> str:
     resource, rest = segments[0], segments[1:]
     # An organization's other reads (invitations, enabled connections) are published under no
     # group of their own: stricter reading, Read Organizations by ID's bucket; a member's roles
-    # are read with its members.
+    # are read with its members. Its client grants (Machine-to-Machine Access) are grant
+    # administration, not a read of the organization: like /client-grants, no group covers them.
     if resource == "organizations":
         if len(rest) >= 2 and rest[0] != "name" and rest[1] == "members":
             return ORGANIZATION_MEMBERS
+        if len(rest) >= 2 and rest[0] != "name" and rest[1] == "client-grants":
+            return MANAGEMENT
         return ORGANIZATIONS
     if resource == "users":
         if len(rest) <= 1:

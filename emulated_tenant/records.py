@@ -1,5 +1,5 @@
-"""The tenant's directory entries: APIs, clients, roles, connections, organizations (with their
-members' roles, enabled connections and invitations) and users."""
+"""The tenant's directory entries: APIs, clients (with their client grants), roles, connections,
+organizations (with their members' roles, enabled connections and invitations) and users."""
 
 from __future__ import annotations
 
@@ -48,22 +48,70 @@ class Api:
     token_lifetime: int = DEFAULT_TOKEN_LIFETIME
 
 
+#: a client grant's ``organization_usage``: the application must not (``deny``, the default),
+#: may (``allow``) or must (``require``) name an organization when it asks for a token
+ORGANIZATION_USAGES = ("deny", "allow", "require")
+
+
+@dataclass
+class ClientGrant:
+    """What one application may ask of one API, and for which organizations
+    (auth0.com/docs/manage-users/organizations/organizations-for-m2m-applications).
+
+    ``organization_ids`` are the organizations an administrator associated the grant with; with
+    ``allow_any_organization`` the application may use any organization without one.
+    ``audience`` may be ``MANAGEMENT_API``, which stands for the tenant's Management API.
+    """
+
+    id: str
+    client_id: str
+    audience: str
+    scope: list[str] = field(default_factory=list)
+    organization_usage: str = "deny"
+    allow_any_organization: bool = False
+    organization_ids: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        check_organization_usage(self.organization_usage)
+
+    def may_use(self, org_id: str) -> bool:
+        """Whether a token for this grant may carry ``org_id`` (the organization exists)."""
+        if self.organization_usage == "deny":
+            return False
+        return self.allow_any_organization or org_id in self.organization_ids
+
+    def organization_grant(self, audience: str) -> dict[str, Any]:
+        """The spec's ``OrganizationClientGrant`` shape (an organization's associated grants, and
+        the answer to associating one); ``audience`` is the grant's, resolved."""
+        return {
+            "id": self.id,
+            "client_id": self.client_id,
+            "audience": audience,
+            "scope": list(self.scope),
+            "organization_usage": self.organization_usage,
+            "allow_any_organization": self.allow_any_organization,
+        }
+
+    def body(self, audience: str) -> dict[str, Any]:
+        """The spec's ``ClientGrantResponseContent`` shape (``GET /client-grants``): an
+        application's own grant, never one of Auth0's system grants."""
+        return {**self.organization_grant(audience), "is_system": False, "subject_type": "client"}
+
+
+def check_organization_usage(usage: str) -> None:
+    """:raise ValueError: not one of ``ORGANIZATION_USAGES``."""
+    if usage not in ORGANIZATION_USAGES:
+        raise ValueError(f"organization_usage must be one of {ORGANIZATION_USAGES}, not {usage!r}")
+
+
 @dataclass
 class Client:
-    """A machine-to-machine application with its client grants and allowed organizations."""
+    """A machine-to-machine application with its client grants, at most one per audience."""
 
     client_id: str
     client_secret: str
-    grants: dict[str, list[str]] = field(default_factory=dict)
-    organizations: set[str] = field(default_factory=set)
-
-    def scopes_for(self, audience: str, management_audience: str) -> list[str] | None:
-        """The client grant's scopes for ``audience``, or None when there is no grant."""
-        if audience in self.grants:
-            return list(self.grants[audience])
-        if audience == management_audience and MANAGEMENT_API in self.grants:
-            return list(self.grants[MANAGEMENT_API])
-        return None
+    #: by audience; ``MANAGEMENT_API`` keys the grant for this tenant's Management API
+    grants: dict[str, ClientGrant] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

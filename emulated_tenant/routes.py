@@ -11,6 +11,7 @@ from .query import operations
 from .routing import Route, RouteTable
 
 ORG = "/api/v2/organizations/{id}"
+CLIENT_GRANTS = "/api/v2/client-grants"
 
 ROUTES = RouteTable(
     [
@@ -30,6 +31,13 @@ ROUTES = RouteTable(
         Route(f"POST {ORG}/invitations", writes.create_invitation, status=201),
         Route(f"GET {ORG}/invitations/{{invitation_id}}", management.organization_invitation),
         Route(f"GET {ORG}/enabled_connections", management.organization_enabled_connections),
+        Route(f"GET {ORG}/client-grants", management.organization_client_grants),
+        Route(f"POST {ORG}/client-grants", writes.associate_client_grant, status=201),
+        Route(
+            f"DELETE {ORG}/client-grants/{{grant_id}}", writes.dissociate_client_grant, status=204
+        ),
+        Route(f"GET {CLIENT_GRANTS}", management.client_grants),
+        Route(f"GET {CLIENT_GRANTS}/{{id}}/organizations", management.client_grant_organizations),
         Route("GET /api/v2/users/{id}", management.user),
         Route("PATCH /api/v2/users/{id}", writes.update_user),
         Route("DELETE /api/v2/users/{id}", writes.delete_user, status=204),

@@ -6,6 +6,7 @@ shared state goes through one re-entrant lock. Readers get snapshots (tuples, fr
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import string
 import threading
@@ -21,7 +22,10 @@ from joserfc.jwk import RSAKey
 from . import tokens
 from .errors import (
     Auth0Error,
+    client_grant_already_associated,
+    client_grant_not_associated,
     generic_error,
+    inexistent_client_grant,
     inexistent_organization,
     inexistent_user,
     invalid_body,
@@ -38,12 +42,14 @@ from .records import (
     TOKEN_PROFILES,
     Api,
     Client,
+    ClientGrant,
     Connection,
     EnabledConnection,
     Invitation,
     Organization,
     Role,
     User,
+    check_organization_usage,
     normalized_email,
     timestamp,
 )
@@ -102,6 +108,7 @@ class Tenant:
         self._public_keys = tokens.public_key_set(self._keys)
         self._apis: dict[str, Api] = {}
         self._clients: dict[str, Client] = {}
+        self._grant_numbers = itertools.count(1)
         self._organizations: dict[str, Organization] = {}
         self._users: dict[str, User] = {}
         self._roles: dict[str, Role] = {}
@@ -184,15 +191,177 @@ class Tenant:
         grants: Mapping[str, Iterable[str]] | None = None,
         organizations: Iterable[str] = (),
     ) -> Client:
-        """Register an M2M client with client grants ``{audience: [scopes]}``.
+        """Register (or replace) an M2M client with client grants ``{audience: [scopes]}``.
 
-        ``MANAGEMENT_API`` as an audience stands for this tenant's Management API audience.
+        ``MANAGEMENT_API`` as an audience stands for this tenant's Management API audience. The
+        client may use ``organizations`` for every other audience: those grants are
+        ``organization_usage: "allow"`` and associated with them (``add_client_grant`` and
+        ``associate_client_grant`` set anything else up).
         """
-        granted = {audience: list(scopes) for audience, scopes in (grants or {}).items()}
-        client = Client(client_id, client_secret, granted, set(organizations))
+        org_ids = set(organizations)
+        client = Client(client_id, client_secret)
         with self._lock:
             self._clients[client_id] = client
+            for audience, scopes in (grants or {}).items():
+                for_organizations = bool(org_ids) and self._grant_key(audience) != MANAGEMENT_API
+                grant = self.add_client_grant(
+                    client_id,
+                    audience,
+                    scopes,
+                    organization_usage="allow" if for_organizations else "deny",
+                )
+                if for_organizations:
+                    grant.organization_ids.update(org_ids)
         return client
+
+    def add_client_grant(
+        self,
+        client_id: str,
+        audience: str,
+        scopes: Iterable[str] = (),
+        *,
+        organization_usage: str = "deny",
+        allow_any_organization: bool = False,
+    ) -> ClientGrant:
+        """Grant the client ``scopes`` of the API ``audience`` (``MANAGEMENT_API``: this tenant's
+        Management API), associated with no organization yet.
+
+        :raise ValueError: unknown client, a grant for that client and audience exists already,
+            or an ``organization_usage`` other than deny, allow or require.
+        """
+        check_organization_usage(organization_usage)
+        with self._lock:
+            client = self._clients.get(client_id)
+            if client is None:
+                raise ValueError(f"no client {client_id!r}")
+            key = self._grant_key(audience)
+            if key in client.grants:
+                raise ValueError(f"client {client_id!r} has a grant for {audience!r} already")
+            grant = ClientGrant(
+                id=f"cgr_{next(self._grant_numbers):016d}",
+                client_id=client_id,
+                audience=key,
+                scope=list(scopes),
+                organization_usage=organization_usage,
+                allow_any_organization=allow_any_organization,
+            )
+            client.grants[key] = grant
+            return grant
+
+    def client_grant(self, grant_id: str) -> ClientGrant | None:
+        with self._lock:
+            return next((g for g in self._client_grants() if g.id == grant_id), None)
+
+    def client_grant_for(self, client_id: str, audience: str) -> ClientGrant | None:
+        """The client's grant for ``audience`` (the Management API's by its URL or by
+        ``MANAGEMENT_API``), or None."""
+        with self._lock:
+            client = self._clients.get(client_id)
+            if client is None:
+                return None
+            return client.grants.get(self._grant_key(audience))
+
+    def update_client_grant(
+        self,
+        grant_id: str,
+        *,
+        organization_usage: str | None = None,
+        allow_any_organization: bool | None = None,
+        scopes: Iterable[str] | None = None,
+    ) -> ClientGrant:
+        """Change what is given (None keeps it); the grant's associations stay as they are.
+
+        :raise KeyError: unknown grant. :raise ValueError: an unknown ``organization_usage``.
+        """
+        if organization_usage is not None:
+            check_organization_usage(organization_usage)
+        with self._lock:
+            grant = self._require_client_grant(grant_id)
+            if organization_usage is not None:
+                grant.organization_usage = organization_usage
+            if allow_any_organization is not None:
+                grant.allow_any_organization = allow_any_organization
+            if scopes is not None:
+                grant.scope = list(scopes)
+            return grant
+
+    def delete_client_grant(self, grant_id: str) -> None:
+        """Remove the grant and its associations: the client gets no more tokens for that API
+        (tokens issued already stay valid until they expire, as Auth0's do).
+
+        :raise KeyError: unknown grant.
+        """
+        with self._lock:
+            grant = self._require_client_grant(grant_id)
+            grant.organization_ids.clear()
+            del self._clients[grant.client_id].grants[grant.audience]
+
+    def associate_client_grant(self, org_id: str, grant_id: str) -> ClientGrant:
+        """Authorize the grant's client for the organization (``POST
+        /organizations/{id}/client-grants``); it takes effect once the grant allows or requires
+        organizations.
+
+        :raise 404 inexistent_organization, 404 inexistent_client_grant (KeyError): unknown ids.
+        :raise 409 conflict (ValueError): associated already.
+        """
+        with self._lock:
+            self._require_known_organization(org_id)
+            grant = self._require_client_grant(grant_id)
+            if org_id in grant.organization_ids:
+                raise client_grant_already_associated()
+            grant.organization_ids.add(org_id)
+            return grant
+
+    def dissociate_client_grant(self, org_id: str, grant_id: str) -> None:
+        """Withdraw the authorization (``DELETE /organizations/{id}/client-grants/{grant_id}``):
+        no new token of the grant's client carries that organization; issued ones stay valid.
+
+        :raise 404 inexistent_organization, 404 inexistent_client_grant (KeyError): unknown ids,
+            or the grant is not associated with the organization.
+        """
+        with self._lock:
+            self._require_known_organization(org_id)
+            grant = self._require_client_grant(grant_id)
+            if org_id not in grant.organization_ids:
+                raise client_grant_not_associated()
+            grant.organization_ids.discard(org_id)
+
+    def grant_audience(self, grant: ClientGrant) -> str:
+        """The audience the grant's answers show: the Management API's URL for
+        ``MANAGEMENT_API`` (once the server has started)."""
+        if grant.audience == MANAGEMENT_API and self._domain is not None:
+            return self.management_audience
+        return grant.audience
+
+    def client_grant_bodies(self) -> list[dict[str, Any]]:
+        """Every client grant as ``GET /client-grants`` shows it, ordered by id."""
+        with self._lock:
+            return [grant.body(self.grant_audience(grant)) for grant in self._client_grants()]
+
+    def client_grant_organizations(self, grant_id: str) -> list[dict[str, Any]] | None:
+        """The organizations the grant is associated with (as ``GET /organizations/{id}`` shows
+        them), ordered by id; None for an unknown grant."""
+        with self._lock:
+            grant = self.client_grant(grant_id)
+            if grant is None:
+                return None
+            return [
+                self._organizations[org_id].details()
+                for org_id in sorted(grant.organization_ids)
+                if org_id in self._organizations
+            ]
+
+    def organization_client_grants(self, org_id: str) -> list[dict[str, Any]] | None:
+        """The grants associated with the organization (``OrganizationClientGrant`` shape),
+        ordered by id; None for an unknown organization."""
+        with self._lock:
+            if org_id not in self._organizations:
+                return None
+            return [
+                grant.organization_grant(self.grant_audience(grant))
+                for grant in self._client_grants()
+                if org_id in grant.organization_ids
+            ]
 
     def add_organization(
         self,
@@ -332,14 +501,17 @@ class Tenant:
             self.events.record("user.deleted", profile)
 
     def delete_organization(self, org_id: str) -> None:
-        """Remove an organization with its memberships, member roles and invitations: one
-        ``organization.deleted`` event (no ``organization.member.deleted`` for its members).
+        """Remove an organization with its memberships, member roles, invitations and client-grant
+        associations: one ``organization.deleted`` event (no ``organization.member.deleted`` for
+        its members).
 
         :raise KeyError: no such organization.
         """
         with self._lock:
             organization = self._require_organization(org_id)
             del self._organizations[org_id]
+            for grant in self._client_grants():
+                grant.organization_ids.discard(org_id)
             self.events.record("organization.deleted", _deleted_organization(organization))
 
     def cut_event_streams(self) -> None:
@@ -842,10 +1014,28 @@ class Tenant:
         self, client_id: str, audience: str, scope: str | Iterable[str] | None
     ) -> list[str]:
         if scope is None:
-            client = self._clients.get(client_id)
-            granted = client.scopes_for(audience, self.management_audience) if client else None
-            return granted or []
+            grant = self.client_grant_for(client_id, audience)
+            return list(grant.scope) if grant is not None else []
         return scope.split() if isinstance(scope, str) else list(scope)
+
+    def _client_grants(self) -> list[ClientGrant]:
+        """Every client's grants, ordered by id (under the lock)."""
+        grants = [grant for client in self._clients.values() for grant in client.grants.values()]
+        return sorted(grants, key=lambda grant: grant.id)
+
+    def _require_client_grant(self, grant_id: str) -> ClientGrant:
+        """:raise 404 inexistent_client_grant (a KeyError)."""
+        grant = self.client_grant(grant_id)
+        if grant is None:
+            raise inexistent_client_grant()
+        return grant
+
+    def _grant_key(self, audience: str) -> str:
+        """The key a client's grants use for ``audience``: ``MANAGEMENT_API`` for this tenant's
+        Management API (whose URL is known once the server has started), else the audience."""
+        if self._domain is not None and audience == self.management_audience:
+            return MANAGEMENT_API
+        return audience
 
     def _require_organization(self, org_id: str) -> Organization:
         organization = self._organizations.get(org_id)

@@ -65,6 +65,27 @@ def remove_member_roles(tenant: Tenant, call: Call) -> None:
     tenant.remove_member_roles(params["id"], params["user_id"], call.body["roles"])
 
 
+def associate_client_grant(tenant: Tenant, call: Call) -> Any:
+    """The grant, now associated: its client may use the organization in client-credentials
+    requests for the grant's API (if the grant allows organizations).
+
+    :raise 404 inexistent_organization, 404 inexistent_client_grant: unknown organization or grant.
+    :raise 409 conflict: associated already.
+    """
+    grant = tenant.associate_client_grant(call.path_params["id"], call.body["grant_id"])
+    return grant.organization_grant(tenant.grant_audience(grant))
+
+
+def dissociate_client_grant(tenant: Tenant, call: Call) -> None:
+    """The grant's client may no longer use the organization for new tokens.
+
+    :raise 404 inexistent_organization, 404 inexistent_client_grant: unknown organization or
+        grant, or the grant is not associated with the organization.
+    """
+    params = call.path_params
+    tenant.dissociate_client_grant(params["id"], params["grant_id"])
+
+
 def create_user(tenant: Tenant, call: Call) -> Any:
     """The new user's full profile.
 

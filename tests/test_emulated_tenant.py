@@ -100,7 +100,28 @@ ROUTE_EXAMPLES: dict[str, tuple[str, Any]] = {
         },
     ),
     "GET /api/v2/users-by-email": ("/api/v2/users-by-email?email=alice%40acme.example", None),
+    # cgr_0000000000000002: edge-acme's grant for the proxy's API, associated with org_acme
+    "GET /api/v2/client-grants": ("/api/v2/client-grants", None),
+    "GET /api/v2/client-grants/{id}/organizations": (
+        "/api/v2/client-grants/cgr_0000000000000002/organizations",
+        None,
+    ),
+    "GET /api/v2/organizations/{id}/client-grants": (
+        "/api/v2/organizations/org_acme/client-grants",
+        None,
+    ),
+    "POST /api/v2/organizations/{id}/client-grants": (
+        "/api/v2/organizations/org_globex/client-grants",
+        {"grant_id": "cgr_0000000000000002"},
+    ),
+    "DELETE /api/v2/organizations/{id}/client-grants/{grant_id}": (
+        "/api/v2/organizations/org_acme/client-grants/cgr_0000000000000002",
+        None,
+    ),
 }
+# What an administrator's token holds besides the proxy's management permissions: the routes
+# that authorize and revoke an edge application for an organization.
+ADMIN_SCOPES = ["create:organization_client_grants", "delete:organization_client_grants"]
 INEXISTENT_USER = {
     "statusCode": 404,
     "error": "Not Found",
@@ -823,7 +844,7 @@ def test_counts_and_request_log(
 
 @pytest.mark.parametrize("route", ROUTES.routes, ids=lambda route: route.endpoint)
 def test_every_route_in_the_table_is_served(
-    server: TenantServer, http: requests.Session, tenant: Tenant, mgmt_token: str, route: Route
+    server: TenantServer, http: requests.Session, tenant: Tenant, route: Route
 ) -> None:
     token_request = {
         "grant_type": "client_credentials",
@@ -833,10 +854,13 @@ def test_every_route_in_the_table_is_served(
     }
     path, body = ROUTE_EXAMPLES[route.endpoint]
     tenant.event_settings.stream_seconds = 0  # the event stream ends at once
+    admin_token = tenant.issue_token(
+        demo.MGMT_CLIENT_ID, tenant.management_audience, scope=[*demo.MGMT_SCOPES, *ADMIN_SCOPES]
+    )
     response = http.request(
         route.method,
         server.url + path,
-        headers={"Authorization": f"Bearer {mgmt_token}"} if route.is_management else None,
+        headers={"Authorization": f"Bearer {admin_token}"} if route.is_management else None,
         data=token_request if route.endpoint == "POST /oauth/token" else None,
         json=body,
     )
