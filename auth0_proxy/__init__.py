@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from flask import Flask, Response
 from flask_caching import Cache
 
+from auth0_proxy.access.client_map import ClientMap
 from auth0_proxy.access.tokens import Auth0TokenValidator, require_oauth
 from auth0_proxy.auth0.keys import KeyStore
 from auth0_proxy.auth0.management import ManagementClient
@@ -145,7 +146,8 @@ def configure_logger() -> None:
 
 def register_extensions(app: Flask, settings: Settings) -> None:
     """Bind the cache, the upstream budget, the Auth0 connection pool, the key store, the
-    Management client, the directory, the client policy and the token validator."""
+    Management client, the clients map, the directory, the client policy and the token
+    validator."""
     proxy = settings.proxy
     store = bind_cache(app, settings)
     shared_cache = SharedCache(
@@ -179,6 +181,13 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     app.extensions["management"] = management
     app.extensions["governor"] = governor
     app.extensions["store"] = store  # for /readyz
+    app.extensions["client_map"] = ClientMap(
+        settings.clients,
+        store,
+        management,
+        audience=settings.auth0.api_audience,
+        settings=settings.client_grants,
+    )
     app.extensions["directory"] = Directory(
         management,
         shared_cache,
@@ -215,15 +224,19 @@ def register_extensions(app: Flask, settings: Settings) -> None:
 
 def start_background_work(app: Flask, settings: Settings) -> None:
     """The store's heartbeat (it counts the processes sharing the budget, for an outage), the
-    process metrics' sampling, the prewarming of the clients map's organizations
-    (members/turns.py) where lists are cached at all, and the Events API's reader."""
+    process metrics' sampling, the following of Auth0's client grants map, the prewarming of
+    the clients map's organizations (members/turns.py) where lists are cached at all, and the
+    Events API's reader."""
     app.extensions["store"].start_heartbeat()
     metrics.start_process_sampling()
+    app.extensions["client_map"].start()
     directory: Directory = app.extensions["directory"]
     if settings.proxy.prewarm and settings.proxy.cache_ttl_seconds and directory.turns:
-        orgs = [org_id for org_ids in settings.clients.values() for org_id in org_ids]
-        app.extensions["prewarm"] = Prewarm(directory.turns, orgs, directory.has_list)
-        app.extensions["prewarm"].start()
+        client_map = app.extensions["client_map"]
+        prewarm = Prewarm(directory.turns, client_map.organizations, directory.has_list)
+        client_map.on_change(prewarm.wake)  # a customer onboarded in Auth0: its list too
+        app.extensions["prewarm"] = prewarm
+        prewarm.start()
     if settings.events.source == "events_api":
         app.extensions["event_consumer"] = EventConsumer(
             app.extensions["events"],
@@ -235,10 +248,12 @@ def start_background_work(app: Flask, settings: Settings) -> None:
 
 
 def stop_background_work(app: Flask) -> None:
-    """A worker exits: the Events API's reader gives its lease up for another to take now."""
+    """A worker exits: the Events API's reader gives its lease up for another to take now, and
+    the client grants map is no longer followed."""
     consumer = app.extensions.get("event_consumer")
     if consumer is not None:
         consumer.stop()
+    app.extensions["client_map"].stop()
 
 
 def bind_cache(app: Flask, settings: Settings) -> Store:

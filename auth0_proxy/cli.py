@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask
 
+from auth0_proxy.access.grants import Authorization, read_authorizations
 from auth0_proxy.auth0.keys import JWKS_PATH, KeyStore
 from auth0_proxy.auth0.management import ManagementClient
 from auth0_proxy.core import clock, config_env
@@ -166,6 +167,15 @@ def summary(settings: Settings) -> list[str]:
         f"cache: {cache}",
         f"budget: {settings.budget.plan} plan, share {settings.budget.share:g}",
     ]
+    grants = settings.client_grants
+    if grants.enabled:
+        trusted = "trusted" if grants.trust_allow_any_organization else "refused"
+        lines.insert(
+            4,
+            f"client grants: Auth0's also map clients (config entries win), read every "
+            f"{grants.refresh_seconds} s, an unknown client looked up at most every "
+            f"{grants.lookup_interval_seconds} s; allow_any_organization {trusted}",
+        )
     writers = {client: grant for client, grant in settings.writes.items() if grant.permissions}
     if not writers:
         lines.append("writes: none granted")
@@ -215,9 +225,11 @@ def online_checks(settings: Settings) -> list[Check]:
                 why = "no management token"
                 checks.append(Check("management permissions", SKIP, why))
                 checks.append(Check("organizations", SKIP, why))
+                checks.append(Check("clients map", SKIP, why))
             else:
                 checks.append(check_permissions(settings, token))
                 checks.append(check_organizations(settings, management))
+                checks.extend(check_client_map(settings, management))
     finally:
         management.upstream.session.close()
     return checks
@@ -283,11 +295,15 @@ def check_permissions(settings: Settings, token: str) -> Check:
 
 def required_permissions(settings: Settings) -> dict[str, set[str]]:
     """Each Management API permission the proxy needs, and what needs it: its reads, the
-    Events API's with ``events.source`` events_api, and for each write the ``writes`` block
+    Events API's with ``events.source`` events_api, the client grants' with
+    ``client_grants.enabled``, and for each write the ``writes`` block
     grants, what that write's rule calls."""
     needed: dict[str, set[str]] = {permission: {"the proxy's reads"} for permission in PROXY_READS}
     if settings.events.source == "events_api":
         needed["read:events"] = {"events.source events_api"}
+    if settings.client_grants.enabled:
+        for permission in ("read:client_grants", "read:organization_client_grants"):
+            needed[permission] = {"client_grants.enabled"}
     for client_id, grant in settings.writes.items():
         for rule in RULES:
             if rule.write and rule.permission in grant.permissions:
@@ -325,6 +341,55 @@ def check_organizations(settings: Settings, management: ManagementClient) -> Che
             f"{len(missing)} of {len(org_ids)} mapped organization(s) do not exist: {listed}",
         )
     return Check(name, OK, f"all {len(org_ids)} mapped organization(s) exist ({_listed(org_ids)})")
+
+
+def check_client_map(settings: Settings, management: ManagementClient) -> list[Check]:
+    """(5) The effective clients map: a line per client, with where its organizations come
+    from; a config entry wins over Auth0's grant for the same client (said on its line), and a
+    grant of the proxy's API that maps to nothing is a warning, with why."""
+    found: list[Authorization] = []
+    grants = settings.client_grants
+    if grants.enabled:
+        try:
+            found = _paced(
+                lambda: read_authorizations(
+                    management,
+                    settings.auth0.api_audience,
+                    trust_any=grants.trust_allow_any_organization,
+                )
+            )
+        except APIError as error:
+            return [Check("clients map", FAIL, f"cannot read Auth0's client grants: {_why(error)}")]
+    lines = []
+    for client_id, org_ids in sorted(settings.clients.items()):
+        shadowed = "".join(
+            f"; wins over Auth0's grant {grant.grant_id} ({_granted(grant)})"
+            for grant in found
+            if grant.client_id == client_id
+        )
+        lines.append(Check(f"client {client_id}", OK, f"{', '.join(org_ids)} (config{shadowed})"))
+    from_auth0 = [grant for grant in found if grant.client_id not in settings.clients]
+    for grant in sorted(from_auth0, key=lambda grant: grant.client_id):
+        status = OK if grant.organizations else WARN
+        lines.append(
+            Check(
+                f"client {grant.client_id}",
+                status,
+                f"{_granted(grant)} (Auth0's grant {grant.grant_id})",
+            )
+        )
+    mapped = sum(1 for grant in from_auth0 if grant.organizations)
+    source = f"; Auth0's client grants: {mapped}" if grants.enabled else ""
+    summary = Check(
+        "clients map",
+        OK,
+        f"{len(settings.clients) + mapped} client(s): config: {len(settings.clients)}{source}",
+    )
+    return [summary, *lines]
+
+
+def _granted(grant: Authorization) -> str:
+    return ", ".join(grant.organizations) if grant.organizations else f"nothing: {grant.refused}"
 
 
 def unverified_claims(token: str) -> dict | None:

@@ -37,6 +37,8 @@ MGMT_SCOPES = [
     "read:organization_invitations",
     "read:organization_connections",
     "read:events",  # the Events API (events.source events_api)
+    "read:client_grants",  # the clients map from Auth0 (client_grants.enabled)
+    "read:organization_client_grants",
     "create:organization_members",
     *WRITE_SCOPES,
 ]
@@ -224,19 +226,24 @@ def proxy_config(tenant: Tenant) -> dict[str, Any]:
     }
 
 
-def edge_token(base_url: str, ca_bundle: str) -> str:
-    """An M2M token for the proxy's API, as ``edge-acme`` gets one from the tenant at
-    ``base_url`` (client credentials over HTTPS, trusting ``ca_bundle``)."""
-    response = requests.post(
-        f"{base_url}/oauth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": ACME_CLIENT_ID,
-            "client_secret": ACME_CLIENT_SECRET,
-            "audience": API_AUDIENCE,
-        },
-        verify=ca_bundle,
-        timeout=10,
-    )
+def edge_token(
+    base_url: str,
+    ca_bundle: str,
+    client_id: str = ACME_CLIENT_ID,
+    secret: str = ACME_CLIENT_SECRET,
+    organization: str | None = None,
+) -> str:
+    """An M2M token for the proxy's API, as an edge client (``edge-acme`` by default) gets one
+    from the tenant at ``base_url`` (client credentials over HTTPS, trusting ``ca_bundle``),
+    naming ``organization`` if given."""
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": client_id,
+        "client_secret": secret,
+        "audience": API_AUDIENCE,
+    }
+    if organization is not None:
+        form["organization"] = organization
+    response = requests.post(f"{base_url}/oauth/token", data=form, verify=ca_bundle, timeout=10)
     response.raise_for_status()
     return response.json()["access_token"]

@@ -33,6 +33,9 @@ from scripts.proxy_server import ROOT, ProxyServer
 WORKDIR = ROOT / ".demo"
 VERIFY = str(WORKDIR / "certs" / "ca.pem")  # the emulated tenant's CA: it signs both servers
 DEMO_LEAVER = "auth0|carol-acme"
+NEWCO_ORG_ID = "org_initech"
+NEWCO_CLIENT_ID = "edge-initech"
+NEWCO_CLIENT_SECRET = "edge-initech-secret"
 LOG_FIELDS = ("level", "client_id", "org_id", "path", "status", "upstream_calls", "reason")
 
 
@@ -52,6 +55,7 @@ def main() -> int:
     ).start()
     config = proxy_config(tenant.tenant)
     config["events"] = {"source": "events_api"}  # step 10: a change in Auth0, seen in seconds
+    config["client_grants"] = {"enabled": True}  # step 11: a customer onboarded in Auth0 alone
     proxy = ProxyServer(
         config,
         ca_bundle=tenant.ca_bundle,
@@ -102,6 +106,7 @@ def show(tenant: TenantServer, proxy: ProxyServer) -> None:
     show_sdk_call(proxy, token)
     show_metrics(proxy)
     show_event(tenant, f"{proxy.url}/users", auth)
+    show_onboarding(tenant, proxy)
 
     heading("The proxy logged one JSON line per call (no token in them):")
     requests_logged = [record for record in proxy.log_records() if "status" in record]
@@ -178,6 +183,40 @@ def show_event(tenant: TenantServer, url: str, auth: dict) -> None:
     )
     tenant.tenant.add_member("org_acme", DEMO_LEAVER)
     print(f"added back in Auth0: {until(lambda: DEMO_LEAVER in listed(url, auth), 'listed again')}")
+
+
+def show_onboarding(tenant: TenantServer, proxy: ProxyServer) -> None:
+    """With client_grants on, a new customer's edge application is authorized in Auth0 (its
+    grant for the proxy's API associated with the customer's organization) and the running
+    proxy serves it: no config change, no restart."""
+    heading(
+        f"11. Onboarding in Auth0 (client_grants.enabled): {NEWCO_CLIENT_ID}, a new customer's"
+        f" edge application, is authorized for {NEWCO_ORG_ID}"
+    )
+    admin = tenant.tenant
+    admin.add_organization(NEWCO_ORG_ID, "initech", "Initech")
+    for name in ("peter", "milton"):
+        user_id = f"auth0|{name}-initech"
+        admin.add_user(user_id, f"{name}@initech.example", name.title(), [NEWCO_ORG_ID])
+    admin.add_client(NEWCO_CLIENT_ID, NEWCO_CLIENT_SECRET)
+    grant = admin.add_client_grant(
+        NEWCO_CLIENT_ID, API_AUDIENCE, ["read:users"], organization_usage="require"
+    )
+    admin.associate_client_grant(NEWCO_ORG_ID, grant.id)
+    print(
+        f"in Auth0: {NEWCO_CLIENT_ID}'s grant {grant.id} for the proxy's API requires an"
+        f" organization and is associated with {NEWCO_ORG_ID} (config.json names no such client)"
+    )
+    token = edge_token(
+        tenant.url, tenant.ca_bundle, NEWCO_CLIENT_ID, NEWCO_CLIENT_SECRET, NEWCO_ORG_ID
+    )
+    print(f"its token names org_id {claims_of(token)['org_id']}")
+    call(
+        "GET",
+        f"{proxy.url}/users",
+        {"Authorization": f"Bearer {token}"},
+        f"GET /users as {NEWCO_CLIENT_ID}: served at once, the proxy still running",
+    )
 
 
 def listed(url: str, auth: dict) -> set[str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from auth0_proxy.cli import main
+from emulated_tenant.demo import API_AUDIENCE as PROXY_API
 from emulated_tenant.demo import MGMT_SCOPES
 from emulated_tenant.tenant import MANAGEMENT_API
 from tests.support import JWKS, TOKEN, proxy_config_for
@@ -262,8 +263,17 @@ def test_online_against_the_tenant_is_ok(config, write_config, tenant, ca_env):
 
     assert result.returncode == 0, result.stdout + result.stderr
     checks = lines(result.stdout)
-    assert set(checks) == {"JWKS", "management token", "management permissions", "organizations"}
+    clients = {f"client {client_id}" for client_id in config["clients"]}
+    assert set(checks) == {
+        "JWKS",
+        "management token",
+        "management permissions",
+        "organizations",
+        "clients map",
+        *clients,
+    }
     assert all(line.startswith("ok ") for line in checks.values()), result.stdout
+    assert checks["client edge-acme"].endswith("client edge-acme: org_acme (config)")
     assert (
         f"https://{tenant.domain}/.well-known/jwks.json: 1 RS256 signing key(s)" in (checks["JWKS"])
     )
@@ -379,6 +389,64 @@ def test_online_names_read_events_where_the_events_api_is_read(
 
     line = lines(capsys.readouterr().out)["management permissions"]
     assert "the token lacks read:events (events.source events_api)" in line
+
+
+def test_online_prints_the_effective_clients_map_with_where_each_entry_came_from(
+    config, write_config, tenant, in_process, capsys
+):
+    """With client_grants on: the config's entries (one winning over Auth0's grant, said so),
+    Auth0's, and the grants that map to nothing, with why."""
+    tenant.add_client("edge-cli-new", "edge-cli-new-secret")
+    usable = tenant.add_client_grant("edge-cli-new", PROXY_API, organization_usage="require")
+    tenant.associate_client_grant("org_globex", usable.id)
+    tenant.add_client("edge-cli-any", "edge-cli-any-secret")
+    anywhere = tenant.add_client_grant(
+        "edge-cli-any", PROXY_API, organization_usage="allow", allow_any_organization=True
+    )
+    tenant.add_client("edge-cli-deny", "edge-cli-deny-secret")
+    denied = tenant.add_client_grant("edge-cli-deny", PROXY_API)  # Auth0's default: deny
+    config["client_grants"] = {"enabled": True}
+    path = write_config(config)
+    try:
+        assert main(["check-config", str(path), "--online"]) == 0
+    finally:
+        for grant in (usable, anywhere, denied):
+            tenant.delete_client_grant(grant.id)
+
+    checks = lines(capsys.readouterr().out)
+    acme_grant = tenant.client_grant_for("edge-acme", PROXY_API).id
+    assert checks["client edge-acme"].endswith(
+        f"org_acme (config; wins over Auth0's grant {acme_grant} (org_acme))"
+    )
+    assert checks["client edge-cli-new"] == (
+        f"ok    client edge-cli-new: org_globex (Auth0's grant {usable.id})"
+    )
+    assert checks["client edge-cli-any"].startswith("warn")
+    assert "nothing: allow_any_organization, not trusted" in checks["client edge-cli-any"]
+    assert "nothing: organization_usage deny" in checks["client edge-cli-deny"]
+    mapped = [
+        line for line in checks.values() if line.startswith("ok") and "(Auth0's grant" in line
+    ]
+    assert "client edge-cli-new" in " ".join(mapped)
+    assert f"config: 4; Auth0's client grants: {len(mapped)}" in checks["clients map"]
+
+
+def test_online_names_what_reading_client_grants_needs(
+    config, write_config, tenant, in_process, capsys
+):
+    with_management_client(tenant, config, CORE_READS)
+    config["client_grants"] = {"enabled": True}
+    path = write_config(config)
+
+    assert main(["check-config", str(path), "--online"]) == 1
+
+    checks = lines(capsys.readouterr().out)
+    assert (
+        "the token lacks read:client_grants (client_grants.enabled);"
+        " read:organization_client_grants (client_grants.enabled)"
+    ) in checks["management permissions"]
+    assert checks["clients map"].startswith("FAIL")
+    assert "cannot read Auth0's client grants" in checks["clients map"]
 
 
 def test_online_warns_of_missing_reads_of_the_api_v2_surface(

@@ -16,6 +16,8 @@ from auth0_proxy.core.auth0_api import PLANS, Limit
 from auth0_proxy.core.config import (
     BudgetSchema,
     BudgetSettings,
+    ClientGrantsSchema,
+    ClientGrantsSettings,
     ClientLimits,
     ClientLimitsSchema,
     ConfigError,
@@ -72,6 +74,28 @@ def test_example_config_file_is_valid_once_filled_in(tmp_path):
     assert settings.auth0.domain == "acme-prod.eu.auth0.com"
 
 
+def test_the_clients_map_may_come_from_auth0_alone():
+    """With client_grants on, config.json may name no client: Auth0's grants map them."""
+    settings = load_settings(
+        config_with(lambda c: (c.pop("clients"), c.update(client_grants={"enabled": True}))),
+        environ={},
+    )
+    assert settings.clients == {}
+    assert settings.client_grants == ClientGrantsSettings(enabled=True)
+    assert load_settings(config_with(lambda c: None), environ={}).client_grants.enabled is False
+
+
+def test_client_grants_from_the_environment():
+    environ = {
+        "AUTH0_PROXY_CLIENT_GRANTS_ENABLED": "true",
+        "AUTH0_PROXY_CLIENT_GRANTS_REFRESH_SECONDS": "120",
+        "AUTH0_PROXY_CLIENT_GRANTS_TRUST_ALLOW_ANY_ORGANIZATION": "false",
+    }
+    grants = load_settings(config_with(lambda c: None), environ=environ).client_grants
+    assert (grants.enabled, grants.refresh_seconds) == (True, 120)
+    assert grants.trust_allow_any_organization is False
+
+
 def test_secret_from_environment_replaces_the_file():
     config = config_with(lambda c: c["auth0"].pop("mgmt_client_secret"))
     settings = load_settings(config, environ={"AUTH0_MGMT_CLIENT_SECRET": "from-env"})
@@ -108,7 +132,7 @@ def test_management_audience_and_issuer_default_from_domain():
         (lambda c: c["auth0"].update(domian="x"), "auth0.domian: unknown key"),
         (lambda c: c.update(extra={}), "extra: unknown key"),
         (lambda c: c["auth0"].pop("api_audience"), "auth0.api_audience: missing (required)"),
-        (lambda c: c.pop("clients"), "clients: missing (required)"),
+        (lambda c: c.pop("clients"), "clients: missing (required, unless client_grants.enabled"),
         (
             lambda c: c["auth0"].pop("mgmt_client_secret"),
             "auth0.mgmt_client_secret: missing; set it in the file or in AUTH0_MGMT_CLIENT_SECRET",
@@ -151,6 +175,22 @@ def test_management_audience_and_issuer_default_from_domain():
         (
             lambda c: c.update(budget={"limits": {"users": {"burst": 10}}}),
             "budget.limits.users.per_minute: missing (required)",
+        ),
+        (
+            lambda c: c.update(client_grants={"enable": True}),
+            "client_grants.enable: unknown key",
+        ),
+        (
+            lambda c: c.update(client_grants={"enabled": "yes"}),
+            "client_grants.enabled: Not a valid boolean",
+        ),
+        (
+            lambda c: c.update(client_grants={"refresh_seconds": 5}),
+            "client_grants.refresh_seconds: Must be greater than or equal to 30",
+        ),
+        (
+            lambda c: (c.pop("clients"), c.update(client_grants={"enabled": False})),
+            "clients: missing (required, unless client_grants.enabled",
         ),
     ],
 )
@@ -360,7 +400,8 @@ def test_the_configuration_reference_names_every_other_block_setting_with_its_de
     reference = (ROOT / "docs" / "configuration.md").read_text()
     rows = dict(
         re.findall(
-            r"^\| `((?:budget|writes|rate_limits|events)\.[^`]+)` \| [^|]+ \| (.*) \|$",
+            r"^\| `((?:budget|writes|rate_limits|events|client_grants)\.[^`]+)`"
+            r" \| [^|]+ \| (.*) \|$",
             reference,
             re.M,
         )
@@ -370,7 +411,14 @@ def test_the_configuration_reference_names_every_other_block_setting_with_its_de
     declared |= {f"rate_limits.client.{key}" for key in ClientLimitsSchema().fields}
     declared |= {"rate_limits.global", "rate_limits.failed_auth", "rate_limits.clients.<client>"}
     declared |= {f"events.{key}" for key in EventsSchema().fields}
+    declared |= {f"client_grants.{key}" for key in ClientGrantsSchema().fields}
     assert set(rows) == declared
+    grants = ClientGrantsSettings()
+    assert "`false` (default)" in rows["client_grants.enabled"]
+    assert f"default {grants.refresh_seconds}" in rows["client_grants.refresh_seconds"]
+    assert (
+        f"default {grants.lookup_interval_seconds}" in rows["client_grants.lookup_interval_seconds"]
+    )
     events = EventsSettings()
     assert f"`{events.source}` (default)" in rows["events.source"]
     assert f"default {events.reconcile_seconds}" in rows["events.reconcile_seconds"]

@@ -34,6 +34,10 @@ def test_demo_shows_an_organizations_users_and_a_refusal():
     assert "auth0.clients.list() -> 403" in out
     assert "auth0|carol-acme gone after" in out.split("10. Events on")[1]  # by the event
     assert "added back in Auth0: listed again after" in out
+    onboarding = out.split("11. Onboarding in Auth0")[1]  # a client config.json does not name
+    assert "its token names org_id org_initech" in onboarding
+    assert "GET /users as edge-initech: served at once" in onboarding
+    assert "-> 200" in onboarding and "auth0|peter-initech" in onboarding
     metrics = out.split("9. The proxy's metrics")[1]
     assert 'auth0_proxy_requests_total{client="edge-acme",method="GET",route="/users",' in metrics
     assert "Stopped the proxy and the emulated tenant." in out

@@ -17,7 +17,15 @@ from marshmallow import ValidationError
 from auth0_proxy.caching.cache import SharedCache
 from auth0_proxy.caching.entries import Entry
 from auth0_proxy.core import clock, metrics
-from auth0_proxy.core.auth0_api import MEMBERS, USER, USER_ORGANIZATIONS, USERS, api_path
+from auth0_proxy.core.auth0_api import (
+    CLIENT_GRANT_ORGANIZATIONS,
+    CLIENT_GRANTS,
+    MEMBERS,
+    USER,
+    USER_ORGANIZATIONS,
+    USERS,
+    api_path,
+)
 from auth0_proxy.core.config import Auth0Settings
 from auth0_proxy.core.errors import (
     OrganizationNotFound,
@@ -33,6 +41,8 @@ from auth0_proxy.core.paging import (
     OffsetPaging,
 )
 from auth0_proxy.core.schemas import (
+    client_grants_page,
+    grant_organizations_page,
     members_page,
     user_organizations_page,
     users_page,
@@ -54,6 +64,11 @@ EXPIRY_ROUNDING_SECONDS = 1
 RELAYED_STATUSES = (400, 404, 409)
 USER_ORGANIZATIONS_PAGE = 100  # the endpoint's maximum per_page (Management API spec)
 MAX_PAGES = 100_000  # a bound on any paging loop: 5 million members at 50 per page
+MAX_TAKE = 100  # the most a checkpoint page holds (Management API spec)
+
+
+class _Gone(UpstreamFailed):
+    """Auth0 answered 404 for something the proxy listed moments ago."""
 
 
 class ManagementClient:
@@ -69,38 +84,79 @@ class ManagementClient:
         self.token_cache_key = TOKEN_CACHE_KEY.format(client_id=auth0.mgmt_client_id)
 
     def list_members(self, org_id: str, expected_pages: int = 1) -> Iterator[list[dict]]:
-        """Every page of the organization's members, following checkpoint paging to the end.
+        """Every page of the organization's members, as Auth0 pages them (``{"members",
+        "next"}``, members with the member fields), following checkpoint paging to the end.
 
-        Offset paging stops at 1,000 records; ``from``/``take`` does not. A page may hold fewer
-        than ``take`` members before the end, so only an absent ``next`` ends the loop. The
+        Offset paging stops at 1,000 records; ``from``/``take`` does not. The
         ``expected_pages`` (the last listing's) are paid for before the first is asked for.
 
         :raise BudgetExhausted: the budget cannot afford the listing now (429).
+        :raise OrganizationNotFound: Auth0 has no such organization (deleted: 404).
         :raise UpstreamFailed: a page of an unexpected shape, or paging that does not advance.
         """
         path = api_path(MEMBERS, id=org_id)
         prepaid = self.upstream.prepay(path, expected_pages)
-        paging = CheckpointPaging(self.page_size)
-        for _ in range(MAX_PAGES):
-            page = self._member_page(org_id, paging, prepaid)
+        pages = self._checkpoint_pages(
+            path, members_page, self.page_size, missing=OrganizationNotFound, prepaid=prepaid
+        )
+        for page in pages:
             yield page["members"]
+
+    def client_grants(
+        self, audience: str, client_id: str | None = None, *, patient: bool = False
+    ) -> Iterator[dict]:
+        """Every client grant for ``audience`` (``client_id``'s only, if given). A ``patient``
+        reader's pages wait their turn at the budget, as its rank would (a walk under way),
+        instead of failing at once."""
+        params = {"audience": audience} | ({"client_id": client_id} if client_id else {})
+        path = api_path(CLIENT_GRANTS)
+        pages = self._checkpoint_pages(
+            path, client_grants_page, MAX_TAKE, params, prepaid=_committed(patient)
+        )
+        for page in pages:
+            yield from page["client_grants"]
+
+    def grant_organization_ids(self, grant_id: str, *, patient: bool = False) -> list[str]:
+        """The ids of the organizations associated with a client grant; none for a grant Auth0
+        no longer has (deleted since it was listed: a 404, which the spec does not document,
+        or an empty list)."""
+        path = api_path(CLIENT_GRANT_ORGANIZATIONS, id=grant_id)
+        pages = self._checkpoint_pages(
+            path, grant_organizations_page, MAX_TAKE, missing=_Gone, prepaid=_committed(patient)
+        )
+        try:
+            return [org["id"] for page in pages for org in page["organizations"]]
+        except _Gone:
+            return []
+
+    def _checkpoint_pages(
+        self,
+        path: str,
+        schema,
+        take: int,
+        params: dict | None = None,
+        *,
+        missing=UpstreamFailed,
+        prepaid: Prepaid | None = None,
+    ) -> Iterator[dict]:
+        """Each page of ``path`` by checkpoint paging, loaded with ``schema``, to the end. A page
+        may hold fewer than ``take`` items before the end, so only an absent ``next`` ends it;
+        the checkpoint is Auth0's own ``next``: a 400 would be Auth0's fault.
+
+        :raise missing: 404 from Auth0.
+        :raise UpstreamFailed: a page of an unexpected shape, or paging that does not advance.
+        """
+        paging = CheckpointPaging(take)
+        for _ in range(MAX_PAGES):
+            query = (params or {}) | paging.params()
+            page = _load(schema, self.get_json(path, query, missing=missing, prepaid=prepaid), path)
+            yield page
             if not page.get("next"):
                 return
             if page["next"] == paging.checkpoint:
-                raise UpstreamFailed(reason=f"{org_id}: checkpoint paging did not advance")
-            paging = CheckpointPaging(self.page_size, page["next"])
-        raise UpstreamFailed(reason=f"{org_id}: more than {MAX_PAGES} pages")
-
-    def _member_page(self, org_id: str, paging: CheckpointPaging, prepaid: Prepaid) -> dict:
-        """One page of members, as Auth0 pages them: ``{"members", "next"}``, members with the
-        member fields. The checkpoint is Auth0's own ``next``: a 400 would be Auth0's fault.
-
-        :raise OrganizationNotFound: Auth0 has no such organization (deleted: 404).
-        :raise UpstreamFailed: a page of an unexpected shape, or refused (502).
-        """
-        path = api_path(MEMBERS, id=org_id)
-        page = self.get_json(path, paging.params(), missing=OrganizationNotFound, prepaid=prepaid)
-        return _load(members_page, page, path)
+                raise UpstreamFailed(reason=f"{path}: checkpoint paging did not advance")
+            paging = CheckpointPaging(take, page["next"])
+        raise UpstreamFailed(reason=f"{path}: more than {MAX_PAGES} pages")
 
     def search_users(self, user_ids: list[str], fields: tuple[str, ...] | None) -> list[dict]:
         """The profiles of these users (at most 100, the search's page size), in one call; with
@@ -277,6 +333,11 @@ class ManagementClient:
         # Renewed the margin before expiry, or halfway for a token living less than twice it.
         ttl = max(lifetime - TOKEN_RENEWAL_MARGIN_SECONDS, lifetime // 2)
         return grant["access_token"], ttl
+
+
+def _committed(patient: bool) -> Prepaid | None:
+    """Nothing prepaid, yet committed: each call queues at the budget as its rank would."""
+    return Prepaid(0) if patient else None
 
 
 def _token_expiry(entry: Entry) -> float:

@@ -26,6 +26,8 @@ USER = USERS + "/{id}"
 USER_ORGANIZATIONS = USER + "/organizations"
 USERS_BY_EMAIL = "/users-by-email"
 EVENTS = "/events"
+CLIENT_GRANTS = "/client-grants"
+CLIENT_GRANT_ORGANIZATIONS = CLIENT_GRANTS + "/{id}/organizations"
 
 
 def api_path(template: str, **params: str) -> str:

@@ -145,6 +145,9 @@ class Settings:
     rate_limits: RateLimits = RateLimits()
     # Its schema's defaults (EventsSettings is made from EventsSchema, below).
     events: EventsSettings = dataclasses.field(default_factory=lambda: EventsSettings())
+    client_grants: ClientGrantsSettings = dataclasses.field(
+        default_factory=lambda: ClientGrantsSettings()
+    )
 
 
 class OrgIds(fields.Field):
@@ -364,6 +367,28 @@ class EventsSchema(Schema):
 EventsSettings = settings_dataclass("EventsSettings", EventsSchema)
 
 
+class ClientGrantsSchema(Schema):
+    """The ``client_grants`` block: whether the ``clients`` map also comes from Auth0 (each
+    client grant of the proxy's API and the organizations associated with it), how often
+    that is read again, how often an unknown client may be looked up, and whether a grant
+    that allows any organization is trusted."""
+
+    class Meta:
+        unknown = RAISE
+
+    enabled = fields.Boolean(load_default=False, truthy={True}, falsy={False})
+    refresh_seconds = _integer(300, 30, 86400)
+    lookup_interval_seconds = _integer(10, 1, 3600)
+    trust_allow_any_organization = fields.Boolean(load_default=False, truthy={True}, falsy={False})
+
+    @post_load
+    def build(self, data, **kwargs):
+        return ClientGrantsSettings(**data)
+
+
+ClientGrantsSettings = settings_dataclass("ClientGrantsSettings", ClientGrantsSchema)
+
+
 class LimitSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -474,7 +499,8 @@ class ConfigSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    clients = fields.Dict(keys=fields.String(validate=NON_EMPTY), values=OrgIds(), required=True)
+    # Required unless client_grants.enabled (checked below: a missing map is a typo otherwise).
+    clients = fields.Dict(keys=fields.String(validate=NON_EMPTY), values=OrgIds())
     auth0 = fields.Nested(Auth0Schema, required=True)
     proxy = fields.Nested(ProxySchema, load_default=None)
     budget = fields.Nested(BudgetSchema, load_default=None)
@@ -485,18 +511,26 @@ class ConfigSchema(Schema):
     )
     rate_limits = fields.Nested(RateLimitsSchema, load_default=None)
     events = fields.Nested(EventsSchema, load_default=None)
+    client_grants = fields.Nested(ClientGrantsSchema, load_default=None)
+
+    @validates_schema
+    def clients_or_client_grants(self, data, **kwargs):
+        grants = data.get("client_grants")
+        if "clients" not in data and not (grants and grants.enabled):
+            raise ValidationError(
+                "missing (required, unless client_grants.enabled takes it from Auth0)", "clients"
+            )
 
     @validates_schema
     def named_clients_are_clients(self, data, **kwargs):
         """Writes and rate-limit overrides name clients of the clients map: a typo would
         otherwise be a grant or a limit that applies to no one."""
-        if "clients" not in data:
-            return
+        clients = data.get("clients", {})
         overrides = (data.get("rate_limits") or RateLimits()).clients
         errors = {}
-        if unknown := _not_clients(data.get("writes", {}), data["clients"]):
+        if unknown := _not_clients(data.get("writes", {}), clients):
             errors["writes"] = unknown
-        if unknown := _not_clients(overrides, data["clients"]):
+        if unknown := _not_clients(overrides, clients):
             errors["rate_limits"] = {"clients": unknown}
         if errors:
             raise ValidationError(errors)
@@ -538,13 +572,14 @@ def load_settings(data: object, environ: Mapping[str, str] | None = None) -> Set
         default_dir = Path(tempfile.gettempdir()) / f"auth0-m2m-proxy-{os.getuid()}"
         proxy = dataclasses.replace(proxy, cache_dir=str(default_dir))
     return Settings(
-        clients=loaded["clients"],
+        clients=loaded.get("clients", {}),
         auth0=Auth0Settings(**auth0),
         proxy=proxy,
         budget=loaded["budget"] or BudgetSettings(),
         writes=loaded["writes"],
         rate_limits=loaded["rate_limits"] or RateLimits(),
         events=loaded["events"] or EventsSettings(),
+        client_grants=loaded["client_grants"] or ClientGrantsSettings(),
     )
 
 

@@ -168,6 +168,35 @@ RECONCILIATION_CORRECTIONS = Counter(
     "auth0_proxy_reconciliation_corrections_total",
     "Members added, removed or updated by a reconciliation: changes no event had applied.",
 )
+CLIENT_GRANTS_REFRESHES = Counter(
+    "auth0_proxy_client_grants_refreshes_total",
+    "Reads of Auth0's client grants for the clients map (client_grants.enabled), by outcome:"
+    " ok, or failed (the last map stays in use).",
+    ["outcome"],
+)
+CLIENT_GRANTS_CHANGES = Counter(
+    "auth0_proxy_client_grants_changes_total",
+    "Client-organization pairs a read of Auth0's client grants added to or removed from the"
+    " clients map.",
+    ["change"],
+)
+CLIENT_GRANTS_LOOKUPS = Counter(
+    "auth0_proxy_client_grants_lookups_total",
+    "Clients the map did not know, by what came of it: found or not_found in Auth0, failed,"
+    " or limited (another lookup had this interval's turn).",
+    ["outcome"],
+)
+CLIENT_GRANTS_AGE = Gauge(
+    "auth0_proxy_client_grants_age_seconds",
+    "How old the client grants map in use is: seconds since its read of Auth0 began (the"
+    " oldest of the live workers').",
+    multiprocess_mode="livemax",
+)
+CLIENT_GRANTS_CLIENTS = Gauge(
+    "auth0_proxy_client_grants_clients",
+    "Clients the map read from Auth0's client grants lets act for an organization.",
+    multiprocess_mode="livemax",
+)
 COALESCED_WAITS = Counter(
     "auth0_proxy_cache_coalesced_waits_total",
     "Times a request waited for another's fetch of the same thing instead of calling Auth0.",

@@ -84,6 +84,42 @@ class UserOrganizationsPageSchema(Schema):
     total = fields.Integer(required=True, strict=True)
 
 
+class ClientGrantSchema(Schema):
+    """A client grant (GET /api/v2/client-grants): what organizations its client may use for
+    its audience is ``organization_usage`` (``deny``, Auth0's default, when absent) and
+    ``allow_any_organization``, with the organizations associated with it."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    id = fields.String(required=True, validate=validate.Length(min=1))
+    client_id = fields.String(required=True, validate=validate.Length(min=1))
+    audience = fields.String(required=True)
+    organization_usage = fields.String(load_default="deny")
+    allow_any_organization = fields.Boolean(load_default=False)
+    subject_type = fields.String(load_default="client")
+
+
+class ClientGrantsPageSchema(Schema):
+    """One checkpoint page of client grants: ``next`` is absent on the last page."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    client_grants = fields.List(fields.Nested(ClientGrantSchema), required=True)
+    next = fields.String(allow_none=True)
+
+
+class GrantOrganizationsPageSchema(Schema):
+    """One checkpoint page of the organizations associated with a client grant."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    organizations = fields.List(fields.Nested(OrganizationRefSchema), required=True)
+    next = fields.String(allow_none=True)
+
+
 # Auth0's event types the proxy applies (its Events API stream is filtered to them).
 MEMBER_EVENTS = ("organization.member.added", "organization.member.deleted")
 ROLE_EVENTS = ("organization.member.role.assigned", "organization.member.role.deleted")
@@ -151,6 +187,8 @@ member_entry = MemberSchema()
 members_page = MembersPageSchema()
 users_page = UsersPageSchema()
 user_organizations_page = UserOrganizationsPageSchema()
+client_grants_page = ClientGrantsPageSchema()
+grant_organizations_page = GrantOrganizationsPageSchema()
 cloud_event = CloudEventSchema()
 
 

@@ -20,11 +20,10 @@ import logging
 import math
 import statistics
 import threading
-import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from auth0_proxy.caching.cache import SharedCache
@@ -134,26 +133,36 @@ class Turns:
 
 
 class Prewarm:
-    """Takes turns for ``orgs`` whose lists are not cached (``cached(org_id)``), in one process
-    of the deployment at a time, while the budget's queue is short."""
+    """Takes turns for the organizations ``orgs()`` names (the clients map's, which Auth0's
+    grants may change) whose lists are not cached (``cached(org_id)``), in one process of the
+    deployment at a time, while the budget's queue is short."""
 
-    def __init__(self, turns: Turns, orgs: Sequence[str], cached: Callable[[str], bool]):
+    def __init__(
+        self, turns: Turns, orgs: Callable[[], Iterable[str]], cached: Callable[[str], bool]
+    ):
         self.turns = turns
-        self.orgs = list(dict.fromkeys(orgs))
+        self.orgs = orgs
         self.cached = cached
         self._owner = uuid.uuid4().hex
+        self._woken = threading.Event()
 
     def start(self) -> None:
         """Prewarm in a thread that ends with this object (the app's)."""
         alive = weakref.ref(self)
+        woken = self._woken
 
         def run() -> None:
             while (prewarm := alive()) is not None:
                 pause = prewarm.step()
                 del prewarm
-                time.sleep(pause)
+                woken.wait(pause)
+                woken.clear()
 
         threading.Thread(target=run, name="prewarm", daemon=True).start()
+
+    def wake(self) -> None:
+        """Look now: the organizations may have changed (a new clients map)."""
+        self._woken.set()
 
     def step(self) -> float:
         """Take the turns the queue has room for, if this process holds the lease; the seconds
@@ -170,7 +179,7 @@ class Prewarm:
         """The organizations with no list cached and no turn, those never listed first; found
         as they are asked for (a step ends when the queue is full)."""
         listed_before = []
-        for org_id in self.orgs:
+        for org_id in dict.fromkeys(self.orgs()):
             if self.cached(org_id) or self.turns.pending(org_id):
                 continue
             if self.turns.known_pages(org_id) is None:

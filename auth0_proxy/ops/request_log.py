@@ -121,10 +121,10 @@ def _measure(scope: RequestScope, req: Request, status: int) -> None:
     """The answer in the metrics: by route (an /api/v2 operation by its rule), status and,
     with ``proxy.metrics_per_client``, client; from the cache or not, by its freshness."""
     route = scope.route or (req.url_rule.rule if req.url_rule else "unmatched")
-    settings = current_app._get_current_object().config["SETTINGS"]
-    client_id = scope.client_id if settings.proxy.metrics_per_client else None
-    if client_id is not None and client_id not in settings.clients:
-        client_id = "other"  # bounded: only the config's clients are labels of their own
+    app = current_app._get_current_object()
+    client_id = scope.client_id if app.config["SETTINGS"].proxy.metrics_per_client else None
+    if client_id is not None and not app.extensions["client_map"].knows(client_id):
+        client_id = "other"  # bounded: only the mapped clients are labels of their own
     seconds = time.perf_counter() - scope.started
     metrics.observe_answer(route, req.method, status, client_id or "", seconds)
     metrics.observe_cache(scope.freshness, status)

@@ -1,0 +1,324 @@
+"""The clients map from Auth0's own authorizations (client_grants.enabled): each edge client may
+read the organizations its grant for the proxy's API is associated with, as the tenant says
+now, on every worker of a deployment sharing one cache; the config's entries win; Auth0's
+grants that would widen access are refused; a failing Auth0 never widens it either."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+from flask import Flask
+
+from auth0_proxy import create_app, stop_background_work
+from auth0_proxy.core import metrics
+from emulated_tenant.demo import ACME_CLIENT_ID, ACME_ORG_ID, GLOBEX_ORG_ID, UNBOUNDED_BUDGET
+from emulated_tenant.demo import API_AUDIENCE as PROXY_API
+from emulated_tenant.ratelimit import UNLIMITED_REPORTED_LIMIT
+from tests.support import assert_auth0_error, assert_refused, ids, proxy_config_for
+from tests.test_event_stream import eventually
+from tests.test_metrics import parse, total
+
+NEWCO = "edge-newco"
+NEWCO_SECRET = "edge-newco-secret"
+REFRESH_SECONDS = 300
+LOOKUP_SECONDS = 10
+GRANTS = "GET /api/v2/client-grants"
+GRANT_ORGANIZATIONS = "GET /api/v2/client-grants/{id}/organizations"
+MEMBERS = "GET /api/v2/organizations/{id}/members"
+ACME_MEMBER = "auth0|alice-acme"
+# The whole Management API's limit as the unlimited tenant reports it (x-ratelimit-limit): the
+# reads of the map, at the lowest rank, need three quarters of the proxy's share of it left.
+TENANTS_BUDGET = {
+    "limits": {
+        **UNBOUNDED_BUDGET["limits"],
+        "management": {"burst": UNLIMITED_REPORTED_LIMIT, "per_minute": 1_000_000},
+    }
+}
+
+
+@pytest.fixture
+def make_worker(tenant_server, tmp_path, monkeypatch, app_log) -> Iterator[Callable[..., Flask]]:
+    """``make_worker(**client_grants)``: an app taking its clients map from Auth0 as well; the
+    workers made share one cache (one deployment), and each stops following it afterwards."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_server.ca_bundle)
+    made: list[Flask] = []
+
+    def make(cache: dict | None = None, clients: dict | None = None, **client_grants) -> Flask:
+        config = proxy_config_for(
+            tenant_server,
+            budget=TENANTS_BUDGET,
+            cache_ttl_seconds=30,
+            **(cache or {"cache_dir": str(tmp_path / "c")}),
+        )
+        if clients is not None:
+            config["clients"] = clients
+        config["client_grants"] = {
+            "enabled": True,
+            "refresh_seconds": REFRESH_SECONDS,
+            "lookup_interval_seconds": LOOKUP_SECONDS,
+            **client_grants,
+        }
+        app = create_app(config)
+        logging.getLogger("auth0_proxy").addHandler(app_log)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        stop_background_work(app)
+        app.extensions["management"].upstream.session.close()
+
+
+@pytest.fixture
+def newco(tenant) -> Iterator:
+    """A new customer's edge application in the tenant, with a grant for the proxy's API that
+    requires an organization, associated with none yet; gone afterwards."""
+    tenant.add_client(NEWCO, NEWCO_SECRET)
+    grant = tenant.add_client_grant(NEWCO, PROXY_API, ["read:users"], organization_usage="require")
+    yield grant
+    tenant.delete_client_grant(grant.id)
+
+
+def client_token(tenant_server, client_id: str, secret: str, organization: str | None = None):
+    """A token as the client gets it from the tenant (client credentials over HTTPS)."""
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": client_id,
+        "client_secret": secret,
+        "audience": PROXY_API,
+    }
+    if organization is not None:
+        form["organization"] = organization
+    response = requests.post(
+        f"{tenant_server.url}/oauth/token", data=form, verify=tenant_server.ca_bundle, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def metric(name: str, **labels) -> float:
+    return total(parse(metrics.render()[0].decode()), name, **labels)
+
+
+def map_read(*workers: Flask, since: float = 0.0) -> None:
+    """Wait until a read of Auth0's map begun at ``since`` or later is stored, and every worker
+    uses it (each looks at the stored version every second)."""
+    store = workers[0].extensions["store"]
+
+    def read() -> dict | None:
+        head = store.get("client-grants:head")
+        return head if head and head["read_at"] >= since else None
+
+    assert eventually(lambda: read() is not None), "no read of Auth0's client grants"
+    read_at = read()["read_at"]
+    assert eventually(
+        lambda: all(w.extensions["client_map"].read_at == read_at for w in workers)
+    ), "a worker does not use the map read"
+
+
+def lookups(tenant) -> int:
+    """Lookups of one client the tenant answered (the map's reads list every client)."""
+    return sum(
+        1
+        for request in list(tenant.requests)
+        if request["endpoint"] == GRANTS and "client_id=" in request["raw_uri"]
+    )
+
+
+def test_a_client_authorized_in_auth0_is_served_with_no_config_change(
+    make_worker, newco, tenant, tenant_server, call, clock
+):
+    first, second = make_worker(), make_worker()
+    map_read(first, second)  # at start: the new customer is not authorized yet
+    tenant.associate_client_grant(ACME_ORG_ID, newco.id)  # the admin's one action in Auth0
+    token = client_token(tenant_server, NEWCO, NEWCO_SECRET, organization=ACME_ORG_ID)
+
+    answers = [call("/users", token, via=worker) for worker in (first, second, first)]
+
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert ACME_MEMBER in ids(answers[0])
+    assert lookups(tenant) == 1  # looked up once, for the whole deployment
+    clock.advance(REFRESH_SECONDS)
+    map_read(first, second, since=clock.now())
+    assert call("/users", token, via=second).status_code == 200
+    assert lookups(tenant) == 1  # in the map now
+
+
+@pytest.mark.parametrize("backend", ["filesystem", "redis"])
+def test_a_dissociated_client_is_refused_within_the_interval_on_every_worker(
+    backend, make_worker, newco, tenant, tenant_server, call, clock, request, tmp_path
+):
+    tenant.associate_client_grant(ACME_ORG_ID, newco.id)
+    if backend == "redis":
+        prefix = request.getfixturevalue("redis_prefix")
+        cache = {"cache_type": "redis", "cache_key_prefix": prefix}
+    else:
+        cache = {"cache_dir": str(tmp_path / "shared")}
+    workers = [make_worker(cache), make_worker(cache)]
+    map_read(*workers)
+    token = client_token(tenant_server, NEWCO, NEWCO_SECRET, organization=ACME_ORG_ID)
+    assert [call("/users", token, via=w).status_code for w in workers] == [200, 200]
+    removed = metric("auth0_proxy_client_grants_changes_total", change="removed")
+
+    tenant.dissociate_client_grant(ACME_ORG_ID, newco.id)  # the token issued before lives on
+    clock.advance(REFRESH_SECONDS)
+    map_read(*workers, since=clock.now())
+
+    for worker in workers:
+        answer = call("/users", token, via=worker)
+        assert_refused(answer, 403, "access_denied", "client is not in the clients map")
+        assert ACME_MEMBER.encode() not in answer.body
+    assert metric("auth0_proxy_client_grants_changes_total", change="removed") == removed + 1
+
+
+def test_allow_any_organization_is_refused_unless_trusted(
+    make_worker, newco, tenant, tenant_server, call
+):
+    tenant.update_client_grant(newco.id, allow_any_organization=True)
+    worker = make_worker()
+    map_read(worker)
+    token = client_token(tenant_server, NEWCO, NEWCO_SECRET, organization=GLOBEX_ORG_ID)
+
+    answer = call("/users", token, via=worker)
+
+    assert_refused(answer, 403, "access_denied", "client is not in the clients map")
+    assert lookups(tenant) == 1  # the lookup found the same: nothing
+    assert metric("auth0_proxy_client_grants_lookups_total", outcome="not_found") >= 1
+
+
+def test_a_trusted_allow_any_organization_serves_the_organization_its_token_names(
+    make_worker, newco, tenant, tenant_server, call
+):
+    tenant.update_client_grant(newco.id, allow_any_organization=True)
+    worker = make_worker(trust_allow_any_organization=True)
+    map_read(worker)
+
+    for org_id in (ACME_ORG_ID, GLOBEX_ORG_ID):
+        token = client_token(tenant_server, NEWCO, NEWCO_SECRET, organization=org_id)
+        answer = call("/users", token, via=worker)
+        assert answer.status_code == 200
+        members = {member["user_id"] for member in answer.json()}
+        assert members == set(tenant.member_ids(org_id))
+    tenant.update_client_grant(newco.id, organization_usage="allow")
+    orgless = client_token(tenant_server, NEWCO, NEWCO_SECRET)  # names no organization
+    answer = call("/users", orgless, via=worker)
+    assert_refused(
+        answer,
+        403,
+        "access_denied",
+        "client maps to several organizations and the token names none",
+    )
+
+
+def test_organization_usage_deny_maps_to_nothing(
+    make_worker, newco, tenant, make_token, tenant_server, call
+):
+    tenant.associate_client_grant(ACME_ORG_ID, newco.id)
+    tenant.update_client_grant(newco.id, organization_usage="deny")
+    worker = make_worker()
+    map_read(worker)
+    assert not worker.extensions["client_map"].knows(NEWCO)
+
+    plain = client_token(tenant_server, NEWCO, NEWCO_SECRET)  # Auth0 names no organization
+    forged = make_token(NEWCO, ACME_ORG_ID)  # signed by the tenant, as if it had
+    for token in (plain, forged):
+        answer = call("/users", token, via=worker)
+        assert_refused(answer, 403, "access_denied", "client is not in the clients map")
+
+
+def test_an_unknown_client_flood_costs_one_lookup_per_interval(
+    make_worker, tenant, make_token, call, clock
+):
+    """Twenty clients Auth0 issued tokens to (valid ones) yet authorized for no organization,
+    over two workers: one lookup in the deployment each lookup interval."""
+    workers = [make_worker(), make_worker()]
+    map_read(*workers)
+    tokens = [make_token(f"edge-unknown-{n}", ACME_ORG_ID) for n in range(20)]
+    limited = metric("auth0_proxy_client_grants_lookups_total", outcome="limited")
+
+    for _ in range(2):
+        for n, token in enumerate(tokens):
+            answer = call("/users", token, via=workers[n % 2])
+            assert_refused(answer, 403, "access_denied", "client is not in the clients map")
+    assert lookups(tenant) == 1
+    assert metric("auth0_proxy_client_grants_lookups_total", outcome="limited") == limited + 39
+
+    clock.advance(LOOKUP_SECONDS)
+    for n, token in enumerate(tokens):
+        assert call("/users", token, via=workers[n % 2]).status_code == 403
+    assert lookups(tenant) == 2
+
+
+def test_a_static_entry_wins_over_auth0s(make_worker, tenant, tenant_server, call):
+    """edge-acme is Acme's in config.json: Auth0 authorizing it for Globex as well, or no
+    longer for Acme, changes nothing."""
+    grant = tenant.client_grant_for(ACME_CLIENT_ID, PROXY_API)
+    tenant.associate_client_grant(GLOBEX_ORG_ID, grant.id)
+    tenant.dissociate_client_grant(ACME_ORG_ID, grant.id)
+    try:
+        worker = make_worker()
+        map_read(worker)
+        acme = client_token(tenant_server, ACME_CLIENT_ID, "edge-acme-secret")
+        globex = client_token(
+            tenant_server, ACME_CLIENT_ID, "edge-acme-secret", organization=GLOBEX_ORG_ID
+        )
+
+        assert call("/users", acme, via=worker).status_code == 200
+        answer = call("/users", globex, via=worker)
+        assert_refused(answer, 403, "access_denied", "org_id claim not allowed for client")
+        assert lookups(tenant) == 0
+    finally:
+        tenant.associate_client_grant(ACME_ORG_ID, grant.id)
+        tenant.dissociate_client_grant(GLOBEX_ORG_ID, grant.id)
+
+
+def test_auth0_failing_during_a_read_keeps_the_last_map_without_widening_it(
+    make_worker, newco, tenant, tenant_server, call, clock
+):
+    tenant.associate_client_grant(ACME_ORG_ID, newco.id)
+    worker = make_worker()
+    map_read(worker)
+    acme = client_token(tenant_server, NEWCO, NEWCO_SECRET, organization=ACME_ORG_ID)
+    assert call("/users", acme, via=worker).status_code == 200
+    # Auth0 now authorizes Globex too, and fails on the read's second grant and after.
+    tenant.associate_client_grant(GLOBEX_ORG_ID, newco.id)
+    tenant.inject_fault(GRANT_ORGANIZATIONS, 503, times=1000, after=1)
+    failed = metric("auth0_proxy_client_grants_refreshes_total", outcome="failed")
+
+    clock.advance(REFRESH_SECONDS)
+    assert eventually(
+        lambda: metric("auth0_proxy_client_grants_refreshes_total", outcome="failed") > failed
+    )
+
+    assert call("/users", acme, via=worker).status_code == 200  # the last map
+    globex = client_token(tenant_server, NEWCO, NEWCO_SECRET, organization=GLOBEX_ORG_ID)
+    answer = call("/users", globex, via=worker)  # looked up: Auth0 fails, nothing is widened
+    assert answer.status_code >= 500
+    assert_auth0_error(answer, answer.status_code, answer.json()["errorCode"])
+    assert not any(user_id.encode() in answer.body for user_id in tenant.member_ids(GLOBEX_ORG_ID))
+    assert metric("auth0_proxy_client_grants_age_seconds") >= REFRESH_SECONDS
+
+
+def test_prewarming_lists_the_organizations_auth0s_grants_map(
+    make_worker, newco, tenant, tenant_server, call, tmp_path
+):
+    """A cold start lists the organizations of Auth0's map ahead of demand, as the config's."""
+    tenant.add_organization("org_initrode", "initrode", "Initrode")
+    tenant.seed_organization("org_initrode", 3, prefix="initrode")
+    tenant.associate_client_grant("org_initrode", newco.id)
+    try:
+        worker = make_worker(cache={"cache_dir": str(tmp_path / "warm"), "prewarm": True})
+        map_read(worker)
+        directory = worker.extensions["directory"]
+        assert eventually(lambda: directory.has_list("org_initrode")), "not prewarmed"
+        token = client_token(tenant_server, NEWCO, NEWCO_SECRET, organization="org_initrode")
+        listings = tenant.counts[MEMBERS]
+        answer = call("/users", token, via=worker)
+        assert answer.status_code == 200
+        assert len(answer.json()) == 3
+        assert tenant.counts[MEMBERS] == listings  # served from the prewarmed list
+    finally:
+        tenant.delete_organization("org_initrode")
