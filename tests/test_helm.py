@@ -299,6 +299,8 @@ EXPECTED_SETTINGS = {
     "existing-secret": {
         "auth0.mgmt_client_secret": "existing-mgmt-secret-0123456789",
         "clients": {"edge-acme": ("org_acme",)},
+        "client_grants.enabled": True,
+        "client_grants.refresh_seconds": 120,
         "proxy.cache_type": "redis",
         "proxy.cache_redis_url": "rediss://:existing-redis-password@redis.cache:6380/0",
     },
