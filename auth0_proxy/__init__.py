@@ -249,10 +249,10 @@ def start_background_work(app: Flask, settings: Settings) -> None:
 
 def stop_background_work(app: Flask) -> None:
     """A worker exits: the Events API's reader gives its lease up for another to take now, and
-    the client grants map is no longer followed."""
-    consumer = app.extensions.get("event_consumer")
-    if consumer is not None:
-        consumer.stop()
+    the client grants map is no longer followed nor prewarmed."""
+    for name in ("event_consumer", "prewarm"):
+        if (work := app.extensions.get(name)) is not None:
+            work.stop()
     app.extensions["client_map"].stop()
 
 

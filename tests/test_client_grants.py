@@ -13,6 +13,7 @@ import requests
 from flask import Flask
 
 from auth0_proxy import create_app, stop_background_work
+from auth0_proxy.access.client_map import ClientMap
 from auth0_proxy.core import metrics
 from emulated_tenant.demo import ACME_CLIENT_ID, ACME_ORG_ID, GLOBEX_ORG_ID, UNBOUNDED_BUDGET
 from emulated_tenant.demo import API_AUDIENCE as PROXY_API
@@ -25,9 +26,7 @@ NEWCO = "edge-newco"
 NEWCO_SECRET = "edge-newco-secret"
 REFRESH_SECONDS = 300
 LOOKUP_SECONDS = 10
-GRANTS = "GET /api/v2/client-grants"
 GRANT_ORGANIZATIONS = "GET /api/v2/client-grants/{id}/organizations"
-MEMBERS = "GET /api/v2/organizations/{id}/members"
 ACME_MEMBER = "auth0|alice-acme"
 # The whole Management API's limit as the unlimited tenant reports it (x-ratelimit-limit): the
 # reads of the map, at the lowest rank, need three quarters of the proxy's share of it left.
@@ -44,6 +43,7 @@ def make_worker(tenant_server, tmp_path, monkeypatch, app_log) -> Iterator[Calla
     """``make_worker(**client_grants)``: an app taking its clients map from Auth0 as well; the
     workers made share one cache (one deployment), and each stops following it afterwards."""
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_server.ca_bundle)
+    monkeypatch.setattr(ClientMap, "sync_seconds", 0.05)  # each worker looks 20 times a second
     made: list[Flask] = []
 
     def make(cache: dict | None = None, clients: dict | None = None, **client_grants) -> Flask:
@@ -105,7 +105,7 @@ def metric(name: str, **labels) -> float:
 
 def map_read(*workers: Flask, since: float = 0.0) -> None:
     """Wait until a read of Auth0's map begun at ``since`` or later is stored, and every worker
-    uses it (each looks at the stored version every second)."""
+    uses it (each looks at the stored version every ``sync_seconds``)."""
     store = workers[0].extensions["store"]
 
     def read() -> dict | None:
@@ -119,13 +119,14 @@ def map_read(*workers: Flask, since: float = 0.0) -> None:
     ), "a worker does not use the map read"
 
 
+def requests_for(path: str, tenant) -> list[str]:
+    """The requests the tenant answered for ``path`` (with any query)."""
+    return [r["raw_uri"] for r in list(tenant.requests) if r["raw_uri"].startswith(path)]
+
+
 def lookups(tenant) -> int:
     """Lookups of one client the tenant answered (the map's reads list every client)."""
-    return sum(
-        1
-        for request in list(tenant.requests)
-        if request["endpoint"] == GRANTS and "client_id=" in request["raw_uri"]
-    )
+    return sum(1 for uri in requests_for("/api/v2/client-grants?", tenant) if "client_id=" in uri)
 
 
 def test_a_client_authorized_in_auth0_is_served_with_no_config_change(
@@ -276,10 +277,10 @@ def test_a_static_entry_wins_over_auth0s(make_worker, tenant, tenant_server, cal
 
 
 def test_auth0_failing_during_a_read_keeps_the_last_map_without_widening_it(
-    make_worker, newco, tenant, tenant_server, call, clock
+    make_worker, newco, tenant, tenant_server, call, clock, tmp_path
 ):
     tenant.associate_client_grant(ACME_ORG_ID, newco.id)
-    worker = make_worker()
+    worker = make_worker(cache={"cache_dir": str(tmp_path / "c"), "retry_budget_seconds": 0})
     map_read(worker)
     acme = client_token(tenant_server, NEWCO, NEWCO_SECRET, organization=ACME_ORG_ID)
     assert call("/users", acme, via=worker).status_code == 200
@@ -315,10 +316,12 @@ def test_prewarming_lists_the_organizations_auth0s_grants_map(
         directory = worker.extensions["directory"]
         assert eventually(lambda: directory.has_list("org_initrode")), "not prewarmed"
         token = client_token(tenant_server, NEWCO, NEWCO_SECRET, organization="org_initrode")
-        listings = tenant.counts[MEMBERS]
+        listed = len(requests_for("/api/v2/organizations/org_initrode/members", tenant))
         answer = call("/users", token, via=worker)
         assert answer.status_code == 200
         assert len(answer.json()) == 3
-        assert tenant.counts[MEMBERS] == listings  # served from the prewarmed list
+        assert len(requests_for("/api/v2/organizations/org_initrode/members", tenant)) == listed
+        organizations = worker.extensions["client_map"].organizations
+        assert eventually(lambda: all(map(directory.has_list, organizations())))  # all warm now
     finally:
         tenant.delete_organization("org_initrode")

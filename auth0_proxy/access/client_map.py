@@ -68,6 +68,8 @@ class Derived:
 class ClientMap:
     """The organizations of each client: ``static`` (the config's), then Auth0's."""
 
+    sync_seconds = SYNC_SECONDS
+
     def __init__(
         self,
         static: Mapping[str, tuple[str, ...]],
@@ -165,7 +167,7 @@ class ClientMap:
         return True
 
     def _run(self) -> None:
-        while not self._stopping.wait(SYNC_SECONDS):
+        while not self._stopping.wait(self.sync_seconds):
             try:
                 self.sync()
             except Exception as error:  # the next second tries again; the map in use stays

@@ -145,6 +145,7 @@ class Prewarm:
         self.cached = cached
         self._owner = uuid.uuid4().hex
         self._woken = threading.Event()
+        self.stopped = False
 
     def start(self) -> None:
         """Prewarm in a thread that ends with this object (the app's)."""
@@ -152,7 +153,7 @@ class Prewarm:
         woken = self._woken
 
         def run() -> None:
-            while (prewarm := alive()) is not None:
+            while (prewarm := alive()) is not None and not prewarm.stopped:
                 pause = prewarm.step()
                 del prewarm
                 woken.wait(pause)
@@ -162,6 +163,11 @@ class Prewarm:
 
     def wake(self) -> None:
         """Look now: the organizations may have changed (a new clients map)."""
+        self._woken.set()
+
+    def stop(self) -> None:
+        """No more steps (the worker exits)."""
+        self.stopped = True
         self._woken.set()
 
     def step(self) -> float:
