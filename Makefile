@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SOAK_SECONDS ?= 180
 SIMULATE_MINUTES ?= 4
 
-.PHONY: install demo test soak bench simulate simulate-events lint format run clean
+.PHONY: install demo test soak bench bench-grants simulate simulate-events lint format run clean
 
 install: $(STAMP)
 
@@ -33,6 +33,9 @@ bench: install  ## throughput, overhead and upstream economy, side by side (need
 	$(PY) -m bench.bench
 	$(PY) -m bench.json_encoders
 	$(PY) -m bench.breakdown
+
+bench-grants: install  ## what reading the clients map from Auth0's client grants costs, and the clients' answers with it off and on, side by side
+	$(PY) -m bench.client_grants
 
 simulate: install  ## fleets of edge clients polling two proxies under an Auth0 plan's limits (needs Redis), then one through a 2-minute Redis outage (needs redis-server)
 	$(PY) -m bench.simulate --clients 1000 --orgs 200 --members 100 --poll 60 --minutes $(SIMULATE_MINUTES)

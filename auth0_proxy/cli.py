@@ -164,24 +164,28 @@ def summary(settings: Settings) -> list[str]:
         f"edge tokens: audience {auth0.api_audience}, issuer {auth0.issuer}",
         f"clients: {len(settings.clients)}; organizations mapped: {len(org_ids)} "
         f"({_listed(org_ids)})",
+        *_client_grants_summary(settings),
         f"cache: {cache}",
         f"budget: {settings.budget.plan} plan, share {settings.budget.share:g}",
     ]
-    grants = settings.client_grants
-    if grants.enabled:
-        trusted = "trusted" if grants.trust_allow_any_organization else "refused"
-        lines.insert(
-            4,
-            f"client grants: Auth0's also map clients (config entries win), read every "
-            f"{grants.refresh_seconds} s, an unknown client looked up at most every "
-            f"{grants.lookup_interval_seconds} s; allow_any_organization {trusted}",
-        )
     writers = {client: grant for client, grant in settings.writes.items() if grant.permissions}
     if not writers:
         lines.append("writes: none granted")
     for client_id, grant in sorted(writers.items()):
         lines.append(f"writes: {client_id}: {', '.join(sorted(grant.permissions))}")
     return lines
+
+
+def _client_grants_summary(settings: Settings) -> list[str]:
+    grants = settings.client_grants
+    if not grants.enabled:
+        return []
+    trusted = "trusted" if grants.trust_allow_any_organization else "refused"
+    return [
+        f"client grants: Auth0's also map clients (config entries win), read every "
+        f"{grants.refresh_seconds} s, an unknown client looked up at most every "
+        f"{grants.lookup_interval_seconds} s; allow_any_organization {trusted}"
+    ]
 
 
 def effective_configuration(path: str, environ: Mapping[str, str]) -> list[str]:

@@ -413,7 +413,12 @@ def test_online_prints_the_effective_clients_map_with_where_each_entry_came_from
         for grant in (usable, anywhere, denied):
             tenant.delete_client_grant(grant.id)
 
-    checks = lines(capsys.readouterr().out)
+    output = capsys.readouterr().out
+    assert (
+        "client grants: Auth0's also map clients (config entries win), read every 300 s, an"
+        " unknown client looked up at most every 10 s; allow_any_organization refused"
+    ) in output
+    checks = lines(output)
     acme_grant = tenant.client_grant_for("edge-acme", PROXY_API).id
     assert checks["client edge-acme"].endswith(
         f"org_acme (config; wins over Auth0's grant {acme_grant} (org_acme))"

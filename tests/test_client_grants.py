@@ -9,13 +9,18 @@ import logging
 from collections.abc import Callable, Iterator
 
 import pytest
-import requests
 from flask import Flask
 
 from auth0_proxy import create_app, stop_background_work
 from auth0_proxy.access.client_map import ClientMap
 from auth0_proxy.core import metrics
-from emulated_tenant.demo import ACME_CLIENT_ID, ACME_ORG_ID, GLOBEX_ORG_ID, UNBOUNDED_BUDGET
+from emulated_tenant.demo import (
+    ACME_CLIENT_ID,
+    ACME_ORG_ID,
+    GLOBEX_ORG_ID,
+    UNBOUNDED_BUDGET,
+    edge_token,
+)
 from emulated_tenant.demo import API_AUDIENCE as PROXY_API
 from emulated_tenant.ratelimit import UNLIMITED_REPORTED_LIMIT
 from tests.support import assert_auth0_error, assert_refused, ids, proxy_config_for
@@ -84,19 +89,7 @@ def newco(tenant) -> Iterator:
 
 def client_token(tenant_server, client_id: str, secret: str, organization: str | None = None):
     """A token as the client gets it from the tenant (client credentials over HTTPS)."""
-    form = {
-        "grant_type": "client_credentials",
-        "client_id": client_id,
-        "client_secret": secret,
-        "audience": PROXY_API,
-    }
-    if organization is not None:
-        form["organization"] = organization
-    response = requests.post(
-        f"{tenant_server.url}/oauth/token", data=form, verify=tenant_server.ca_bundle, timeout=10
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["access_token"]
+    return edge_token(tenant_server.url, tenant_server.ca_bundle, client_id, secret, organization)
 
 
 def metric(name: str, **labels) -> float:
