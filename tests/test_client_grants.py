@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 import pytest
+import requests
 from flask import Flask
 
 from auth0_proxy import create_app, stop_background_work
@@ -318,3 +319,35 @@ def test_prewarming_lists_the_organizations_auth0s_grants_map(
         assert eventually(lambda: all(map(directory.has_list, organizations())))  # all warm now
     finally:
         tenant.delete_organization("org_initrode")
+
+
+def test_under_gunicorn_one_read_serves_every_worker_and_a_new_client_is_served(
+    start_proxy, newco, tenant, tenant_server
+):
+    """Two gunicorn workers: one read of Auth0's map at start for both (the lease), and a
+    client authorized afterwards is served over HTTP, looked up once for the deployment."""
+    proxy = start_proxy(env={"AUTH0_PROXY_CLIENT_GRANTS_ENABLED": "true"})
+
+    def reads() -> list[dict]:
+        message = "read Auth0's client grants in"
+        return [r for r in proxy.log_records() if str(r.get("message", "")).startswith(message)]
+
+    assert eventually(lambda: len(reads()) == 1), "no read of Auth0's client grants"
+    tenant.associate_client_grant(ACME_ORG_ID, newco.id)
+    token = client_token(tenant_server, NEWCO, NEWCO_SECRET, organization=ACME_ORG_ID)
+
+    def serving_workers() -> set[int]:
+        return {r["pid"] for r in proxy.log_records() if r.get("client_id") == NEWCO}
+
+    statuses = []
+    while len(serving_workers()) < 2 and len(statuses) < 40:  # a connection each: spread
+        with requests.Session() as session:
+            answer = session.get(
+                f"{proxy.url}/users", headers={"Authorization": f"Bearer {token}"}, timeout=10
+            )
+        statuses.append(answer.status_code)
+
+    assert set(statuses) == {200}
+    assert len(serving_workers()) == 2  # both workers served it
+    assert lookups(tenant) == 1
+    assert len(reads()) == 1  # the other worker followed the stored map
