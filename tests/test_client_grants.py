@@ -13,7 +13,7 @@ import requests
 from flask import Flask
 
 from auth0_proxy import create_app, stop_background_work
-from auth0_proxy.access.client_map import ClientMap
+from auth0_proxy.access.client_map import SETTLED_SECONDS, ClientMap
 from auth0_proxy.core import metrics
 from emulated_tenant.demo import (
     ACME_CLIENT_ID,
@@ -239,12 +239,83 @@ def test_an_unknown_client_flood_costs_one_lookup_per_interval(
             answer = call("/users", token, via=workers[n % 2])
             assert_refused(answer, 403, "access_denied", "client is not in the clients map")
     assert lookups(tenant) == 1
-    assert metric("auth0_proxy_client_grants_lookups_total", outcome="limited") == limited + 39
+    # 40 requests: 1 lookup, 1 answered by its settled result (the same client again), 38 limited
+    assert metric("auth0_proxy_client_grants_lookups_total", outcome="limited") == limited + 38
 
     clock.advance(LOOKUP_SECONDS)
     for n, token in enumerate(tokens):
         assert call("/users", token, via=workers[n % 2]).status_code == 403
     assert lookups(tenant) == 2
+
+
+def test_a_client_authorized_for_nothing_takes_no_more_than_a_turn_a_minute(
+    make_worker, newco, tenant, tenant_server, make_token, call, clock
+):
+    """A client Auth0 issued a token to (a grant of the proxy's API) but authorized for no
+    organization keeps calling: its lookup's answer stands a minute, so the next interval's
+    turn goes to a customer authorized meanwhile."""
+    worker = make_worker()
+    map_read(worker)
+    stranger = make_token("edge-stranger", ACME_ORG_ID)
+    assert call("/users", stranger, via=worker).status_code == 403
+    assert lookups(tenant) == 1
+
+    clock.advance(LOOKUP_SECONDS)
+    assert call("/users", stranger, via=worker).status_code == 403  # settled: no lookup
+    tenant.associate_client_grant(ACME_ORG_ID, newco.id)
+    token = client_token(tenant_server, NEWCO, NEWCO_SECRET, organization=ACME_ORG_ID)
+    assert call("/users", token, via=worker).status_code == 200
+    assert lookups(tenant) == 2
+
+    clock.advance(SETTLED_SECONDS)
+    assert call("/users", stranger, via=worker).status_code == 403
+    assert lookups(tenant) == 3  # looked up again once its answer no longer stands
+
+
+def test_while_the_store_is_out_each_process_shares_the_one_lookup_per_interval(
+    make_worker, tenant, make_token, call, clock
+):
+    """The store cannot say which process had the turn: each takes one per interval times the
+    processes last counted (three here), so the deployment still makes one per interval."""
+    worker = make_worker({"cache_type": "redis", "cache_redis_url": "redis://127.0.0.1:1/0"})
+    store = worker.extensions["store"]
+    store.processes = 3  # as the heartbeat last counted them, before the outage
+    tokens = [make_token(f"edge-unknown-{n}", ACME_ORG_ID) for n in range(10)]
+
+    for token in tokens:
+        assert call("/users", token, via=worker).status_code == 403
+    assert store.failing
+    assert lookups(tenant) == 1
+    clock.advance(2 * LOOKUP_SECONDS)
+    for token in tokens:
+        assert call("/users", token, via=worker).status_code == 403
+    assert lookups(tenant) == 1  # its next turn is 3 intervals after its last
+    clock.advance(LOOKUP_SECONDS)
+    for token in tokens:
+        assert call("/users", token, via=worker).status_code == 403
+    assert lookups(tenant) == 2
+
+
+def test_a_worker_never_goes_back_to_an_older_map(make_worker, newco, make_token, call):
+    """A read that began earlier but was stored later (its writes were slow, or failed and
+    came back) authorized the new customer; the map in use, read after it, does not: it
+    stays."""
+    worker = make_worker()
+    map_read(worker)
+    client_map = worker.extensions["client_map"]
+    store = worker.extensions["store"]
+    older = {"version": "an-older-read", "read_at": client_map.read_at - 100, "clients": 1}
+    store.set(
+        "client-grants:map", {"version": older["version"], "clients": {NEWCO: ["org_acme"]}}, 60
+    )
+    store.set("client-grants:head", older, 60)
+
+    client_map.sync()
+
+    token = make_token(NEWCO, ACME_ORG_ID)  # issued while the older read's authorization held
+    answer = call("/users", token, via=worker)
+    assert_refused(answer, 403, "access_denied", "client is not in the clients map")
+    assert not client_map.knows(NEWCO)
 
 
 def test_a_static_entry_wins_over_auth0s(make_worker, tenant, tenant_server, call):

@@ -11,12 +11,16 @@ fails keeps the last map whole: never a part of one, never none.
 A client the map does not know, or whose token names an organization the map does not give it
 (a customer authorized since), is looked up in Auth0 on its request: that client's grant and its
 organizations, at most one such lookup per ``lookup_interval_seconds`` in the whole deployment,
-however many unknown clients ask. What a lookup finds serves until a newer read of the map.
+however many unknown clients ask (while the store is out, one per interval times the processes
+last counted, in each process). What a lookup finds serves until a newer read of the map, and
+stands ``SETTLED_SECONDS`` for its client: one authorized for nothing cannot take every turn.
 
 Revocation: a dissociation is in the first read of the map begun after it, within
 ``refresh_seconds`` (plus that read's own time), and every worker uses that map a second after
 it is stored. A token issued before is refused from then on: each request is checked against the
-map, not against the token's age.
+map, not against the token's age. Not while reads fail, nor while the store is out (no worker
+reads alone then): the map in use stays, and its age (a metric, and an alert) says how old it
+is. The hosts' clocks are assumed in step (NTP): a lookup and a read are ordered by their times.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from auth0_proxy.auth0.management import ManagementClient
@@ -54,6 +59,14 @@ KEEP_SECONDS = 30 * 86400  # the last good map outlives any Auth0 outage
 LEASE_SECONDS = 2 * PAGE_WAIT_SECONDS
 SYNC_SECONDS = 1
 RETRY_SECONDS = 30
+# What a lookup found stands this long for its client, unless a read of the map supersedes it:
+# a client Auth0 authorizes for nothing (or not for the organization its token names) takes
+# one lookup turn a minute at most, however often it calls.
+SETTLED_SECONDS = 60
+
+
+class _LeaseLost(Exception):
+    """Another worker reads the map now (this one's lease lapsed), or this one stops."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,7 @@ class ClientMap:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._derived = Derived()
         self._looked_up: dict[str, tuple[tuple[str, ...], float]] = {}
-        self._lookup_turn: int | None = None  # this process's last (the store may be out)
+        self._last_turn: float | None = None  # this process's last lookup turn
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -149,10 +162,9 @@ class ClientMap:
     def sync(self) -> None:
         """Follow the stored map, and read Auth0's if a read is due and no one else reads."""
         head = self._follow()
-        read_at = head["read_at"] if head else None
-        if read_at is not None:
-            metrics.CLIENT_GRANTS_AGE.set(max(0.0, clock.now() - read_at))
-        if self._due(read_at):
+        if self.read_at is not None:  # the map in use, even while the store is out
+            metrics.CLIENT_GRANTS_AGE.set(max(0.0, clock.now() - self.read_at))
+        if self._due(head["read_at"] if head else None):
             self.refresh()
 
     def refresh(self) -> bool:
@@ -179,6 +191,8 @@ class ClientMap:
         if not isinstance(head, dict):
             return None
         current = self._derived
+        if current.read_at is not None and head["read_at"] < current.read_at:
+            return head  # an older read than the one in use (its writes failed): never back
         if head["version"] != current.version:
             stored = self.store.get(MAP_KEY)
             if isinstance(stored, dict) and stored.get("version") == head["version"]:
@@ -213,11 +227,8 @@ class ClientMap:
     def _read(self) -> None:
         """One read of Auth0's map, stored for every worker; on failure the last map stays."""
         started = clock.now()
-        # The first map (none yet: Auth0's clients are all refused) as a stale answer clients
-        # are asking for; later ones at the lowest rank, ahead of need.
-        rank = Rank.STALE if self.read_at is None else Rank.AHEAD
         try:
-            with errand(rank, urgency=1.0):
+            with self._errand(started):
                 found = read_authorizations(
                     self.management,
                     self.audience,
@@ -231,6 +242,12 @@ class ClientMap:
                 "reading Auth0's client grants failed (the last map stays): %s", error.reason
             )
             return
+        except _LeaseLost:
+            log.info("stopped reading Auth0's client grants: another worker reads them")
+            return
+        stored = self.store.get(HEAD_KEY)
+        if isinstance(stored, dict) and stored["read_at"] > started:
+            return  # a read begun after this one ended first: it stands
         clients = effective(found)
         self._count_changes(self._derived.clients, clients)
         version = _version(clients)
@@ -248,8 +265,23 @@ class ClientMap:
             refused,
         )
 
+    def _errand(self, now: float) -> AbstractContextManager[None]:
+        """A read's rank at the budget: the lowest, ahead of need; as a stale answer clients
+        are asking for when there is no map yet (Auth0's clients are all refused) or the one in
+        use missed a read (clients' own demand must not put revocation off for ever)."""
+        if self.read_at is not None and now - self.read_at < 2 * self.settings.refresh_seconds:
+            return errand(Rank.AHEAD)
+        return errand(Rank.STALE, urgency=1.0)
+
     def _renew_lease(self) -> None:
-        self.store.extend_if(LEASE_KEY, self.holder, LEASE_SECONDS)
+        """Keep the lease for the read under way.
+
+        :raise _LeaseLost: it lapsed (another worker may read now), or this worker stops.
+        """
+        if self._stopping.is_set() or not self.store.extend_if(
+            LEASE_KEY, self.holder, LEASE_SECONDS
+        ):
+            raise _LeaseLost
 
     def _count_changes(
         self, before: Mapping[str, tuple[str, ...]], after: Mapping[str, tuple[str, ...]]
@@ -259,30 +291,49 @@ class ClientMap:
         metrics.CLIENT_GRANTS_CHANGES.labels("removed").inc(len(old - new))
 
     def _looked_up_organizations(self, client_id: str, org_id: str | None) -> tuple[str, ...]:
-        """What a lookup of the client found since the map was read, or finds now if this
-        interval's lookup is still to be had."""
-        read_at = self.read_at or 0.0
-        found = self._looked_up.get(client_id)
-        if found is None:
-            stored = self.store.get(LOOKED_UP_KEY.format(client_id=client_id))
-            if isinstance(stored, dict) and stored["at"] >= read_at:
-                found = (tuple(stored["orgs"]), stored["at"])
-        if found is not None and found[1] >= read_at and covers(found[0], org_id):
-            return found[0]
+        """What the last lookup of the client since the map was read found, while it decides
+        the token or stands (``SETTLED_SECONDS``); else what a lookup finds now, if this
+        interval's is still to be had."""
+        found = self._last_lookup(client_id)
+        if found is not None:
+            org_ids, at = found
+            if covers(org_ids, org_id) or clock.now() < at + SETTLED_SECONDS:
+                return org_ids
         if not self._take_lookup_turn():
             metrics.CLIENT_GRANTS_LOOKUPS.labels("limited").inc()
-            return found[0] if found is not None and found[1] >= read_at else ()
+            return found[0] if found is not None else ()
         return self._look_up(client_id)
 
+    def _last_lookup(self, client_id: str) -> tuple[tuple[str, ...], float] | None:
+        """The newest lookup of the client by any worker since the map in use was read: this
+        worker's, unless the store holds a newer one."""
+        read_at = self.read_at or 0.0
+        found = self._looked_up.get(client_id)
+        if found is not None and clock.now() < found[1] + SETTLED_SECONDS:
+            return found if found[1] >= read_at else None
+        stored = self.store.get(LOOKED_UP_KEY.format(client_id=client_id))
+        if isinstance(stored, dict) and (found is None or stored["at"] > found[1]):
+            found = (tuple(stored["orgs"]), stored["at"])
+            with self._lock:
+                self._looked_up[client_id] = found
+        return found if found is not None and found[1] >= read_at else None
+
     def _take_lookup_turn(self) -> bool:
-        """This interval's one lookup, if no process of the deployment has had it."""
-        turn = int(clock.now() // self.settings.lookup_interval_seconds)
+        """This interval's one lookup, if no process of the deployment has had it. While the
+        store is out (it cannot say), each process takes one per interval times the processes
+        last counted: the deployment's one, shared out."""
+        interval = self.settings.lookup_interval_seconds
+        failing = self.store.failing
+        spacing = interval * (max(self.store.processes, 1) if failing else 1)
+        now = clock.now()
         with self._lock:
-            if turn == self._lookup_turn:
+            if self._last_turn is not None and now < self._last_turn + spacing:
                 return False
-            self._lookup_turn = turn
-        ttl = 2 * self.settings.lookup_interval_seconds
-        return self.store.add(LOOKUP_TURN_KEY.format(turn=turn), self.holder, ttl)
+            self._last_turn = now
+        if failing:
+            return True
+        turn = int(now // interval)
+        return self.store.add(LOOKUP_TURN_KEY.format(turn=turn), self.holder, 2 * interval)
 
     def _look_up(self, client_id: str) -> tuple[str, ...]:
         started = clock.now()

@@ -47,22 +47,31 @@ def read_authorizations(
     progress: Callable[[], None] = lambda: None,
 ) -> list[Authorization]:
     """Each client grant of ``audience`` (``client_id``'s only, if given) with what it
-    authorizes; ``progress`` is told before each grant's organizations are read. A ``patient``
-    reader waits its turn at the budget (see ``ManagementClient.client_grants``).
+    authorizes; ``progress`` is told of each grant listed and before each grant's organizations
+    are read (it may end the read by raising). A ``patient`` reader waits its turn at the
+    budget (see ``ManagementClient.client_grants``).
 
     :raise APIError: Auth0 failed or the budget refused a call: nothing is returned, never a
         part of the grants.
     """
-    grants = [
-        grant
-        for grant in management.client_grants(audience, client_id, patient=patient)
-        if grant["subject_type"] == "client"  # a user-access grant issues no client tokens
-    ]
+    grants = []
+    for grant in management.client_grants(audience, client_id, patient=patient):
+        progress()
+        if _applies(grant, audience, client_id):
+            grants.append(grant)
     found = []
     for grant in grants:
         progress()
         found.append(authorize(grant, management, trust_any=trust_any, patient=patient))
     return found
+
+
+def _applies(grant: dict, audience: str, client_id: str | None) -> bool:
+    """A client's grant for ``audience`` (``client_id``'s), whatever filters Auth0 applied; a
+    user-access grant issues no client tokens."""
+    if client_id is not None and grant["client_id"] != client_id:
+        return False
+    return grant["audience"] == audience and grant["subject_type"] == "client"
 
 
 def authorize(

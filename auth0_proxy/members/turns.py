@@ -154,10 +154,10 @@ class Prewarm:
 
         def run() -> None:
             while (prewarm := alive()) is not None and not prewarm.stopped:
+                woken.clear()  # a wake from now on is for the step after this one
                 pause = prewarm.step()
                 del prewarm
                 woken.wait(pause)
-                woken.clear()
 
         threading.Thread(target=run, name="prewarm", daemon=True).start()
 
