@@ -328,6 +328,22 @@ def test_a_worker_never_goes_back_to_an_older_map(make_worker, newco, make_token
     assert not client_map.knows(NEWCO)
 
 
+def test_a_read_never_stores_over_one_begun_after_it(make_worker, newco, tenant, make_token, call):
+    """A read that ends after a later-begun one (stored first) leaves that one standing: what it
+    found (here, the new customer authorized in between) is not stored over it."""
+    worker = make_worker()
+    map_read(worker)
+    client_map, store = worker.extensions["client_map"], worker.extensions["store"]
+    later = {**store.get("client-grants:head"), "read_at": client_map.read_at + 3600}
+    store.set("client-grants:head", later, 60)
+    tenant.associate_client_grant(ACME_ORG_ID, newco.id)
+
+    client_map.refresh()
+
+    assert store.get("client-grants:head") == later
+    assert not client_map.knows(NEWCO)
+
+
 def test_a_static_entry_wins_over_auth0s(make_worker, tenant, tenant_server, call):
     """edge-acme is Acme's in config.json: Auth0 authorizing it for Globex as well, or no
     longer for Acme, changes nothing."""

@@ -167,16 +167,15 @@ class ClientMap:
         if self._due(head["read_at"] if head else None):
             self.refresh()
 
-    def refresh(self) -> bool:
-        """Read Auth0's map now, unless another worker is reading it; whether this one read."""
+    def refresh(self) -> None:
+        """Read Auth0's map now, unless another worker is reading it."""
         if not self.store.add(LEASE_KEY, self.holder, LEASE_SECONDS) or self.store.failing:
-            return False  # a store that is out grants every add: no worker reads alone then
+            return  # a store that is out grants every add: no worker reads alone then
         try:
             self.store.set(ATTEMPT_KEY, clock.now(), KEEP_SECONDS)
             self._read()
         finally:
             self.store.delete_if(LEASE_KEY, self.holder)
-        return True
 
     def _run(self) -> None:
         while not self._stopping.wait(self.sync_seconds):
@@ -291,32 +290,36 @@ class ClientMap:
         metrics.CLIENT_GRANTS_CHANGES.labels("removed").inc(len(old - new))
 
     def _looked_up_organizations(self, client_id: str, org_id: str | None) -> tuple[str, ...]:
-        """What the last lookup of the client since the map was read found, while it decides
-        the token or stands (``SETTLED_SECONDS``); else what a lookup finds now, if this
-        interval's is still to be had."""
-        found = self._last_lookup(client_id)
-        if found is not None:
-            org_ids, at = found
-            if covers(org_ids, org_id) or clock.now() < at + SETTLED_SECONDS:
-                return org_ids
+        """What the last lookup of the client found, while it stands (``_stands``); else what
+        a lookup finds now, if this interval's is still to be had. The store (another worker's
+        lookup) is read only when this worker's own does not stand."""
+        found = self._looked_up.get(client_id)
+        if not self._stands(found, org_id):
+            found = self._newer_stored_lookup(client_id, found)
+        if self._stands(found, org_id):
+            return found[0]
         if not self._take_lookup_turn():
             metrics.CLIENT_GRANTS_LOOKUPS.labels("limited").inc()
-            return found[0] if found is not None else ()
+            return found[0] if found is not None and found[1] >= (self.read_at or 0.0) else ()
         return self._look_up(client_id)
 
-    def _last_lookup(self, client_id: str) -> tuple[tuple[str, ...], float] | None:
-        """The newest lookup of the client by any worker since the map in use was read: this
-        worker's, unless the store holds a newer one."""
-        read_at = self.read_at or 0.0
-        found = self._looked_up.get(client_id)
-        if found is not None and clock.now() < found[1] + SETTLED_SECONDS:
-            return found if found[1] >= read_at else None
+    def _stands(self, found: tuple[tuple[str, ...], float] | None, org_id: str | None) -> bool:
+        """Whether a lookup decides the token without another: made since the map in use was
+        read, and naming the token's organization, or made less than ``SETTLED_SECONDS`` ago."""
+        if found is None or found[1] < (self.read_at or 0.0):
+            return False
+        return covers(found[0], org_id) or clock.now() < found[1] + SETTLED_SECONDS
+
+    def _newer_stored_lookup(
+        self, client_id: str, found: tuple[tuple[str, ...], float] | None
+    ) -> tuple[tuple[str, ...], float] | None:
+        """The newer of ``found`` and the lookup of the client the store holds."""
         stored = self.store.get(LOOKED_UP_KEY.format(client_id=client_id))
         if isinstance(stored, dict) and (found is None or stored["at"] > found[1]):
             found = (tuple(stored["orgs"]), stored["at"])
             with self._lock:
                 self._looked_up[client_id] = found
-        return found if found is not None and found[1] >= read_at else None
+        return found
 
     def _take_lookup_turn(self) -> bool:
         """This interval's one lookup, if no process of the deployment has had it. While the
